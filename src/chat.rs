@@ -1,0 +1,188 @@
+//! The Chat API client: the only module that knows the Chat REST client
+//! (`google-chat-v1`) and its error type. It creates messages and classifies
+//! every failure as permanent or transient, which decides ack versus nack.
+
+use crate::config::ChatSettings;
+use crate::names::{ClientMessageId, SpaceName, ThreadName};
+use crate::reply::Card;
+use google_chat_v1::client::ChatService;
+use google_chat_v1::model;
+use google_cloud_gax::options::RequestOptionsBuilder;
+use google_cloud_gax::retry_policy::NeverRetry;
+use std::time::Duration;
+
+/// The OAuth scope of app authentication.
+pub const CHAT_BOT_SCOPE: &str = "https://www.googleapis.com/auth/chat.bot";
+
+/// A message to create.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// The space to post in.
+    pub space: SpaceName,
+    /// Our deterministic ID; `None` lets Chat choose one (only `send` does that).
+    pub id: Option<ClientMessageId>,
+    /// Text.
+    pub text: Option<String>,
+    /// Cards with their IDs.
+    pub cards: Vec<(String, Card)>,
+    /// Where it goes.
+    pub thread: Threading,
+}
+
+/// Where a new message goes in its space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Threading {
+    /// Reply in this thread, or start a new one if it is gone.
+    Reply(ThreadName),
+    /// The app-owned thread with this key, created on first use.
+    Key(String),
+    /// Start a new thread.
+    New,
+}
+
+/// A created message.
+#[derive(Clone, Debug)]
+pub enum Created {
+    /// Chat created it; the message as Chat returned it, as JSON.
+    Message(serde_json::Value),
+    /// Chat already holds a message with our ID (409 ALREADY_EXISTS): an
+    /// earlier delivery of this event created it, so it counts as delivered.
+    AlreadyExists,
+}
+
+/// Why a message could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Retrying cannot help (400, 403, 404…): the event is acked, logged and
+    /// counted (and dead-lettered when configured).
+    #[error("permanent Chat API error: {0}")]
+    Permanent(String),
+    /// Retrying may help (429, 5xx, 401, timeouts, network, token endpoint
+    /// down): the event is nacked so that Pub/Sub redelivers it later.
+    #[error("transient Chat API error: {0}")]
+    Transient(String),
+}
+
+impl SendError {
+    /// Whether a later delivery may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// The Chat API client, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ChatClient {
+    inner: ChatService,
+    timeout: Duration,
+}
+
+/// The client could not be built (for example an unreadable key file).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up Chat API credentials: {0}")]
+pub struct ClientError(String);
+
+impl ChatClient {
+    /// Builds the client with Application Default Credentials and the
+    /// `chat.bot` scope.
+    pub async fn new(settings: &ChatSettings) -> Result<Self, ClientError> {
+        let credentials = google_cloud_auth::credentials::Builder::default()
+            .with_scopes([CHAT_BOT_SCOPE])
+            .build()
+            .map_err(|e| ClientError(e.to_string()))?;
+        let inner = ChatService::builder()
+            .with_endpoint(settings.endpoint.trim_end_matches('/'))
+            .with_credentials(credentials)
+            // One attempt per delivery: a transient failure nacks the event and
+            // Pub/Sub's redelivery is the retry, so no event waits here for
+            // minutes while holding its lease.
+            .with_retry_policy(NeverRetry)
+            .build()
+            .await
+            .map_err(|e| ClientError(e.to_string()))?;
+        Ok(Self {
+            inner,
+            timeout: settings.request_timeout,
+        })
+    }
+
+    /// Creates one message.
+    pub async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
+        use model::create_message_request::MessageReplyOption;
+        let mut body = model::Message::new();
+        if let Some(text) = &message.text {
+            body = body.set_text(text.clone());
+        }
+        if !message.cards.is_empty() {
+            body = body.set_cards_v2(message.cards.iter().map(|(id, card)| {
+                model::CardWithId::new()
+                    .set_card_id(id.clone())
+                    .set_card(card.clone())
+            }));
+        }
+        let mut request = self
+            .inner
+            .create_message()
+            .set_parent(message.space.as_str())
+            .with_attempt_timeout(self.timeout);
+        request = match &message.thread {
+            Threading::Reply(thread) => {
+                body = body.set_thread(model::Thread::new().set_name(thread.as_str()));
+                request.set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
+            }
+            Threading::Key(key) => {
+                body = body.set_thread(model::Thread::new().set_thread_key(key.clone()));
+                request.set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
+            }
+            Threading::New => request,
+        };
+        if let Some(id) = &message.id {
+            request = request.set_message_id(id.as_str());
+        }
+        match request.set_message(body).send().await {
+            Ok(created) => Ok(Created::Message(
+                serde_json::to_value(&created).unwrap_or(serde_json::Value::Null),
+            )),
+            Err(e) if message.id.is_some() && e.http_status_code() == Some(409) => {
+                Ok(Created::AlreadyExists)
+            }
+            Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+/// Permanent or transient, from what the client reports.
+fn classify(e: &google_cloud_gax::error::Error) -> SendError {
+    let text = summarize(e);
+    if let Some(code) = e.http_status_code() {
+        return match code {
+            // 401: the token was rejected; a refreshed token (or a fixed
+            // deployment) can succeed, and acking would lose the event.
+            401 | 408 | 429 | 500..=599 => SendError::Transient(text),
+            _ => SendError::Permanent(text),
+        };
+    }
+    if e.is_timeout()
+        || e.is_connect()
+        || e.is_transport()
+        || e.is_io()
+        || e.is_authentication()
+        || e.is_exhausted()
+    {
+        SendError::Transient(text)
+    } else {
+        // Binding, serialization or a response we cannot read: the request
+        // itself is wrong, so a redelivery would fail the same way.
+        SendError::Permanent(text)
+    }
+}
+
+/// The status and Google's message, never the request body or a token.
+fn summarize(e: &google_cloud_gax::error::Error) -> String {
+    match (e.http_status_code(), e.status()) {
+        (Some(code), Some(status)) => format!("HTTP {code} {:?}: {}", status.code, status.message),
+        (Some(code), None) => format!("HTTP {code}"),
+        _ => e.to_string(),
+    }
+}

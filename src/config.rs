@@ -1,0 +1,382 @@
+//! Typed settings, layered: the compiled-in `config/default.toml`, then a file,
+//! then `CHATWORKER_<SECTION>__<KEY>` environment variables.
+//!
+//! Every error names the setting (and its environment variable) and what is
+//! wrong, so `main` can print one line and exit 2.
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The built-in defaults: `config/default.toml`, compiled in so that the
+/// binary runs from any directory and the texts still live in that file.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_PATH: &str = "config/default.toml";
+
+/// The prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "CHATWORKER_";
+
+/// Google's convention for pointing clients at the Pub/Sub emulator.
+pub const EMULATOR_ENV: &str = "PUBSUB_EMULATOR_HOST";
+
+/// All settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where events come from.
+    pub pubsub: PubSubSettings,
+    /// Where replies go.
+    pub chat: ChatSettings,
+    /// How events are processed.
+    pub worker: WorkerSettings,
+    /// The default app's texts.
+    pub app: AppSettings,
+}
+
+/// The Pub/Sub side.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PubSubSettings {
+    /// `projects/P/subscriptions/S`.
+    pub subscription: String,
+    /// `projects/P/topics/T`, or empty for none.
+    #[serde(default)]
+    pub dead_letter_topic: String,
+    /// Flow control: events held at once.
+    pub max_outstanding_messages: i64,
+    /// How far ahead each lease is extended.
+    #[serde(with = "humantime_serde")]
+    pub max_lease_extension: Duration,
+    /// How long one event may stay leased.
+    #[serde(with = "humantime_serde")]
+    pub max_lease: Duration,
+    /// `host:port` of the emulator, from `PUBSUB_EMULATOR_HOST`; not a file setting.
+    #[serde(skip)]
+    pub emulator_host: Option<String>,
+}
+
+/// The Chat API side.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Base URL of the Chat API.
+    pub endpoint: String,
+    /// Timeout of one API call.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// Processing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Threads handled at once.
+    pub concurrency: usize,
+    /// Time in-flight events get to finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// The default app's texts and commands.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    /// Posted when the app is added to a space.
+    pub onboarding_text: String,
+    /// Posted for the help command.
+    pub help_text: String,
+    /// The help slash command's name, e.g. `/help`.
+    pub help_command_name: String,
+    /// The help command's ID in the Chat API console.
+    pub help_command_id: i64,
+    /// The reply card's subtitle.
+    pub card_subtitle: String,
+    /// The reply card's text; `{name}` and `{text}` are replaced.
+    pub card_text: String,
+    /// The reply card's button label.
+    pub button_text: String,
+    /// The URL the button opens.
+    pub button_url: String,
+}
+
+/// A setting that is missing or invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {setting} ({env}): {problem}")]
+pub struct ConfigError {
+    /// The setting's dotted name, e.g. `pubsub.subscription`.
+    pub setting: String,
+    /// The environment variable that sets it.
+    pub env: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, problem: impl Into<String>) -> Self {
+        let env = if setting.is_empty() {
+            "configuration file".to_owned()
+        } else {
+            env_name(setting)
+        };
+        Self {
+            setting: setting.to_owned(),
+            env,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// `pubsub.subscription` → `CHATWORKER_PUBSUB__SUBSCRIPTION`.
+pub fn env_name(setting: &str) -> String {
+    format!("{ENV_PREFIX}{}", setting.to_uppercase().replace('.', "__"))
+}
+
+impl Settings {
+    /// Loads and validates the settings. `file`: the `--config` path; when
+    /// `None`, `config/default.toml` is read if it exists.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError {
+                    setting: "--config".into(),
+                    env: "command line".into(),
+                    problem: format!("{} is not a readable file", path.display()),
+                });
+            }
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None if Path::new(DEFAULT_PATH).is_file() => {
+                figment = figment.merge(Toml::file(PathBuf::from(DEFAULT_PATH)));
+            }
+            None => {}
+        }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let emulator_host = env
+            .iter()
+            .find(|(k, _)| k == EMULATOR_ENV)
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        // Only variables with a `__` are ours: Kubernetes injects
+        // CHATWORKER_SERVICE_HOST and friends for a Service named chatworker,
+        // and those must not be mistaken for (unknown) settings.
+        let ours: Vec<(String, String)> = env
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_owned(), v)))
+            .filter(|(k, _)| k.contains("__"))
+            .collect();
+        figment = figment.merge(EnvList(ours));
+        let mut settings: Settings = figment.extract().map_err(from_figment)?;
+        settings.pubsub.emulator_host = emulator_host;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let sub = &self.pubsub.subscription;
+        if sub.is_empty() {
+            return Err(ConfigError::new(
+                "pubsub.subscription",
+                "is required; set it to projects/PROJECT/subscriptions/SUBSCRIPTION",
+            ));
+        }
+        if !is_resource(sub, "subscriptions") {
+            return Err(ConfigError::new(
+                "pubsub.subscription",
+                format!("{sub:?} is not of the form projects/PROJECT/subscriptions/SUBSCRIPTION (IDs of at least 3 characters)"),
+            ));
+        }
+        let dlq = &self.pubsub.dead_letter_topic;
+        if !dlq.is_empty() && !is_resource(dlq, "topics") {
+            return Err(ConfigError::new(
+                "pubsub.dead_letter_topic",
+                format!("{dlq:?} is not of the form projects/PROJECT/topics/TOPIC"),
+            ));
+        }
+        if self.pubsub.max_outstanding_messages < 1 {
+            return Err(ConfigError::new("pubsub.max_outstanding_messages", "must be at least 1"));
+        }
+        let ext = self.pubsub.max_lease_extension;
+        if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&ext) {
+            return Err(ConfigError::new(
+                "pubsub.max_lease_extension",
+                "must be between 10s and 600s (Pub/Sub's limits)",
+            ));
+        }
+        let endpoint = &self.chat.endpoint;
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "chat.endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if self.chat.request_timeout.is_zero() {
+            return Err(ConfigError::new("chat.request_timeout", "must be above zero"));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(ConfigError::new("worker.concurrency", "must be at least 1"));
+        }
+        if let Some(host) = &self.pubsub.emulator_host
+            && (host.contains("://") || !host.contains(':'))
+        {
+            return Err(ConfigError {
+                setting: "emulator host".into(),
+                env: EMULATOR_ENV.into(),
+                problem: format!("{host:?} must be HOST:PORT, without a scheme"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The project of the subscription, e.g. `p` for `projects/p/subscriptions/s`.
+    pub fn project(&self) -> &str {
+        self.pubsub.subscription.split('/').nth(1).unwrap_or_default()
+    }
+}
+
+/// `projects/P/<kind>/ID` with Pub/Sub's 3-character minimum for IDs.
+fn is_resource(name: &str, kind: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    matches!(parts.as_slice(), ["projects", p, k, id] if !p.is_empty() && *k == kind && id.len() >= 3)
+}
+
+fn from_figment(e: figment::Error) -> ConfigError {
+    let setting = e.path.join(".");
+    let problem = match &e.kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            return ConfigError::new(&with_field(&e.path, field), "is not a known setting");
+        }
+        figment::error::Kind::MissingField(field) => {
+            return ConfigError::new(&with_field(&e.path, field), "is missing");
+        }
+        kind => kind.to_string(),
+    };
+    ConfigError::new(&setting, problem)
+}
+
+/// The dotted setting name for `field` under `path` (figment sometimes
+/// includes the field in the path, sometimes not).
+fn with_field(path: &[String], field: &str) -> String {
+    match path.last() {
+        Some(last) if last == field => path.join("."),
+        Some(_) => format!("{}.{field}", path.join(".")),
+        None => field.to_owned(),
+    }
+}
+
+/// Environment variables already stripped of the prefix, as a figment provider.
+struct EnvList(Vec<(String, String)>);
+
+impl figment::Provider for EnvList {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("environment variable")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (key, value) in &self.0 {
+            let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
+            // Parsed like TOML scalars: "64" is a number, "true" a boolean.
+            let Ok(value) = value.parse::<figment::value::Value>();
+            insert_nested(&mut dict, &path, value);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+fn insert_nested(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| figment::value::Dict::new().into());
+            if let figment::value::Value::Dict(_, inner) = entry {
+                insert_nested(inner, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load_from(None, env)
+    }
+
+    const SUB: (&str, &str) = ("CHATWORKER_PUBSUB__SUBSCRIPTION", "projects/p1/subscriptions/sub");
+
+    #[test]
+    fn defaults_come_from_the_compiled_in_file() {
+        let s = load(&[SUB]).expect("valid");
+        assert_eq!(s.chat.endpoint, "https://chat.googleapis.com");
+        assert_eq!(s.worker.shutdown_grace, Duration::from_secs(20));
+        assert!(s.app.help_text.contains("/help"));
+        assert_eq!(s.project(), "p1");
+        assert_eq!(s.pubsub.emulator_host, None);
+    }
+
+    #[test]
+    fn environment_overrides_and_emulator_host() {
+        let s = load(&[
+            SUB,
+            ("CHATWORKER_CHAT__ENDPOINT", "http://127.0.0.1:9000"),
+            ("CHATWORKER_WORKER__CONCURRENCY", "3"),
+            ("CHATWORKER_WORKER__SHUTDOWN_GRACE", "5s"),
+            ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
+            // Injected by Kubernetes for a Service named chatworker: not ours.
+            ("CHATWORKER_SERVICE_HOST", "10.0.0.1"),
+            ("CHATWORKER_PORT", "tcp://10.0.0.1:80"),
+        ])
+        .expect("valid");
+        assert_eq!(s.chat.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(s.worker.concurrency, 3);
+        assert_eq!(s.worker.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(s.pubsub.emulator_host.as_deref(), Some("127.0.0.1:8085"));
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_its_variable() {
+        let e = load(&[]).expect_err("subscription is required");
+        assert_eq!(e.setting, "pubsub.subscription");
+        assert!(e.to_string().contains("CHATWORKER_PUBSUB__SUBSCRIPTION"), "{e}");
+
+        let e = load(&[("CHATWORKER_PUBSUB__SUBSCRIPTION", "my-sub")]).expect_err("bad form");
+        assert!(e.problem.contains("projects/PROJECT/subscriptions/SUBSCRIPTION"), "{e}");
+
+        let e = load(&[SUB, ("CHATWORKER_WORKER__CONCURENCY", "3")]).expect_err("typo");
+        assert_eq!(e.setting, "worker.concurency");
+        assert!(e.problem.contains("not a known setting"), "{e}");
+
+        let e = load(&[SUB, ("CHATWORKER_WORKER__SHUTDOWN_GRACE", "soon")]).expect_err("bad duration");
+        assert_eq!(e.setting, "worker.shutdown_grace", "{e}");
+
+        let e = load(&[SUB, ("CHATWORKER_WORKER__CONCURRENCY", "-1")]).expect_err("negative");
+        assert_eq!(e.setting, "worker.concurrency", "{e}");
+
+        let e = load(&[SUB, ("PUBSUB_EMULATOR_HOST", "http://localhost:8085")]).expect_err("scheme");
+        assert_eq!(e.env, "PUBSUB_EMULATOR_HOST", "{e}");
+
+        let e = Settings::load_from(Some(Path::new("/nonexistent.toml")), Vec::new()).expect_err("no file");
+        assert_eq!(e.setting, "--config");
+    }
+}
