@@ -1,0 +1,76 @@
+//! Counters of what the worker did, shared by every task. Logged as a summary
+//! when the worker stops.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The worker's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    received: AtomicU64,
+    acked: AtomicU64,
+    nacked: AtomicU64,
+    dead_lettered: AtomicU64,
+    replies_created: AtomicU64,
+    replies_already_existed: AtomicU64,
+    dropped: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Pub/Sub messages received (every delivery counts).
+    pub received: u64,
+    /// Messages acked.
+    pub acked: u64,
+    /// Messages nacked for redelivery (including those still in flight at shutdown).
+    pub nacked: u64,
+    /// Messages published to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Replies Chat created.
+    pub replies_created: u64,
+    /// Replies Chat already held from an earlier delivery (409 on our ID).
+    pub replies_already_existed: u64,
+    /// Events acked without a reply, by reason.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl Metrics {
+    pub(crate) fn received(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn acked(&self) {
+        self.acked.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn nacked(&self) {
+        self.nacked.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn reply_created(&self) {
+        self.replies_created.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn reply_already_existed(&self) {
+        self.replies_already_existed.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn dropped(&self, reason: &str) {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        *dropped.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            received: self.received.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            nacked: self.nacked.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            replies_created: self.replies_created.load(Relaxed),
+            replies_already_existed: self.replies_already_existed.load(Relaxed),
+            dropped: self.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The ack decision: a pure function of what happened to an event.
+
+/// What became of one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every reply was created (or already existed from an earlier delivery).
+    Delivered,
+    /// Nothing to send: the app had no reply, or a policy skipped the event
+    /// (for example a message from another bot). The label says why.
+    Skipped(&'static str),
+    /// The payload is not a Chat event; the label is the decode error's reason.
+    Undecodable(&'static str),
+    /// Retrying cannot help (Chat answered 400/403/404, or the handler failed
+    /// permanently); the label says which.
+    Permanent(&'static str),
+    /// A later delivery may succeed (429, 5xx, network, token endpoint, or the
+    /// handler asked for a retry).
+    Transient,
+}
+
+/// What to do with the Pub/Sub message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Acknowledge: done, never redelivered.
+    Ack,
+    /// Negative-acknowledge: Pub/Sub redelivers it (after the subscription's
+    /// retry backoff, and to the dead-letter topic after its max attempts).
+    Nack,
+    /// Publish it to our dead-letter topic, then ack; nack if that fails.
+    DeadLetter,
+}
+
+/// The settlement of an outcome. A failure that can never succeed is acked (or
+/// dead-lettered when a topic is configured) so it cannot loop through
+/// redelivery; a transient one is nacked so it is not lost.
+pub fn settle(outcome: &Outcome, dead_letter_configured: bool) -> Settlement {
+    match outcome {
+        Outcome::Delivered | Outcome::Skipped(_) => Settlement::Ack,
+        Outcome::Transient => Settlement::Nack,
+        Outcome::Undecodable(_) | Outcome::Permanent(_) if dead_letter_configured => Settlement::DeadLetter,
+        Outcome::Undecodable(_) | Outcome::Permanent(_) => Settlement::Ack,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        for dlq in [false, true] {
+            assert_eq!(settle(&Outcome::Delivered, dlq), Settlement::Ack);
+            assert_eq!(settle(&Outcome::Skipped("bot_sender"), dlq), Settlement::Ack);
+            assert_eq!(settle(&Outcome::Transient, dlq), Settlement::Nack);
+        }
+        assert_eq!(settle(&Outcome::Permanent("chat_permanent"), false), Settlement::Ack);
+        assert_eq!(settle(&Outcome::Undecodable("not_json"), false), Settlement::Ack);
+        assert_eq!(settle(&Outcome::Permanent("chat_permanent"), true), Settlement::DeadLetter);
+        assert_eq!(settle(&Outcome::Undecodable("not_json"), true), Settlement::DeadLetter);
+    }
+}

@@ -1,0 +1,305 @@
+//! `chatworker sim`: a local Chat API that follows the published reference
+//! closely enough to test against. It authenticates like Google (trusted
+//! service-account keys; self-signed JWTs or tokens from its own token
+//! endpoint), validates requests against the embedded discovery document, and
+//! applies Chat's message rules ([`store`]). It lives apart from the worker:
+//! the worker never imports it.
+//!
+//! Besides the API (`/v1/…`) and the token endpoint (`/token`) it serves an
+//! inspection API under `/_sim/`: what was created and with which request,
+//! every API call, and seeding of messages that people "wrote".
+
+pub mod auth;
+pub mod keys;
+pub mod schema;
+pub mod store;
+
+use auth::{Authenticator, Refusal};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use bytes::Bytes;
+use keys::TrustedKey;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use store::{CreateRequest, Store, StoreError};
+use tokio::net::TcpListener;
+
+/// The simulator's options.
+#[derive(Clone, Debug, Default)]
+pub struct SimOptions {
+    /// Service-account keys whose tokens are accepted.
+    pub trust: Vec<TrustedKey>,
+}
+
+/// One API call, for `/_sim/requests`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Response status.
+    pub status: u16,
+    /// Time to answer, in milliseconds.
+    pub latency_ms: f64,
+}
+
+struct SimState {
+    store: Mutex<Store>,
+    auth: Authenticator,
+    token_url: String,
+    calls: Mutex<Vec<CallRecord>>,
+}
+
+type Shared = Arc<SimState>;
+
+/// Serves the simulator on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    options: SimOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let state = Arc::new(SimState {
+        store: Mutex::default(),
+        auth: Authenticator::new(options.trust),
+        token_url: format!("http://{addr}/token"),
+        calls: Mutex::default(),
+    });
+    let app = router(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/v1/spaces/{space}/messages", post(create_message).get(list_messages))
+        .route("/v1/spaces/{space}/messages/{message}", get(get_message))
+        .route("/token", post(token))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), record_call));
+    Router::new()
+        .route("/_sim/health", get(|| async { "ok" }))
+        .route("/_sim/messages", get(inspect_messages))
+        .route("/_sim/requests", get(inspect_calls))
+        .route("/_sim/spaces/{space}/messages", post(seed_message))
+        .merge(api)
+        .with_state(state)
+}
+
+/// Google's error JSON.
+fn error(status: StatusCode, grpc: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"code": status.as_u16(), "message": message.into(), "status": grpc}});
+    (status, Json(body)).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::InvalidArgument(m) => error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m),
+        StoreError::NotFound(m) => error(StatusCode::NOT_FOUND, "NOT_FOUND", m),
+        StoreError::AlreadyExists(m) => error(StatusCode::CONFLICT, "ALREADY_EXISTS", m),
+    }
+}
+
+fn invalid(e: schema::Invalid) -> Response {
+    let body = json!({"error": {
+        "code": 400,
+        "message": e.description,
+        "status": "INVALID_ARGUMENT",
+        "details": [{
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": e.field, "description": e.description}]
+        }]
+    }});
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+fn authorize(state: &SimState, headers: &HeaderMap) -> Result<auth::Principal, Response> {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    state.auth.authorize(header).map_err(|refusal| match refusal {
+        Refusal::Unauthenticated(why) => error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            format!("Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. ({why})"),
+        ),
+        Refusal::InsufficientScope => error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Request had insufficient authentication scopes.",
+        ),
+    })
+}
+
+/// The app's user in messages it creates.
+fn app_sender(principal: &auth::Principal) -> Value {
+    let id = &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(principal.email.as_bytes()))[..16];
+    let display = principal.email.split('@').next().unwrap_or("app");
+    json!({"name": format!("users/{id}"), "displayName": display, "type": "BOT"})
+}
+
+async fn create_message(
+    State(state): State<Shared>,
+    Path(space): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = match authorize(&state, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let method = schema::method("spaces", "messages", "create").expect("create is in the discovery document");
+    let query = match schema::check_query(method, &query) {
+        Ok(q) => q,
+        Err(e) => return invalid(e),
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("Invalid JSON payload received. {e}")),
+    };
+    let body = match schema::check_body("Message", &body, "message") {
+        Ok(b) => b,
+        Err(e) => return invalid(e),
+    };
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let request = CreateRequest {
+        space: format!("spaces/{space}"),
+        message_id: param("messageId"),
+        request_id: param("requestId"),
+        reply_option: param("messageReplyOption").unwrap_or_default(),
+        thread_key: param("threadKey"),
+        body: body.clone(),
+        sender: app_sender(&principal),
+    };
+    let query: BTreeMap<String, String> = query.into_iter().collect();
+    let result = state.store.lock().unwrap_or_else(|p| p.into_inner()).create(request, true, query);
+    match result {
+        Ok((message, _)) => Json(message).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_message(
+    State(state): State<Shared>,
+    Path((space, message)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let name = format!("spaces/{space}/messages/{message}");
+    match state.store.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn list_messages(State(state): State<Shared>, Path(space): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let messages = state
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .list(&format!("spaces/{space}"));
+    Json(json!({"messages": messages})).into_response()
+}
+
+async fn token(State(state): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {
+    match state.auth.grant(&form, &state.token_url) {
+        Ok((token, lifetime)) => Json(json!({
+            "access_token": token,
+            "expires_in": lifetime.as_secs(),
+            "token_type": "Bearer",
+        }))
+        .into_response(),
+        Err((code, description)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": code, "error_description": description})),
+        )
+            .into_response(),
+    }
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("The simulator does not serve {method} {}.", uri.path()),
+    )
+}
+
+async fn record_call(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let response = next.run(request).await;
+    let record = CallRecord {
+        method,
+        path,
+        query,
+        status: response.status().as_u16(),
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    state.calls.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+    response
+}
+
+async fn inspect_messages(State(state): State<Shared>) -> Response {
+    let records = state.store.lock().unwrap_or_else(|p| p.into_inner()).records();
+    Json(json!({"messages": records})).into_response()
+}
+
+async fn inspect_calls(State(state): State<Shared>) -> Response {
+    let calls = state.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Json(json!({"requests": calls})).into_response()
+}
+
+/// Records a message as if a person had written it in Chat, so that an event
+/// can refer to its thread. Body: a Message (`text`, optional `sender`,
+/// optional `thread.name` to reply in an existing thread).
+async fn seed_message(State(state): State<Shared>, Path(space): Path<String>, Json(body): Json<Value>) -> Response {
+    let sender = body
+        .get("sender")
+        .cloned()
+        .unwrap_or_else(|| json!({"name": "users/100000000000000000001", "displayName": "Local User", "type": "HUMAN"}));
+    let mut message = body.as_object().cloned().unwrap_or_default();
+    message.remove("sender");
+    let has_thread = message.get("thread").is_some();
+    let request = CreateRequest {
+        space: format!("spaces/{space}"),
+        message_id: None,
+        request_id: None,
+        reply_option: if has_thread { "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD".into() } else { String::new() },
+        thread_key: None,
+        body: Value::Object(message),
+        sender,
+    };
+    let result = state
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .create(request, false, BTreeMap::new());
+    match result {
+        Ok((message, _)) => Json(message).into_response(),
+        Err(e) => store_error(e),
+    }
+}

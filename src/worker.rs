@@ -1,0 +1,285 @@
+//! The worker: pulls deliveries from [`crate::source`], decodes them, hands them
+//! to the [`App`] through the [`Dispatcher`] (in order per thread), sends the
+//! replies through [`crate::chat`], and settles each delivery only then.
+//!
+//! Shutdown is one future passed in by the caller (the binary passes
+//! SIGTERM/SIGINT, tests their own): on it the worker stops pulling, lets
+//! in-flight events finish within the grace period, nacks the rest, flushes
+//! acks and returns.
+
+use crate::app::{App, HandlerError};
+use crate::chat::{ChatClient, Created, NewMessage, SendError, Threading};
+use crate::config::Settings;
+use crate::dispatch::Dispatcher;
+use crate::event::{DecodeError, Event, EventKind, UserKind, decode};
+use crate::ids::reply_id;
+use crate::metrics::{Metrics, Snapshot};
+use crate::reply::{Reply, ReplyThread};
+use crate::settle::{Outcome, Settlement, settle};
+use crate::source::{Delivery, Source, TopicPublisher};
+use futures::FutureExt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Time kept back from the grace period for flushing acks and nacks to
+/// Pub/Sub after in-flight work is stopped (acks are batched every 100 ms).
+const FLUSH_MARGIN: Duration = Duration::from_secs(2);
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// Chat API credentials could not be set up.
+    #[error(transparent)]
+    Chat(#[from] crate::chat::ClientError),
+    /// The subscription failed for good (deleted, no permission…).
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+}
+
+/// Everything a job needs, shared by all of them.
+struct Shared<A> {
+    app: A,
+    chat: ChatClient,
+    dead_letter: Option<TopicPublisher>,
+    subscription: String,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs until `shutdown` completes or the subscription fails for good.
+/// Returns the counters.
+pub async fn run<A: App>(
+    settings: Settings,
+    app: A,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Snapshot, WorkerError> {
+    let chat = ChatClient::new(&settings.chat).await?;
+    let dead_letter = match settings.pubsub.dead_letter_topic.as_str() {
+        "" => None,
+        topic => Some(TopicPublisher::new(&settings.pubsub, topic).await?),
+    };
+    let mut source = Source::open(&settings.pubsub).await?;
+    let shared = Arc::new(Shared {
+        app,
+        chat,
+        dead_letter,
+        subscription: settings.pubsub.subscription.clone(),
+        metrics: Arc::default(),
+    });
+    let dispatcher = Dispatcher::new(settings.worker.concurrency);
+    tracing::info!(
+        subscription = %settings.pubsub.subscription,
+        chat_endpoint = %settings.chat.endpoint,
+        emulator = settings.pubsub.emulator_host.as_deref().unwrap_or("no"),
+        concurrency = settings.worker.concurrency,
+        "worker started"
+    );
+
+    tokio::pin!(shutdown);
+    let failure = loop {
+        let next = tokio::select! {
+            // Biased: once shutdown is signalled, no new delivery is taken.
+            biased;
+            () = &mut shutdown => break None,
+            next = source.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                shared.metrics.received();
+                let decoded = decode(&delivery.data);
+                let key = lane_key(&decoded, &delivery);
+                dispatcher.submit(key, process(shared.clone(), delivery, decoded).boxed());
+            }
+            Some(Err(e)) => break Some(e),
+            None => break None,
+        }
+    };
+
+    match &failure {
+        Some(e) => tracing::error!(error = %e, "subscription failed; stopping"),
+        None => tracing::info!(in_flight = dispatcher.pending(), "shutting down: no longer pulling"),
+    }
+    let grace = settings.worker.shutdown_grace;
+    let margin = FLUSH_MARGIN.min(grace / 4);
+    let stop = source.stop_handle();
+    let stopped = tokio::spawn(async move { stop.stop().await });
+    let abandoned = dispatcher.drain(grace - margin).await;
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "grace period over: unfinished events nacked for redelivery");
+        (0..abandoned).for_each(|_| shared.metrics.nacked());
+    }
+    if tokio::time::timeout(margin, stopped).await.is_err() {
+        tracing::warn!("Pub/Sub did not confirm the last acks in time; they may be redelivered");
+    }
+    let snapshot = shared.metrics.snapshot();
+    tracing::info!(
+        received = snapshot.received,
+        acked = snapshot.acked,
+        nacked = snapshot.nacked,
+        dead_lettered = snapshot.dead_lettered,
+        replies_created = snapshot.replies_created,
+        replies_already_existed = snapshot.replies_already_existed,
+        dropped = ?snapshot.dropped,
+        "worker stopped"
+    );
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(snapshot),
+    }
+}
+
+/// Events of one thread share a lane; events outside threads share their
+/// space's; undecodable payloads get a lane of their own.
+fn lane_key(decoded: &Result<Event, DecodeError>, delivery: &Delivery) -> String {
+    match decoded {
+        Ok(event) => match &event.thread {
+            Some(thread) => thread.to_string(),
+            None => event.space.name.to_string(),
+        },
+        Err(_) => format!("pubsub/{}", delivery.message_id),
+    }
+}
+
+/// Handles one delivery end to end and settles it.
+async fn process<A: App>(shared: Arc<Shared<A>>, delivery: Delivery, decoded: Result<Event, DecodeError>) {
+    let (outcome, detail) = match decoded {
+        Ok(event) => handle(&shared, &delivery, &event).await,
+        Err(e) => {
+            // The error text may quote the payload: details at debug only.
+            tracing::warn!(message_id = %delivery.message_id, reason = e.reason(), "undecodable Pub/Sub message");
+            tracing::debug!(message_id = %delivery.message_id, error = %e, "decode error");
+            (Outcome::Undecodable(e.reason()), e.to_string())
+        }
+    };
+    let metrics = &shared.metrics;
+    match &outcome {
+        Outcome::Skipped(reason) | Outcome::Undecodable(reason) | Outcome::Permanent(reason) => {
+            metrics.dropped(reason)
+        }
+        Outcome::Delivered | Outcome::Transient => {}
+    }
+    match settle(&outcome, shared.dead_letter.is_some()) {
+        Settlement::Ack => {
+            delivery.ack();
+            metrics.acked();
+        }
+        Settlement::Nack => {
+            delivery.nack();
+            metrics.nacked();
+        }
+        Settlement::DeadLetter => dead_letter(&shared, delivery, &outcome, &detail).await,
+    }
+}
+
+/// Publishes the original payload with attributes that say why, then acks;
+/// if publishing fails the delivery is nacked, so nothing is lost.
+async fn dead_letter<A>(shared: &Shared<A>, delivery: Delivery, outcome: &Outcome, detail: &str) {
+    let Some(topic) = &shared.dead_letter else {
+        return;
+    };
+    let reason = match outcome {
+        Outcome::Undecodable(r) | Outcome::Permanent(r) | Outcome::Skipped(r) => *r,
+        Outcome::Delivered | Outcome::Transient => "unknown",
+    };
+    let mut attributes = delivery.attributes.clone();
+    attributes.extend([
+        ("chatworker_reason".to_owned(), reason.to_owned()),
+        ("chatworker_error".to_owned(), detail.chars().take(1024).collect()),
+        ("chatworker_subscription".to_owned(), shared.subscription.clone()),
+        ("chatworker_message_id".to_owned(), delivery.message_id.clone()),
+    ]);
+    match topic.publish(delivery.data.clone(), attributes).await {
+        Ok(_) => {
+            tracing::warn!(message_id = %delivery.message_id, reason, "sent to the dead-letter topic");
+            delivery.ack();
+            shared.metrics.dead_lettered();
+            shared.metrics.acked();
+        }
+        Err(e) => {
+            tracing::warn!(message_id = %delivery.message_id, error = %e, "dead-letter publish failed; nacking");
+            delivery.nack();
+            shared.metrics.nacked();
+        }
+    }
+}
+
+/// Runs the app and sends its replies. Returns the outcome and, for failures,
+/// a detail for the dead-letter attributes.
+async fn handle<A: App>(shared: &Shared<A>, delivery: &Delivery, event: &Event) -> (Outcome, String) {
+    let id = &delivery.message_id;
+    let kind = event.kind.label();
+    // Two apps answering each other would loop forever.
+    if event.sender().is_some_and(|u| u.kind == UserKind::Bot) {
+        tracing::debug!(message_id = %id, kind, "ignoring an event sent by a bot");
+        return (Outcome::Skipped("bot_sender"), String::new());
+    }
+    if let EventKind::Unknown { type_name } = &event.kind {
+        tracing::warn!(message_id = %id, type_name, "event type unknown to this version");
+    }
+    let replies = match shared.app.handle(event).await {
+        Ok(replies) => replies,
+        Err(HandlerError::Transient(e)) => {
+            tracing::warn!(message_id = %id, kind, error = %e, "handler failed; will retry");
+            return (Outcome::Transient, e);
+        }
+        Err(HandlerError::Permanent(e)) => {
+            tracing::warn!(message_id = %id, kind, error = %e, "handler failed permanently");
+            return (Outcome::Permanent("handler_permanent"), e);
+        }
+    };
+    if replies.is_empty() {
+        let reason = match event.kind {
+            EventKind::Unknown { .. } => "unknown_type",
+            _ => "no_reply",
+        };
+        return (Outcome::Skipped(reason), String::new());
+    }
+    let identity = event.identity().unwrap_or_else(|| format!("pubsub/{id}"));
+    let mut permanent = None;
+    for (index, reply) in replies.into_iter().enumerate() {
+        let message = new_message(event, reply, reply_id(&identity, index));
+        match shared.chat.create(&message).await {
+            Ok(Created::Message(_)) => shared.metrics.reply_created(),
+            Ok(Created::AlreadyExists) => {
+                tracing::debug!(message_id = %id, index, "reply already created by an earlier delivery");
+                shared.metrics.reply_already_existed();
+            }
+            // Later replies wait: they must not overtake this one.
+            Err(e @ SendError::Transient(_)) => {
+                tracing::warn!(message_id = %id, kind, index, error = %e, "reply failed; will retry");
+                return (Outcome::Transient, e.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %id, kind, index, error = %e, "reply rejected");
+                permanent = Some(e.to_string());
+            }
+        }
+    }
+    match permanent {
+        Some(detail) => (Outcome::Permanent("chat_permanent"), detail),
+        None => {
+            tracing::debug!(message_id = %id, kind, "answered");
+            (Outcome::Delivered, String::new())
+        }
+    }
+}
+
+fn new_message(event: &Event, reply: Reply, id: crate::names::ClientMessageId) -> NewMessage {
+    let space = reply.space.unwrap_or_else(|| event.space.name.clone());
+    let thread = match reply.thread {
+        // The event's thread lives in the event's space only.
+        ReplyThread::Event if space == event.space.name => {
+            event.thread.clone().map_or(Threading::New, Threading::Reply)
+        }
+        ReplyThread::Key(key) => Threading::Key(key),
+        ReplyThread::Event | ReplyThread::New => Threading::New,
+    };
+    NewMessage {
+        space,
+        id: Some(id),
+        text: reply.text,
+        cards: reply.cards,
+        thread,
+    }
+}
