@@ -183,15 +183,26 @@ impl Settings {
         Ok(settings)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let sub = &self.pubsub.subscription;
-        if sub.is_empty() {
+    /// As [`Settings::load`], for commands that pull events: the
+    /// subscription is required.
+    pub fn for_worker(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load(file)?.require_subscription()
+    }
+
+    /// Fails unless `pubsub.subscription` is set.
+    pub fn require_subscription(self) -> Result<Self, ConfigError> {
+        if self.pubsub.subscription.is_empty() {
             return Err(ConfigError::new(
                 "pubsub.subscription",
                 "is required; set it to projects/PROJECT/subscriptions/SUBSCRIPTION",
             ));
         }
-        if !is_resource(sub, "subscriptions") {
+        Ok(self)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let sub = &self.pubsub.subscription;
+        if !sub.is_empty() && !is_resource(sub, "subscriptions") {
             return Err(ConfigError::new(
                 "pubsub.subscription",
                 format!("{sub:?} is not of the form projects/PROJECT/subscriptions/SUBSCRIPTION (IDs of at least 3 characters)"),
@@ -320,7 +331,7 @@ mod tests {
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        Settings::load_from(None, env)
+        Settings::load_from(None, env)?.require_subscription()
     }
 
     const SUB: (&str, &str) = ("CHATWORKER_PUBSUB__SUBSCRIPTION", "projects/p1/subscriptions/sub");

@@ -12,3 +12,4 @@ pub mod source;
 pub mod dispatch;
 pub mod worker;
 pub mod sim;
+pub mod cli;

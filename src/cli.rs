@@ -1,0 +1,184 @@
+//! The `chatworker` command line: argument parsing and one call into the
+//! library per subcommand. Exit codes: 0 done, 1 runtime failure, 2 invalid
+//! configuration or usage (one line naming what is wrong).
+
+use crate::chat::{ChatClient, Created, NewMessage, Threading};
+use crate::config::Settings;
+use crate::default_app::DefaultApp;
+use crate::names::{ClientMessageId, SpaceName};
+use crate::reply::Card;
+use crate::sim::keys::{TrustedKey, issue_key_file};
+use crate::sim::{SimOptions, serve};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A Pub/Sub-driven runtime for Google Chat apps behind a firewall.
+#[derive(Debug, Parser)]
+#[command(name = "chatworker", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pull Chat events from Pub/Sub, answer them, ack; until SIGTERM/SIGINT.
+    Run {
+        /// Settings file (default: ./config/default.toml if present).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Send one message with the app's credentials and print it as JSON.
+    Send {
+        /// Settings file (for chat.endpoint and chat.request_timeout).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The space: spaces/AAA or AAA.
+        #[arg(long)]
+        space: String,
+        /// The message text.
+        #[arg(long, required_unless_present = "card")]
+        text: Option<String>,
+        /// A JSON file holding one card (the `card` of a cardsV2 entry).
+        #[arg(long, value_name = "FILE.json")]
+        card: Option<PathBuf>,
+        /// Post in the app-owned thread with this key (created on first use).
+        #[arg(long)]
+        thread_key: Option<String>,
+        /// Name the message `client-…`, to update or delete it later.
+        #[arg(long, value_name = "client-…")]
+        message_id: Option<String>,
+    },
+    /// Serve the Chat API simulator.
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8086")]
+        listen: String,
+        /// Trust this service-account key file (repeatable). The file in
+        /// GOOGLE_APPLICATION_CREDENTIALS is trusted too.
+        #[arg(long, value_name = "KEYFILE")]
+        trust: Vec<PathBuf>,
+        /// Create a service-account key file here if none exists, and trust it.
+        #[arg(long, value_name = "KEYFILE")]
+        issue_key: Option<PathBuf>,
+    },
+}
+
+/// An error and the exit code it leads to.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn usage(message: impl ToString) -> Failure {
+    Failure { code: 2, message: message.to_string() }
+}
+
+fn runtime(message: impl ToString) -> Failure {
+    Failure { code: 1, message: message.to_string() }
+}
+
+impl Cli {
+    /// Runs the command; returns the process exit code.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> ExitCode {
+        let result = match self.command {
+            Command::Run { config } => run(config, shutdown).await,
+            Command::Send { config, space, text, card, thread_key, message_id } => {
+                send(config, space, text, card, thread_key, message_id).await
+            }
+            Command::Sim { listen, trust, issue_key } => sim(listen, trust, issue_key, shutdown).await,
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => {
+                eprintln!("chatworker: {}", f.message);
+                ExitCode::from(f.code)
+            }
+        }
+    }
+}
+
+async fn run(config: Option<PathBuf>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Failure> {
+    let settings = Settings::for_worker(config.as_deref()).map_err(usage)?;
+    let app = DefaultApp::new(settings.app.clone());
+    match crate::worker::run(settings, app, shutdown).await {
+        Ok(_) => Ok(()),
+        Err(crate::worker::WorkerError::Chat(e)) => Err(usage(e)),
+        Err(e) => Err(runtime(e)),
+    }
+}
+
+async fn send(
+    config: Option<PathBuf>,
+    space: String,
+    text: Option<String>,
+    card: Option<PathBuf>,
+    thread_key: Option<String>,
+    message_id: Option<String>,
+) -> Result<(), Failure> {
+    let settings = Settings::load(config.as_deref()).map_err(usage)?;
+    let space = SpaceName::parse_lenient(&space).map_err(|e| usage(format!("--space: {e}")))?;
+    let id = message_id
+        .map(|id| ClientMessageId::new(&id).map_err(|e| usage(format!("--message-id {id:?}: {e}"))))
+        .transpose()?;
+    let cards = match card {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| usage(format!("--card {}: {e}", path.display())))?;
+            let card: Card = serde_json::from_str(&text)
+                .map_err(|e| usage(format!("--card {}: not a card: {e}", path.display())))?;
+            vec![("card".to_owned(), card)]
+        }
+        None => Vec::new(),
+    };
+    let message = NewMessage {
+        space,
+        id,
+        text,
+        cards,
+        thread: thread_key.map_or(Threading::New, Threading::Key),
+    };
+    let client = ChatClient::new(&settings.chat).await.map_err(usage)?;
+    match client.create(&message).await.map_err(runtime)? {
+        Created::Message(json) => {
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            Ok(())
+        }
+        Created::AlreadyExists => Err(runtime(format!(
+            "a message with ID {} already exists in {}",
+            message.id.as_ref().map(ClientMessageId::as_str).unwrap_or_default(),
+            message.space
+        ))),
+    }
+}
+
+async fn sim(
+    listen: String,
+    trust: Vec<PathBuf>,
+    issue_key: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| usage(format!("--listen {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(runtime)?;
+    let mut keys = Vec::new();
+    if let Some(path) = issue_key {
+        let email = "chatworker-local@local-project.iam.gserviceaccount.com";
+        let key = issue_key_file(&path, email, &format!("http://{addr}/token")).map_err(usage)?;
+        tracing::info!(path = %path.display(), email = %key.client_email, "trusting the issued key");
+        keys.push(key);
+    }
+    let from_env = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from);
+    for path in trust.iter().chain(from_env.iter()) {
+        let key = TrustedKey::from_file(path).map_err(|e| usage(format!("--trust {e}")))?;
+        tracing::info!(path = %path.display(), email = %key.client_email, "trusting key");
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        tracing::warn!("no trusted keys: every API call will be answered 401 (use --trust or --issue-key)");
+    }
+    // Scripts wait for this line.
+    println!("chat simulator listening on http://{addr}");
+    serve(listener, SimOptions { trust: keys }, shutdown).await.map_err(runtime)
+}
