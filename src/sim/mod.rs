@@ -51,8 +51,42 @@ pub struct CallRecord {
     pub query: String,
     /// Response status.
     pub status: u16,
+    /// When the call arrived, in milliseconds since the simulator started.
+    pub started_ms: f64,
     /// Time to answer, in milliseconds.
     pub latency_ms: f64,
+}
+
+/// Behaviour that tests and developers can change at run time through
+/// `POST /_sim/control`.
+#[derive(Clone, Debug, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Control {
+    /// Delay added before every API answer, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// The next this-many API calls fail with `fail_status` (and count down).
+    #[serde(default)]
+    pub fail_next: u32,
+    /// The HTTP status of those failures (default 503).
+    #[serde(default)]
+    pub fail_status: Option<u16>,
+}
+
+/// The gRPC status name Google's errors carry for an HTTP status.
+fn grpc_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ALREADY_EXISTS",
+        429 => "RESOURCE_EXHAUSTED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
 }
 
 struct SimState {
@@ -60,6 +94,9 @@ struct SimState {
     auth: Authenticator,
     token_url: String,
     calls: Mutex<Vec<CallRecord>>,
+    control: Mutex<Control>,
+    in_flight: std::sync::atomic::AtomicU64,
+    started: Instant,
 }
 
 type Shared = Arc<SimState>;
@@ -76,6 +113,9 @@ pub async fn serve(
         auth: Authenticator::new(options.trust),
         token_url: format!("http://{addr}/token"),
         calls: Mutex::default(),
+        control: Mutex::default(),
+        in_flight: Default::default(),
+        started: Instant::now(),
     });
     let app = router(state);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
@@ -93,6 +133,7 @@ fn router(state: Shared) -> Router {
         .route("/_sim/messages", get(inspect_messages))
         .route("/_sim/requests", get(inspect_calls))
         .route("/_sim/spaces/{space}/messages", post(seed_message))
+        .route("/_sim/control", get(get_control).post(set_control))
         .merge(api)
         .with_state(state)
 }
@@ -247,20 +288,48 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
 }
 
 async fn record_call(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
     let started = Instant::now();
+    let started_ms = started.duration_since(state.started).as_secs_f64() * 1000.0;
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let response = next.run(request).await;
+    state.in_flight.fetch_add(1, Relaxed);
+    let (latency, fail) = {
+        let mut control = state.control.lock().unwrap_or_else(|p| p.into_inner());
+        let fail = (control.fail_next > 0).then(|| {
+            control.fail_next -= 1;
+            control.fail_status.unwrap_or(503)
+        });
+        (control.latency_ms, fail)
+    };
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let response = match fail.map(StatusCode::from_u16) {
+        Some(Ok(status)) => error(status, grpc_status(status), "Injected by the simulator's control endpoint."),
+        _ => next.run(request).await,
+    };
+    state.in_flight.fetch_sub(1, Relaxed);
     let record = CallRecord {
         method,
         path,
         query,
         status: response.status().as_u16(),
+        started_ms,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     state.calls.lock().unwrap_or_else(|p| p.into_inner()).push(record);
     response
+}
+
+async fn get_control(State(state): State<Shared>) -> Response {
+    Json(state.control.lock().unwrap_or_else(|p| p.into_inner()).clone()).into_response()
+}
+
+async fn set_control(State(state): State<Shared>, Json(control): Json<Control>) -> Response {
+    *state.control.lock().unwrap_or_else(|p| p.into_inner()) = control.clone();
+    Json(control).into_response()
 }
 
 async fn inspect_messages(State(state): State<Shared>) -> Response {
@@ -270,7 +339,8 @@ async fn inspect_messages(State(state): State<Shared>) -> Response {
 
 async fn inspect_calls(State(state): State<Shared>) -> Response {
     let calls = state.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Json(json!({"requests": calls})).into_response()
+    let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({"requests": calls, "inFlight": in_flight})).into_response()
 }
 
 /// Records a message as if a person had written it in Chat, so that an event

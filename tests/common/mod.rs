@@ -1,0 +1,417 @@
+//! The integration harness: the real Pub/Sub emulator (through Google's own
+//! admin and publisher clients), the Chat simulator in-process on port 0, and
+//! the real `chatworker` binary as a child process.
+//!
+//! The emulator must be running and `PUBSUB_EMULATOR_HOST` set; `.ci/run` and
+//! `scripts/test` start it. Every test uses fresh topics and subscriptions:
+//! the emulator keeps state between tests and replays held messages late.
+
+#![allow(dead_code)]
+
+use chatworker::sim::keys::issue_key_file;
+use chatworker::sim::{SimOptions, serve};
+use google_cloud_auth::credentials::anonymous;
+use google_cloud_pubsub::client::{Publisher, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::model::Message;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const PROJECT: &str = "chatworker-tests";
+
+/// The emulator's `host:port`, or a clear failure saying how to start it.
+pub fn emulator_host() -> String {
+    std::env::var("PUBSUB_EMULATOR_HOST").unwrap_or_else(|_| {
+        panic!(
+            "PUBSUB_EMULATOR_HOST is not set. These tests need Google's Pub/Sub emulator: \
+             run them with `scripts/test`, or start `gcloud beta emulators pubsub start \
+             --host-port=127.0.0.1:8085` and export PUBSUB_EMULATOR_HOST=127.0.0.1:8085"
+        )
+    })
+}
+
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}-{:06x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>() & 0xffffff
+    )
+}
+
+/// A fresh topic and pull subscription on the emulator.
+pub struct Topic {
+    pub topic: String,
+    pub subscription: String,
+    publisher: Publisher,
+}
+
+impl Topic {
+    pub async fn fresh(prefix: &str) -> Self {
+        let host = emulator_host();
+        let endpoint = format!("http://{host}");
+        let topic = format!("projects/{PROJECT}/topics/{}", unique(prefix));
+        let subscription = topic.replace("/topics/", "/subscriptions/");
+        let topics = TopicAdmin::builder()
+            .with_endpoint(&endpoint)
+            .with_credentials(anonymous::Builder::new().build())
+            .build()
+            .await
+            .expect("topic admin client");
+        topics.create_topic().set_name(&topic).send().await.expect("create topic");
+        let subscriptions = SubscriptionAdmin::builder()
+            .with_endpoint(&endpoint)
+            .with_credentials(anonymous::Builder::new().build())
+            .build()
+            .await
+            .expect("subscription admin client");
+        subscriptions
+            .create_subscription()
+            .set_name(&subscription)
+            .set_topic(&topic)
+            .set_ack_deadline_seconds(10)
+            .send()
+            .await
+            .expect("create subscription");
+        let publisher = Publisher::builder(&topic)
+            .with_endpoint(&endpoint)
+            .with_credentials(anonymous::Builder::new().build())
+            .build()
+            .await
+            .expect("publisher");
+        Self { topic, subscription, publisher }
+    }
+
+    /// Publishes one payload and waits for the emulator to accept it.
+    pub async fn publish(&self, data: impl Into<bytes::Bytes>) -> String {
+        self.publisher
+            .publish(Message::new().set_data(data.into()))
+            .await
+            .expect("publish")
+    }
+
+    /// Publishes a JSON event.
+    pub async fn publish_json(&self, event: &Value) -> String {
+        self.publish(serde_json::to_vec(event).expect("serializes")).await
+    }
+}
+
+/// Pulls up to `max` messages from `subscription` with the REST API and acks them.
+pub async fn pull_and_ack(subscription: &str, max: usize) -> Vec<Value> {
+    let base = format!("http://{}/v1/{subscription}", emulator_host());
+    let client = reqwest::Client::new();
+    let response: Value = client
+        .post(format!("{base}:pull"))
+        .json(&json!({"maxMessages": max, "returnImmediately": true}))
+        .send()
+        .await
+        .expect("pull")
+        .json()
+        .await
+        .expect("pull response");
+    let received = response["receivedMessages"].as_array().cloned().unwrap_or_default();
+    let ids: Vec<Value> = received.iter().map(|m| m["ackId"].clone()).collect();
+    if !ids.is_empty() {
+        client
+            .post(format!("{base}:acknowledge"))
+            .json(&json!({"ackIds": ids}))
+            .send()
+            .await
+            .expect("ack");
+    }
+    received
+}
+
+/// The Chat simulator, served in-process on a free port, trusting a freshly
+/// issued service-account key.
+pub struct Sim {
+    pub url: String,
+    pub key_path: PathBuf,
+    dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("http://{addr}");
+        let key_path = dir.path().join("service-account.json");
+        let email = "chatworker-test@chatworker-tests.iam.gserviceaccount.com";
+        let key = issue_key_file(&key_path, email, &format!("{url}/token")).expect("issue key");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(listener, SimOptions { trust: vec![key] }, async move {
+            let _ = stopped.await;
+        }));
+        Self { url, key_path, dir, stop: Some(stop), http: reqwest::Client::new() }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("sim request")
+            .json()
+            .await
+            .expect("sim JSON")
+    }
+
+    /// Messages apps created, oldest first, each with its request (`query`, `body`).
+    pub async fn app_messages(&self) -> Vec<Value> {
+        let all = self.get("/_sim/messages").await;
+        all["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|r| r["byApp"] == true)
+            .cloned()
+            .collect()
+    }
+
+    /// Every API call, in completion order.
+    pub async fn calls(&self) -> Vec<Value> {
+        self.get("/_sim/requests").await["requests"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// API calls being answered now.
+    pub async fn in_flight(&self) -> u64 {
+        self.get("/_sim/requests").await["inFlight"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn set_latency(&self, ms: u64) {
+        self.control(json!({"latencyMs": ms})).await;
+    }
+
+    /// Makes the next `n` API calls fail with `status`.
+    pub async fn fail_next(&self, n: u32, status: u16) {
+        self.control(json!({"failNext": n, "failStatus": status})).await;
+    }
+
+    pub async fn control(&self, control: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_sim/control", self.url))
+            .json(&control)
+            .send()
+            .await
+            .expect("control");
+        assert!(r.status().is_success());
+    }
+
+    /// A message "written by a person" in `space` (`spaces/X`); returns it.
+    pub async fn seed(&self, space: &str, text: &str, thread: Option<&str>) -> Value {
+        let mut body = json!({
+            "text": text,
+            "sender": {
+                "name": "users/1234567890",
+                "displayName": "Ada Lovelace",
+                "avatarUrl": "https://lh3.googleusercontent.com/a/ada",
+                "type": "HUMAN"
+            }
+        });
+        if let Some(thread) = thread {
+            body["thread"] = json!({"name": thread});
+        }
+        self.http
+            .post(format!("{}/_sim/{space}/messages", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("seed")
+            .json()
+            .await
+            .expect("seeded message")
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A classic MESSAGE event for a message the simulator holds.
+pub fn message_event(message: &Value) -> Value {
+    let space = message["space"]["name"].as_str().expect("space");
+    json!({
+        "type": "MESSAGE",
+        "eventTime": message["createTime"],
+        "space": {"name": space, "spaceType": "SPACE", "displayName": "Test space"},
+        "user": message["sender"],
+        "message": message,
+        "thread": message["thread"],
+        "common": {"hostApp": "CHAT", "userLocale": "en"}
+    })
+}
+
+/// The same interaction as a Workspace add-on event object.
+pub fn addon_message_event(message: &Value) -> Value {
+    let space = json!({"name": message["space"]["name"], "spaceType": "SPACE"});
+    json!({
+        "commonEventObject": {"hostApp": "CHAT", "userLocale": "en"},
+        "chat": {
+            "user": message["sender"],
+            "space": space,
+            "eventTime": message["createTime"],
+            "messagePayload": {"message": message, "space": space}
+        }
+    })
+}
+
+/// The `chatworker` binary, running.
+pub struct Worker {
+    child: tokio::process::Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Worker {
+    /// Starts `chatworker run` against `sim` and `subscription`, plus `env`,
+    /// and waits until it is pulling.
+    pub async fn start(sim: &Sim, subscription: &str, env: &[(&str, &str)]) -> Self {
+        let worker = Self::spawn(sim, subscription, env);
+        worker.wait_for_log("worker started", Duration::from_secs(60)).await;
+        worker
+    }
+
+    /// Starts the binary without waiting.
+    pub fn spawn(sim: &Sim, subscription: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("worker.log");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatworker"));
+        command
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("PUBSUB_EMULATOR_HOST", emulator_host())
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &sim.key_path)
+            .env("CHATWORKER_PUBSUB__SUBSCRIPTION", subscription)
+            .env("CHATWORKER_CHAT__ENDPOINT", &sim.url)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("stdout"))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn chatworker");
+        Self { child, log, _dir: dir }
+    }
+
+    pub async fn wait(&mut self) -> ExitStatus {
+        self.child.wait().await.expect("wait")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_for_log(&self, needle: &str, deadline: Duration) {
+        let logs = eventually(deadline, || async {
+            let logs = self.logs();
+            logs.contains(needle).then_some(logs)
+        })
+        .await;
+        assert!(logs.is_some(), "no {needle:?} in the worker's log:\n{}", self.logs());
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    pub async fn terminate(&mut self, deadline: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        self.signal("TERM");
+        let status = tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the worker did not exit within {deadline:?}:\n{}", self.logs()))
+            .expect("wait");
+        (status, started.elapsed())
+    }
+
+    /// The counters of the "worker stopped" log line.
+    pub fn summary(&self) -> HashMap<String, String> {
+        let logs = self.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("worker stopped"))
+            .unwrap_or_else(|| panic!("no summary in the log:\n{logs}"));
+        let fields = line.split_once("worker stopped").map_or("", |(_, rest)| rest);
+        let mut map = HashMap::new();
+        let mut rest = fields.trim();
+        while let Some((key, value)) = rest.split_once('=') {
+            let key = key.trim().to_owned();
+            let value = value.trim_start();
+            // Values are bare words or {...} maps.
+            let end = if value.starts_with('{') {
+                value.find('}').map_or(value.len(), |i| i + 1)
+            } else {
+                value.find(' ').unwrap_or(value.len())
+            };
+            map.insert(key, value[..end].to_owned());
+            rest = value[end..].trim();
+        }
+        map
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.summary()
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in the summary:\n{}", self.logs()))
+    }
+}
+
+/// Polls `check` until it returns `Some` or `deadline` passes.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() > until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the simulator holds `n` app messages (failing after `deadline`).
+pub async fn await_app_messages(sim: &Sim, n: usize, deadline: Duration) -> Vec<Value> {
+    let found = eventually(deadline, || async {
+        let messages = sim.app_messages().await;
+        (messages.len() >= n).then_some(messages)
+    })
+    .await;
+    match found {
+        Some(m) => m,
+        None => panic!("expected {n} app messages, have {:#?}", sim.app_messages().await),
+    }
+}

@@ -1,0 +1,364 @@
+//! The worker end to end: real events through the Pub/Sub emulator, the real
+//! binary, replies checked in the Chat simulator's records.
+
+mod common;
+
+use chatworker::event::decode;
+use chatworker::ids::reply_id;
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn query<'a>(record: &'a Value, key: &str) -> &'a str {
+    record["query"][key].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_goes_into_the_message_thread_with_a_card_and_a_deterministic_id() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("reply").await;
+    let worker = Worker::start(&sim, &topic.subscription, &[]).await;
+
+    let seeded = sim.seed("spaces/AAA", "hello there", None).await;
+    let thread = seeded["thread"]["name"].as_str().expect("thread").to_owned();
+    let event = message_event(&seeded);
+    topic.publish_json(&event).await;
+
+    let records = await_app_messages(&sim, 1, DEADLINE).await;
+    let reply = &records[0];
+    // The request: our ID, the event's thread, the fallback reply option.
+    let identity = decode(&serde_json::to_vec(&event).expect("json"))
+        .expect("decodes")
+        .identity()
+        .expect("identity");
+    assert_eq!(query(reply, "messageId"), reply_id(&identity, 0).as_str());
+    assert_eq!(query(reply, "messageReplyOption"), "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
+    assert_eq!(reply["body"]["thread"]["name"], thread.as_str());
+    // The card: sender's name and round avatar, a button that opens a link.
+    let card = &reply["body"]["cardsV2"][0]["card"];
+    assert_eq!(card["header"]["title"], "Ada Lovelace");
+    assert_eq!(card["header"]["imageUrl"], "https://lh3.googleusercontent.com/a/ada");
+    assert_eq!(card["header"]["imageType"], "CIRCLE");
+    let widgets = card["sections"][0]["widgets"].as_array().expect("widgets");
+    assert_eq!(widgets[0]["textParagraph"]["text"], "You said: hello there");
+    assert!(
+        widgets[1]["buttonList"]["buttons"][0]["onClick"]["openLink"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
+        "{widgets:?}"
+    );
+    // And Chat put it in the thread.
+    assert_eq!(reply["message"]["thread"]["name"], thread.as_str());
+    assert_eq!(reply["message"]["threadReply"], true);
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_event_yields_one_message_whatever_its_format() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("dup").await;
+    let mut worker = Worker::start(&sim, &topic.subscription, &[]).await;
+
+    let seeded = sim.seed("spaces/DUP", "once please", None).await;
+    // Chat published it twice, and once more in the add-on format.
+    topic.publish_json(&message_event(&seeded)).await;
+    topic.publish_json(&message_event(&seeded)).await;
+    topic.publish_json(&addon_message_event(&seeded)).await;
+
+    let creates = eventually(DEADLINE, || async {
+        let calls = sim.calls().await;
+        let creates: Vec<u64> = calls
+            .iter()
+            .filter(|c| c["method"] == "POST")
+            .map(|c| c["status"].as_u64().unwrap_or(0))
+            .collect();
+        (creates.len() >= 3).then_some(creates)
+    })
+    .await
+    .expect("three create calls");
+    let mut sorted = creates.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![200, 409, 409], "one created, two refused as duplicates");
+    assert_eq!(sim.app_messages().await.len(), 1);
+
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(worker.counter("received"), 3);
+    assert_eq!(worker.counter("acked"), 3, "409 on our own ID counts as delivered");
+    assert_eq!(worker.counter("replies_created"), 1);
+    assert_eq!(worker.counter("replies_already_existed"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_acked_counted_and_never_answered() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("bad").await;
+    let mut worker = Worker::start(&sim, &topic.subscription, &[]).await;
+
+    topic.publish("this is not json {").await;
+    topic.publish(r#"{"type": "MESSAGE", "space": 5}"#).await;
+    topic.publish(r#"{"hello": "world"}"#).await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events/classic");
+    for fixture in ["bot_message.json", "future_event_type.json", "removed_from_space.json"] {
+        topic.publish(std::fs::read(format!("{fixtures}/{fixture}")).expect("fixture")).await;
+    }
+    // A good event last: once it is answered, the others were handled before
+    // it or beside it.
+    let seeded = sim.seed("spaces/BAD", "still here", None).await;
+    topic.publish_json(&message_event(&seeded)).await;
+    let records = await_app_messages(&sim, 1, DEADLINE).await;
+    assert_eq!(records[0]["body"]["thread"]["name"], seeded["thread"]["name"]);
+    worker
+        .wait_for_log("undecodable Pub/Sub message", DEADLINE)
+        .await;
+
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(sim.app_messages().await.len(), 1, "nothing sent for bad input");
+    // Each was received once and acked: no redelivery loop.
+    assert_eq!(worker.counter("received"), 7);
+    assert_eq!(worker.counter("acked"), 7);
+    assert_eq!(worker.counter("nacked"), 0);
+    let dropped = &worker.summary()["dropped"];
+    for reason in ["\"not_json\": 1", "\"wrong_shape\": 2", "\"bot_sender\": 1", "\"unknown_type\": 1", "\"no_reply\": 1"] {
+        assert!(dropped.contains(reason), "{reason} in {dropped}");
+    }
+    let logs = worker.logs();
+    assert!(logs.contains("event type unknown to this version"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_payloads_go_to_the_dead_letter_topic_when_configured() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("dlq-src").await;
+    let dead = Topic::fresh("dlq").await;
+    let mut worker = Worker::start(
+        &sim,
+        &topic.subscription,
+        &[("CHATWORKER_PUBSUB__DEAD_LETTER_TOPIC", &dead.topic)],
+    )
+    .await;
+    let id = topic.publish("{not json").await;
+
+    let letters = eventually(DEADLINE, || async {
+        let got = pull_and_ack(&dead.subscription, 10).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+    .expect("a dead letter");
+    let letter = &letters[0]["message"];
+    let attributes = &letter["attributes"];
+    assert_eq!(attributes["chatworker_reason"], "not_json");
+    assert_eq!(attributes["chatworker_message_id"], id.as_str());
+    assert_eq!(attributes["chatworker_subscription"], topic.subscription.as_str());
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(letter["data"].as_str().expect("data"))
+        .expect("base64");
+    assert_eq!(data, b"{not json", "the original payload, untouched");
+
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success());
+    assert_eq!(worker.counter("dead_lettered"), 1);
+    assert_eq!(worker.counter("acked"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_and_help() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("onboard").await;
+    let _worker = Worker::start(&sim, &topic.subscription, &[]).await;
+
+    // Added by an @mention: onboarding in the space, and the mention answered.
+    let mention = sim.seed("spaces/ONB", "@chatworker hi", None).await;
+    let mut added = message_event(&mention);
+    added["type"] = json!("ADDED_TO_SPACE");
+    topic.publish_json(&added).await;
+    let records = await_app_messages(&sim, 2, DEADLINE).await;
+    let onboarding = &records[0];
+    assert!(onboarding["body"]["text"].as_str().unwrap_or_default().contains("/help"));
+    // Onboarding starts a thread of its own: no thread named, default option.
+    assert_eq!(onboarding["body"]["thread"], Value::Null);
+    assert_eq!(query(onboarding, "messageReplyOption"), "MESSAGE_REPLY_OPTION_UNSPECIFIED");
+    assert_ne!(onboarding["message"]["thread"]["name"], mention["thread"]["name"]);
+    assert_eq!(records[1]["message"]["thread"]["name"], mention["thread"]["name"]);
+    assert_ne!(query(&records[0], "messageId"), query(&records[1], "messageId"));
+
+    // /help as a slash command message: the help text, in the thread.
+    let help = sim.seed("spaces/ONB", "/help", None).await;
+    let mut event = message_event(&help);
+    event["message"]["slashCommand"] = json!({"commandId": "1"});
+    event["message"]["annotations"] = json!([{
+        "type": "SLASH_COMMAND", "startIndex": 0, "length": 5,
+        "slashCommand": {"type": "INVOKE", "commandName": "/help", "commandId": "1"}
+    }]);
+    topic.publish_json(&event).await;
+    let records = await_app_messages(&sim, 3, DEADLINE).await;
+    assert!(records[2]["body"]["text"].as_str().unwrap_or_default().contains("/help"));
+    assert_eq!(records[2]["message"]["thread"]["name"], help["thread"]["name"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_thread_in_order_threads_in_parallel() {
+    let sim = Sim::start().await;
+    sim.set_latency(150).await;
+    let topic = Topic::fresh("order").await;
+    let _worker = Worker::start(&sim, &topic.subscription, &[]).await;
+
+    // Two threads, four messages each.
+    let mut threads = Vec::new();
+    for t in 0..2 {
+        let first = sim.seed("spaces/ORD", &format!("t{t} m0"), None).await;
+        let thread = first["thread"]["name"].as_str().expect("thread").to_owned();
+        let mut messages = vec![first];
+        for m in 1..4 {
+            messages.push(sim.seed("spaces/ORD", &format!("t{t} m{m}"), Some(&thread)).await);
+        }
+        threads.push((thread, messages));
+    }
+    for i in 0..4 {
+        for (_, messages) in &threads {
+            topic.publish_json(&message_event(&messages[i])).await;
+        }
+    }
+    let records = await_app_messages(&sim, 8, DEADLINE).await;
+    assert_eq!(records.len(), 8);
+
+    // Match each create call to its thread through the message ID.
+    let calls = sim.calls().await;
+    let spans = |thread: &str| -> Vec<(f64, f64)> {
+        let ids: Vec<&str> = records
+            .iter()
+            .filter(|r| r["message"]["thread"]["name"] == thread)
+            .map(|r| query(r, "messageId"))
+            .collect();
+        let mut spans: Vec<(f64, f64)> = calls
+            .iter()
+            .filter(|c| ids.iter().any(|id| c["query"].as_str().unwrap_or_default().contains(id)))
+            .map(|c| {
+                let start = c["startedMs"].as_f64().expect("start");
+                (start, start + c["latencyMs"].as_f64().expect("latency"))
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        spans
+    };
+    let (a, b) = (spans(&threads[0].0), spans(&threads[1].0));
+    assert_eq!((a.len(), b.len()), (4, 4));
+    for spans in [&a, &b] {
+        for pair in spans.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "calls of one thread overlapped: {spans:?}");
+        }
+    }
+    let overlap = a.iter().any(|x| b.iter().any(|y| x.0 < y.1 && y.0 < x.1));
+    assert!(overlap, "the two threads never ran at the same time: {a:?} {b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_are_acked_and_transient_ones_retried() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("errors").await;
+    let mut worker = Worker::start(&sim, &topic.subscription, &[]).await;
+
+    // 403: permanent. Acked, counted, not retried.
+    sim.fail_next(1, 403).await;
+    let first = sim.seed("spaces/ERR", "forbidden", None).await;
+    topic.publish_json(&message_event(&first)).await;
+    worker.wait_for_log("reply rejected", DEADLINE).await;
+
+    // 503: transient. Nacked, redelivered by Pub/Sub, then answered.
+    sim.fail_next(1, 503).await;
+    let second = sim.seed("spaces/ERR", "unavailable", None).await;
+    topic.publish_json(&message_event(&second)).await;
+    let records = await_app_messages(&sim, 1, DEADLINE).await;
+    assert_eq!(records[0]["body"]["thread"]["name"], second["thread"]["name"]);
+
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success());
+    assert_eq!(sim.app_messages().await.len(), 1, "the 403 event was not retried");
+    assert_eq!(worker.counter("nacked"), 1);
+    assert_eq!(worker.counter("acked"), 2);
+    assert!(worker.summary()["dropped"].contains("\"chat_permanent\": 1"));
+    let statuses: Vec<u64> = sim.calls().await.iter().map(|c| c["status"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(statuses, vec![403, 503, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_and_exits_zero() {
+    let sim = Sim::start().await;
+    sim.set_latency(1500).await;
+    let topic = Topic::fresh("drain").await;
+    let mut worker = Worker::start(&sim, &topic.subscription, &[]).await;
+
+    let mut seeded = Vec::new();
+    for i in 0..10 {
+        seeded.push(sim.seed("spaces/DRN", &format!("m{i}"), None).await);
+    }
+    for message in &seeded {
+        topic.publish_json(&message_event(message)).await;
+    }
+    let busy = eventually(DEADLINE, || async { (sim.in_flight().await >= 5).then_some(()) }).await;
+    assert!(busy.is_some(), "replies never got in flight");
+
+    let (status, took) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}\n{}", worker.logs());
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // What was in flight finished; nothing was abandoned or answered twice.
+    let records = sim.app_messages().await;
+    let answered = worker.counter("replies_created");
+    assert_eq!(records.len() as u64, answered);
+    assert!(answered >= 5, "in-flight replies completed: {answered}");
+    assert_eq!(worker.counter("acked"), answered);
+    assert_eq!(worker.counter("received"), worker.counter("acked") + worker.counter("nacked"));
+    assert!(!worker.logs().contains("unfinished events nacked"), "{}", worker.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_nacks_what_cannot_finish_within_the_grace_period() {
+    let sim = Sim::start().await;
+    sim.set_latency(30_000).await;
+    let topic = Topic::fresh("grace").await;
+    let mut worker = Worker::start(&sim, &topic.subscription, &[("CHATWORKER_WORKER__SHUTDOWN_GRACE", "4s")]).await;
+
+    let seeded = sim.seed("spaces/GRC", "slow", None).await;
+    topic.publish_json(&message_event(&seeded)).await;
+    let busy = eventually(DEADLINE, || async { (sim.in_flight().await >= 1).then_some(()) }).await;
+    assert!(busy.is_some());
+
+    let (status, took) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}\n{}", worker.logs());
+    assert!(took < Duration::from_secs(6), "exited after {took:?} with a 4 s grace period");
+    assert_eq!(worker.counter("nacked"), 1);
+    assert_eq!(worker.counter("acked"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configuration_exits_2_with_one_line() {
+    let sim = Sim::start().await;
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("CHATWORKER_PUBSUB__SUBSCRIPTION", "")], "CHATWORKER_PUBSUB__SUBSCRIPTION"),
+        (&[("CHATWORKER_PUBSUB__SUBSCRIPTION", "projects/p/topics/t")], "CHATWORKER_PUBSUB__SUBSCRIPTION"),
+        (&[("CHATWORKER_WORKER__CONCURRENCY", "many")], "CHATWORKER_WORKER__CONCURRENCY"),
+        (&[("CHATWORKER_CHAT__ENDPOINT", "chat.example.com")], "CHATWORKER_CHAT__ENDPOINT"),
+        (&[("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")], "credentials"),
+    ];
+    for (env, needle) in cases {
+        let mut worker = Worker::spawn(&sim, "projects/p/subscriptions/valid-sub", env);
+        let status = tokio::time::timeout(Duration::from_secs(30), worker_wait(&mut worker))
+            .await
+            .expect("exits");
+        let logs = worker.logs();
+        assert_eq!(status.code(), Some(2), "{env:?}: {logs}");
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 1, "{env:?}: one line, got {logs}");
+        assert!(lines[0].contains(needle), "{env:?}: {logs}");
+        assert!(!logs.contains("panicked"), "{logs}");
+    }
+}
+
+async fn worker_wait(worker: &mut Worker) -> std::process::ExitStatus {
+    worker.wait().await
+}
