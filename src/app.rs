@@ -14,7 +14,10 @@ use std::future::Future;
 /// refuses a second message with the same ID.
 pub trait App: Send + Sync + 'static {
     /// Handles one event.
-    fn handle(&self, event: &Event) -> impl Future<Output = Result<Vec<Reply>, HandlerError>> + Send;
+    fn handle(
+        &self,
+        event: &Event,
+    ) -> impl Future<Output = Result<Vec<Reply>, HandlerError>> + Send;
 }
 
 /// A handler's failure, and what the worker does about it.

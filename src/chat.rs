@@ -129,11 +129,13 @@ impl ChatClient {
         request = match &message.thread {
             Threading::Reply(thread) => {
                 body = body.set_thread(model::Thread::new().set_name(thread.as_str()));
-                request.set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
+                request
+                    .set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
             }
             Threading::Key(key) => {
                 body = body.set_thread(model::Thread::new().set_thread_key(key.clone()));
-                request.set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
+                request
+                    .set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
             }
             Threading::New => request,
         };

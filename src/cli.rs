@@ -72,11 +72,17 @@ struct Failure {
 }
 
 fn usage(message: impl ToString) -> Failure {
-    Failure { code: 2, message: message.to_string() }
+    Failure {
+        code: 2,
+        message: message.to_string(),
+    }
 }
 
 fn runtime(message: impl ToString) -> Failure {
-    Failure { code: 1, message: message.to_string() }
+    Failure {
+        code: 1,
+        message: message.to_string(),
+    }
 }
 
 impl Cli {
@@ -84,10 +90,19 @@ impl Cli {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> ExitCode {
         let result = match self.command {
             Command::Run { config } => run(config, shutdown).await,
-            Command::Send { config, space, text, card, thread_key, message_id } => {
-                send(config, space, text, card, thread_key, message_id).await
-            }
-            Command::Sim { listen, trust, issue_key } => sim(listen, trust, issue_key, shutdown).await,
+            Command::Send {
+                config,
+                space,
+                text,
+                card,
+                thread_key,
+                message_id,
+            } => send(config, space, text, card, thread_key, message_id).await,
+            Command::Sim {
+                listen,
+                trust,
+                issue_key,
+            } => sim(listen, trust, issue_key, shutdown).await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -99,7 +114,10 @@ impl Cli {
     }
 }
 
-async fn run(config: Option<PathBuf>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Failure> {
+async fn run(
+    config: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
     let settings = Settings::for_worker(config.as_deref()).map_err(usage)?;
     let app = DefaultApp::new(settings.app.clone());
     match crate::worker::run(settings, app, shutdown).await {
@@ -124,7 +142,8 @@ async fn send(
         .transpose()?;
     let cards = match card {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| usage(format!("--card {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| usage(format!("--card {}: {e}", path.display())))?;
             let card: Card = serde_json::from_str(&text)
                 .map_err(|e| usage(format!("--card {}: not a card: {e}", path.display())))?;
             vec![("card".to_owned(), card)]
@@ -141,12 +160,19 @@ async fn send(
     let client = ChatClient::new(&settings.chat).await.map_err(usage)?;
     match client.create(&message).await.map_err(runtime)? {
         Created::Message(json) => {
-            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
             Ok(())
         }
         Created::AlreadyExists => Err(runtime(format!(
             "a message with ID {} already exists in {}",
-            message.id.as_ref().map(ClientMessageId::as_str).unwrap_or_default(),
+            message
+                .id
+                .as_ref()
+                .map(ClientMessageId::as_str)
+                .unwrap_or_default(),
             message.space
         ))),
     }
@@ -176,9 +202,13 @@ async fn sim(
         keys.push(key);
     }
     if keys.is_empty() {
-        tracing::warn!("no trusted keys: every API call will be answered 401 (use --trust or --issue-key)");
+        tracing::warn!(
+            "no trusted keys: every API call will be answered 401 (use --trust or --issue-key)"
+        );
     }
     // Scripts wait for this line.
     println!("chat simulator listening on http://{addr}");
-    serve(listener, SimOptions { trust: keys }, shutdown).await.map_err(runtime)
+    serve(listener, SimOptions { trust: keys }, shutdown)
+        .await
+        .map_err(runtime)
 }

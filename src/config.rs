@@ -205,7 +205,9 @@ impl Settings {
         if !sub.is_empty() && !is_resource(sub, "subscriptions") {
             return Err(ConfigError::new(
                 "pubsub.subscription",
-                format!("{sub:?} is not of the form projects/PROJECT/subscriptions/SUBSCRIPTION (IDs of at least 3 characters)"),
+                format!(
+                    "{sub:?} is not of the form projects/PROJECT/subscriptions/SUBSCRIPTION (IDs of at least 3 characters)"
+                ),
             ));
         }
         let dlq = &self.pubsub.dead_letter_topic;
@@ -216,7 +218,10 @@ impl Settings {
             ));
         }
         if self.pubsub.max_outstanding_messages < 1 {
-            return Err(ConfigError::new("pubsub.max_outstanding_messages", "must be at least 1"));
+            return Err(ConfigError::new(
+                "pubsub.max_outstanding_messages",
+                "must be at least 1",
+            ));
         }
         let ext = self.pubsub.max_lease_extension;
         if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&ext) {
@@ -233,7 +238,10 @@ impl Settings {
             ));
         }
         if self.chat.request_timeout.is_zero() {
-            return Err(ConfigError::new("chat.request_timeout", "must be above zero"));
+            return Err(ConfigError::new(
+                "chat.request_timeout",
+                "must be above zero",
+            ));
         }
         if self.worker.concurrency == 0 {
             return Err(ConfigError::new("worker.concurrency", "must be at least 1"));
@@ -252,7 +260,11 @@ impl Settings {
 
     /// The project of the subscription, e.g. `p` for `projects/p/subscriptions/s`.
     pub fn project(&self) -> &str {
-        self.pubsub.subscription.split('/').nth(1).unwrap_or_default()
+        self.pubsub
+            .subscription
+            .split('/')
+            .nth(1)
+            .unwrap_or_default()
     }
 }
 
@@ -334,7 +346,10 @@ mod tests {
         Settings::load_from(None, env)?.require_subscription()
     }
 
-    const SUB: (&str, &str) = ("CHATWORKER_PUBSUB__SUBSCRIPTION", "projects/p1/subscriptions/sub");
+    const SUB: (&str, &str) = (
+        "CHATWORKER_PUBSUB__SUBSCRIPTION",
+        "projects/p1/subscriptions/sub",
+    );
 
     #[test]
     fn defaults_come_from_the_compiled_in_file() {
@@ -369,25 +384,35 @@ mod tests {
     fn errors_name_the_setting_and_its_variable() {
         let e = load(&[]).expect_err("subscription is required");
         assert_eq!(e.setting, "pubsub.subscription");
-        assert!(e.to_string().contains("CHATWORKER_PUBSUB__SUBSCRIPTION"), "{e}");
+        assert!(
+            e.to_string().contains("CHATWORKER_PUBSUB__SUBSCRIPTION"),
+            "{e}"
+        );
 
         let e = load(&[("CHATWORKER_PUBSUB__SUBSCRIPTION", "my-sub")]).expect_err("bad form");
-        assert!(e.problem.contains("projects/PROJECT/subscriptions/SUBSCRIPTION"), "{e}");
+        assert!(
+            e.problem
+                .contains("projects/PROJECT/subscriptions/SUBSCRIPTION"),
+            "{e}"
+        );
 
         let e = load(&[SUB, ("CHATWORKER_WORKER__CONCURENCY", "3")]).expect_err("typo");
         assert_eq!(e.setting, "worker.concurency");
         assert!(e.problem.contains("not a known setting"), "{e}");
 
-        let e = load(&[SUB, ("CHATWORKER_WORKER__SHUTDOWN_GRACE", "soon")]).expect_err("bad duration");
+        let e =
+            load(&[SUB, ("CHATWORKER_WORKER__SHUTDOWN_GRACE", "soon")]).expect_err("bad duration");
         assert_eq!(e.setting, "worker.shutdown_grace", "{e}");
 
         let e = load(&[SUB, ("CHATWORKER_WORKER__CONCURRENCY", "-1")]).expect_err("negative");
         assert_eq!(e.setting, "worker.concurrency", "{e}");
 
-        let e = load(&[SUB, ("PUBSUB_EMULATOR_HOST", "http://localhost:8085")]).expect_err("scheme");
+        let e =
+            load(&[SUB, ("PUBSUB_EMULATOR_HOST", "http://localhost:8085")]).expect_err("scheme");
         assert_eq!(e.env, "PUBSUB_EMULATOR_HOST", "{e}");
 
-        let e = Settings::load_from(Some(Path::new("/nonexistent.toml")), Vec::new()).expect_err("no file");
+        let e = Settings::load_from(Some(Path::new("/nonexistent.toml")), Vec::new())
+            .expect_err("no file");
         assert_eq!(e.setting, "--config");
     }
 }

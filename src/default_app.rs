@@ -70,7 +70,11 @@ impl DefaultApp {
         let name = sender
             .and_then(|u| u.display_name.as_deref())
             .unwrap_or("there");
-        let said = message.argument_text.as_deref().unwrap_or(&message.text).trim();
+        let said = message
+            .argument_text
+            .as_deref()
+            .unwrap_or(&message.text)
+            .trim();
         let text = self
             .settings
             .card_text
@@ -88,12 +92,15 @@ impl DefaultApp {
         let button = card::Button::new()
             .set_text(self.settings.button_text.clone())
             .set_on_click(
-                card::OnClick::new().set_open_link(card::OpenLink::new().set_url(self.settings.button_url.clone())),
+                card::OnClick::new()
+                    .set_open_link(card::OpenLink::new().set_url(self.settings.button_url.clone())),
             );
-        Card::new().set_header(header).set_sections([card::card::Section::new().set_widgets([
-            card::Widget::new().set_text_paragraph(card::TextParagraph::new().set_text(text)),
-            card::Widget::new().set_button_list(card::ButtonList::new().set_buttons([button])),
-        ])])
+        Card::new()
+            .set_header(header)
+            .set_sections([card::card::Section::new().set_widgets([
+                card::Widget::new().set_text_paragraph(card::TextParagraph::new().set_text(text)),
+                card::Widget::new().set_button_list(card::ButtonList::new().set_buttons([button])),
+            ])])
     }
 }
 
@@ -111,12 +118,22 @@ mod tests {
     use crate::reply::ReplyThread;
 
     fn app() -> DefaultApp {
-        let env = [("CHATWORKER_PUBSUB__SUBSCRIPTION".to_owned(), "projects/p/subscriptions/sub".to_owned())];
-        DefaultApp::new(Settings::load_from(None, env).expect("defaults are valid").app)
+        let env = [(
+            "CHATWORKER_PUBSUB__SUBSCRIPTION".to_owned(),
+            "projects/p/subscriptions/sub".to_owned(),
+        )];
+        DefaultApp::new(
+            Settings::load_from(None, env)
+                .expect("defaults are valid")
+                .app,
+        )
     }
 
     fn replies(fixture: &str) -> Vec<Reply> {
-        let path = format!("{}/tests/fixtures/events/{fixture}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/events/{fixture}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let event = decode(&std::fs::read(path).expect("fixture")).expect("decodes");
         app().replies(&event)
     }
@@ -138,10 +155,17 @@ mod tests {
 
     #[test]
     fn help_by_name_and_by_app_command() {
-        for fixture in ["classic/slash_command.json", "classic/app_command.json", "addon/app_command.json"] {
+        for fixture in [
+            "classic/slash_command.json",
+            "classic/app_command.json",
+            "addon/app_command.json",
+        ] {
             let r = replies(fixture);
             assert_eq!(r.len(), 1, "{fixture}");
-            assert!(r[0].text.as_deref().unwrap_or_default().contains("/help"), "{fixture}");
+            assert!(
+                r[0].text.as_deref().unwrap_or_default().contains("/help"),
+                "{fixture}"
+            );
         }
     }
 

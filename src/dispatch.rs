@@ -29,7 +29,9 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher").field("pending", &self.pending()).finish()
+        f.debug_struct("Dispatcher")
+            .field("pending", &self.pending())
+            .finish()
     }
 }
 
@@ -79,7 +81,10 @@ impl Dispatcher {
     /// were dropped unfinished.
     pub async fn drain(&self, deadline: Duration) -> u64 {
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
             self.abort.cancel();
             self.tracker.wait().await;
         }
@@ -128,7 +133,12 @@ mod tests {
     use futures::FutureExt;
     use tokio::sync::mpsc;
 
-    fn recorder(tx: &mpsc::UnboundedSender<(String, u32)>, key: &str, n: u32, delay_ms: u64) -> Job {
+    fn recorder(
+        tx: &mpsc::UnboundedSender<(String, u32)>,
+        key: &str,
+        n: u32,
+        delay_ms: u64,
+    ) -> Job {
         let tx = tx.clone();
         let key = key.to_owned();
         async move {
@@ -154,7 +164,10 @@ mod tests {
             order.push(item);
         }
         // b finished while a's first job still ran; a's jobs kept their order.
-        assert_eq!(order, vec![("b".into(), 1), ("a".into(), 1), ("a".into(), 2)]);
+        assert_eq!(
+            order,
+            vec![("b".into(), 1), ("a".into(), 1), ("a".into(), 2)]
+        );
         assert_eq!(d.pending(), 0);
     }
 

@@ -21,8 +21,12 @@ pub fn reply_id(identity: &str, index: usize) -> ClientMessageId {
     hash.update(b"\n");
     hash.update(index.to_string().as_bytes());
     let digest = hex::encode(hash.finalize());
-    ClientMessageId::new(&format!("{}{}", ClientMessageId::PREFIX, &digest[..HEX_DIGITS]))
-        .expect("`client-` plus lowercase hex is always a valid message ID")
+    ClientMessageId::new(&format!(
+        "{}{}",
+        ClientMessageId::PREFIX,
+        &digest[..HEX_DIGITS]
+    ))
+    .expect("`client-` plus lowercase hex is always a valid message ID")
 }
 
 #[cfg(test)]

@@ -70,7 +70,11 @@ impl Metrics {
             dead_lettered: self.dead_lettered.load(Relaxed),
             replies_created: self.replies_created.load(Relaxed),
             replies_already_existed: self.replies_already_existed.load(Relaxed),
-            dropped: self.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            dropped: self
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -144,11 +144,23 @@ mod tests {
     fn message_id_rules() {
         assert!(ClientMessageId::new("client-abc-123").is_ok());
         assert_eq!(ClientMessageId::new("abc"), Err(InvalidMessageId::Prefix));
-        assert_eq!(ClientMessageId::new("client-"), Err(InvalidMessageId::Charset));
-        assert_eq!(ClientMessageId::new("client-ABC"), Err(InvalidMessageId::Charset));
-        assert_eq!(ClientMessageId::new("client-a_b"), Err(InvalidMessageId::Charset));
+        assert_eq!(
+            ClientMessageId::new("client-"),
+            Err(InvalidMessageId::Charset)
+        );
+        assert_eq!(
+            ClientMessageId::new("client-ABC"),
+            Err(InvalidMessageId::Charset)
+        );
+        assert_eq!(
+            ClientMessageId::new("client-a_b"),
+            Err(InvalidMessageId::Charset)
+        );
         let long = format!("client-{}", "a".repeat(57));
-        assert_eq!(ClientMessageId::new(&long), Err(InvalidMessageId::TooLong(64)));
+        assert_eq!(
+            ClientMessageId::new(&long),
+            Err(InvalidMessageId::TooLong(64))
+        );
         assert!(ClientMessageId::new(&long[..63]).is_ok());
     }
 
@@ -157,7 +169,10 @@ mod tests {
         assert!(SpaceName::parse("spaces/AAA").is_ok());
         assert!(SpaceName::parse("spaces/").is_err());
         assert!(SpaceName::parse("rooms/AAA").is_err());
-        assert_eq!(SpaceName::parse_lenient("AAA").unwrap().as_str(), "spaces/AAA");
+        assert_eq!(
+            SpaceName::parse_lenient("AAA").unwrap().as_str(),
+            "spaces/AAA"
+        );
         assert!(UserName::parse("users/123").is_ok());
     }
 }

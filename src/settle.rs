@@ -37,7 +37,9 @@ pub fn settle(outcome: &Outcome, dead_letter_configured: bool) -> Settlement {
     match outcome {
         Outcome::Delivered | Outcome::Skipped(_) => Settlement::Ack,
         Outcome::Transient => Settlement::Nack,
-        Outcome::Undecodable(_) | Outcome::Permanent(_) if dead_letter_configured => Settlement::DeadLetter,
+        Outcome::Undecodable(_) | Outcome::Permanent(_) if dead_letter_configured => {
+            Settlement::DeadLetter
+        }
         Outcome::Undecodable(_) | Outcome::Permanent(_) => Settlement::Ack,
     }
 }
@@ -50,12 +52,27 @@ mod tests {
     fn decisions() {
         for dlq in [false, true] {
             assert_eq!(settle(&Outcome::Delivered, dlq), Settlement::Ack);
-            assert_eq!(settle(&Outcome::Skipped("bot_sender"), dlq), Settlement::Ack);
+            assert_eq!(
+                settle(&Outcome::Skipped("bot_sender"), dlq),
+                Settlement::Ack
+            );
             assert_eq!(settle(&Outcome::Transient, dlq), Settlement::Nack);
         }
-        assert_eq!(settle(&Outcome::Permanent("chat_permanent"), false), Settlement::Ack);
-        assert_eq!(settle(&Outcome::Undecodable("not_json"), false), Settlement::Ack);
-        assert_eq!(settle(&Outcome::Permanent("chat_permanent"), true), Settlement::DeadLetter);
-        assert_eq!(settle(&Outcome::Undecodable("not_json"), true), Settlement::DeadLetter);
+        assert_eq!(
+            settle(&Outcome::Permanent("chat_permanent"), false),
+            Settlement::Ack
+        );
+        assert_eq!(
+            settle(&Outcome::Undecodable("not_json"), false),
+            Settlement::Ack
+        );
+        assert_eq!(
+            settle(&Outcome::Permanent("chat_permanent"), true),
+            Settlement::DeadLetter
+        );
+        assert_eq!(
+            settle(&Outcome::Undecodable("not_json"), true),
+            Settlement::DeadLetter
+        );
     }
 }

@@ -9,8 +9,8 @@ use google_cloud_auth::credentials::{Credentials, anonymous};
 use google_cloud_pubsub::client::{Publisher, Subscriber};
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::MessageStream;
-use google_cloud_pubsub::subscriber::handler::Handler;
 use google_cloud_pubsub::subscriber::ShutdownBehavior;
+use google_cloud_pubsub::subscriber::handler::Handler;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
@@ -83,9 +83,14 @@ impl Source {
     pub async fn open(settings: &PubSubSettings) -> Result<Self, SourceError> {
         let mut builder = Subscriber::builder();
         if let Some((endpoint, credentials)) = connection(settings) {
-            builder = builder.with_endpoint(endpoint).with_credentials(credentials);
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(credentials);
         }
-        let subscriber = builder.build().await.map_err(|e| SourceError(e.to_string()))?;
+        let subscriber = builder
+            .build()
+            .await
+            .map_err(|e| SourceError(e.to_string()))?;
         let stream = subscriber
             .subscribe(&settings.subscription)
             .set_max_outstanding_messages(settings.max_outstanding_messages)
@@ -116,7 +121,9 @@ impl Source {
 fn delivery(message: Message, handler: Handler) -> Delivery {
     Delivery {
         message_id: message.message_id,
-        publish_time: message.publish_time.and_then(|t| SystemTime::try_from(t).ok()),
+        publish_time: message
+            .publish_time
+            .and_then(|t| SystemTime::try_from(t).ok()),
         data: message.data,
         attributes: message.attributes,
         handler,
@@ -134,9 +141,14 @@ impl TopicPublisher {
     pub async fn new(settings: &PubSubSettings, topic: &str) -> Result<Self, SourceError> {
         let mut builder = Publisher::builder(topic);
         if let Some((endpoint, credentials)) = connection(settings) {
-            builder = builder.with_endpoint(endpoint).with_credentials(credentials);
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(credentials);
         }
-        let publisher = builder.build().await.map_err(|e| SourceError(e.to_string()))?;
+        let publisher = builder
+            .build()
+            .await
+            .map_err(|e| SourceError(e.to_string()))?;
         Ok(Self { publisher })
     }
 

@@ -98,7 +98,10 @@ pub async fn run<A: App>(
 
     match &failure {
         Some(e) => tracing::error!(error = %e, "subscription failed; stopping"),
-        None => tracing::info!(in_flight = dispatcher.pending(), "shutting down: no longer pulling"),
+        None => tracing::info!(
+            in_flight = dispatcher.pending(),
+            "shutting down: no longer pulling"
+        ),
     }
     let grace = settings.worker.shutdown_grace;
     let margin = FLUSH_MARGIN.min(grace / 4);
@@ -106,7 +109,10 @@ pub async fn run<A: App>(
     let stopped = tokio::spawn(async move { stop.stop().await });
     let abandoned = dispatcher.drain(grace - margin).await;
     if abandoned > 0 {
-        tracing::warn!(abandoned, "grace period over: unfinished events nacked for redelivery");
+        tracing::warn!(
+            abandoned,
+            "grace period over: unfinished events nacked for redelivery"
+        );
         (0..abandoned).for_each(|_| shared.metrics.nacked());
     }
     if tokio::time::timeout(margin, stopped).await.is_err() {
@@ -142,7 +148,11 @@ fn lane_key(decoded: &Result<Event, DecodeError>, delivery: &Delivery) -> String
 }
 
 /// Handles one delivery end to end and settles it.
-async fn process<A: App>(shared: Arc<Shared<A>>, delivery: Delivery, decoded: Result<Event, DecodeError>) {
+async fn process<A: App>(
+    shared: Arc<Shared<A>>,
+    delivery: Delivery,
+    decoded: Result<Event, DecodeError>,
+) {
     let (outcome, detail) = match decoded {
         Ok(event) => handle(&shared, &delivery, &event).await,
         Err(e) => {
@@ -185,9 +195,18 @@ async fn dead_letter<A>(shared: &Shared<A>, delivery: Delivery, outcome: &Outcom
     let mut attributes = delivery.attributes.clone();
     attributes.extend([
         ("chatworker_reason".to_owned(), reason.to_owned()),
-        ("chatworker_error".to_owned(), detail.chars().take(1024).collect()),
-        ("chatworker_subscription".to_owned(), shared.subscription.clone()),
-        ("chatworker_message_id".to_owned(), delivery.message_id.clone()),
+        (
+            "chatworker_error".to_owned(),
+            detail.chars().take(1024).collect(),
+        ),
+        (
+            "chatworker_subscription".to_owned(),
+            shared.subscription.clone(),
+        ),
+        (
+            "chatworker_message_id".to_owned(),
+            delivery.message_id.clone(),
+        ),
     ]);
     match topic.publish(delivery.data.clone(), attributes).await {
         Ok(_) => {
@@ -206,7 +225,11 @@ async fn dead_letter<A>(shared: &Shared<A>, delivery: Delivery, outcome: &Outcom
 
 /// Runs the app and sends its replies. Returns the outcome and, for failures,
 /// a detail for the dead-letter attributes.
-async fn handle<A: App>(shared: &Shared<A>, delivery: &Delivery, event: &Event) -> (Outcome, String) {
+async fn handle<A: App>(
+    shared: &Shared<A>,
+    delivery: &Delivery,
+    event: &Event,
+) -> (Outcome, String) {
     let id = &delivery.message_id;
     let kind = event.kind.label();
     // Two apps answering each other would loop forever.
@@ -269,9 +292,10 @@ fn new_message(event: &Event, reply: Reply, id: crate::names::ClientMessageId) -
     let space = reply.space.unwrap_or_else(|| event.space.name.clone());
     let thread = match reply.thread {
         // The event's thread lives in the event's space only.
-        ReplyThread::Event if space == event.space.name => {
-            event.thread.clone().map_or(Threading::New, Threading::Reply)
-        }
+        ReplyThread::Event if space == event.space.name => event
+            .thread
+            .clone()
+            .map_or(Threading::New, Threading::Reply),
         ReplyThread::Key(key) => Threading::Key(key),
         ReplyThread::Event | ReplyThread::New => Threading::New,
     };

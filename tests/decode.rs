@@ -7,7 +7,9 @@ use chatworker::event::{
 use std::path::Path;
 
 fn fixture(path: &str) -> Vec<u8> {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events").join(path);
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/events")
+        .join(path);
     std::fs::read(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
 
@@ -22,7 +24,10 @@ fn classic_message() {
     assert_eq!(e.format, EventFormat::Classic);
     assert_eq!(e.space.name.as_str(), "spaces/AAAAtest");
     assert_eq!(e.space.kind, SpaceKind::Space);
-    assert_eq!(e.thread.as_ref().map(|t| t.as_str()), Some("spaces/AAAAtest/threads/TTTT1"));
+    assert_eq!(
+        e.thread.as_ref().map(|t| t.as_str()),
+        Some("spaces/AAAAtest/threads/TTTT1")
+    );
     let m = e.message.as_ref().expect("message");
     assert_eq!(m.text, "@chatworker hello there");
     assert_eq!(m.argument_text.as_deref(), Some(" hello there"));
@@ -37,14 +42,20 @@ fn classic_message() {
 fn classic_direct_message() {
     let e = event("classic/message_dm.json");
     assert_eq!(e.space.kind, SpaceKind::DirectMessage);
-    assert_eq!(e.thread.as_ref().map(|t| t.as_str()), Some("spaces/DDDDtest/threads/DT1"));
+    assert_eq!(
+        e.thread.as_ref().map(|t| t.as_str()),
+        Some("spaces/DDDDtest/threads/DT1")
+    );
 }
 
 #[test]
 fn classic_slash_command() {
     let e = event("classic/slash_command.json");
     assert_eq!(e.kind, EventKind::Message);
-    let command = e.message.and_then(|m| m.slash_command).expect("slash command");
+    let command = e
+        .message
+        .and_then(|m| m.slash_command)
+        .expect("slash command");
     assert_eq!(command.id.as_deref(), Some("1"));
     assert_eq!(command.name.as_deref(), Some("/help"));
 }
@@ -56,13 +67,21 @@ fn classic_added_and_removed() {
     assert!(added.message.is_none());
     let by_mention = event("classic/added_to_space_with_message.json");
     assert_eq!(by_mention.kind, EventKind::AddedToSpace);
-    assert_eq!(by_mention.message.map(|m| m.text).as_deref(), Some("@chatworker what can you do?"));
-    assert_eq!(event("classic/removed_from_space.json").kind, EventKind::RemovedFromSpace);
+    assert_eq!(
+        by_mention.message.map(|m| m.text).as_deref(),
+        Some("@chatworker what can you do?")
+    );
+    assert_eq!(
+        event("classic/removed_from_space.json").kind,
+        EventKind::RemovedFromSpace
+    );
 }
 
 #[test]
 fn classic_card_clicked_and_widget_updated() {
-    let EventKind::CardClicked(Action { name, parameters }) = event("classic/card_clicked.json").kind else {
+    let EventKind::CardClicked(Action { name, parameters }) =
+        event("classic/card_clicked.json").kind
+    else {
         panic!("not a card click");
     };
     assert_eq!(name, "approve");
@@ -91,9 +110,19 @@ fn classic_bot_sender_is_visible() {
 #[test]
 fn unknown_types_are_values_not_errors() {
     let e = event("classic/future_event_type.json");
-    assert_eq!(e.kind, EventKind::Unknown { type_name: "REACTION_SUMMONED".into() });
+    assert_eq!(
+        e.kind,
+        EventKind::Unknown {
+            type_name: "REACTION_SUMMONED".into()
+        }
+    );
     let e = event("addon/future_payload.json");
-    assert_eq!(e.kind, EventKind::Unknown { type_name: "reactionSummonedPayload".into() });
+    assert_eq!(
+        e.kind,
+        EventKind::Unknown {
+            type_name: "reactionSummonedPayload".into()
+        }
+    );
     assert_eq!(e.format, EventFormat::AddOn);
 }
 
@@ -110,13 +139,22 @@ fn addon_formats_decode_like_classic() {
     // The same interaction yields the same identity in either format.
     assert_eq!(addon.identity(), classic.identity());
 
-    assert_eq!(event("addon/added_to_space.json").kind, EventKind::AddedToSpace);
-    assert_eq!(event("addon/removed_from_space.json").kind, EventKind::RemovedFromSpace);
+    assert_eq!(
+        event("addon/added_to_space.json").kind,
+        EventKind::AddedToSpace
+    );
+    assert_eq!(
+        event("addon/removed_from_space.json").kind,
+        EventKind::RemovedFromSpace
+    );
     let EventKind::CardClicked(action) = event("addon/button_clicked.json").kind else {
         panic!("not a card click");
     };
     assert_eq!(action.name, "approve");
-    assert_eq!(action.parameters.get("ticket").map(String::as_str), Some("42"));
+    assert_eq!(
+        action.parameters.get("ticket").map(String::as_str),
+        Some("42")
+    );
     let EventKind::WidgetUpdated(action) = event("addon/widget_updated.json").kind else {
         panic!("not a widget update");
     };
@@ -126,7 +164,10 @@ fn addon_formats_decode_like_classic() {
         panic!("not an app command");
     };
     assert_eq!(command.id, Some(1));
-    assert_eq!(e.thread.as_ref().map(|t| t.as_str()), Some("spaces/AAAAtest/threads/TTTT1"));
+    assert_eq!(
+        e.thread.as_ref().map(|t| t.as_str()),
+        Some("spaces/AAAAtest/threads/TTTT1")
+    );
 }
 
 #[test]

@@ -22,7 +22,10 @@ async fn reply_goes_into_the_message_thread_with_a_card_and_a_deterministic_id()
     let worker = Worker::start(&sim, &topic.subscription, &[]).await;
 
     let seeded = sim.seed("spaces/AAA", "hello there", None).await;
-    let thread = seeded["thread"]["name"].as_str().expect("thread").to_owned();
+    let thread = seeded["thread"]["name"]
+        .as_str()
+        .expect("thread")
+        .to_owned();
     let event = message_event(&seeded);
     topic.publish_json(&event).await;
 
@@ -34,12 +37,18 @@ async fn reply_goes_into_the_message_thread_with_a_card_and_a_deterministic_id()
         .identity()
         .expect("identity");
     assert_eq!(query(reply, "messageId"), reply_id(&identity, 0).as_str());
-    assert_eq!(query(reply, "messageReplyOption"), "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
+    assert_eq!(
+        query(reply, "messageReplyOption"),
+        "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"
+    );
     assert_eq!(reply["body"]["thread"]["name"], thread.as_str());
     // The card: sender's name and round avatar, a button that opens a link.
     let card = &reply["body"]["cardsV2"][0]["card"];
     assert_eq!(card["header"]["title"], "Ada Lovelace");
-    assert_eq!(card["header"]["imageUrl"], "https://lh3.googleusercontent.com/a/ada");
+    assert_eq!(
+        card["header"]["imageUrl"],
+        "https://lh3.googleusercontent.com/a/ada"
+    );
     assert_eq!(card["header"]["imageType"], "CIRCLE");
     let widgets = card["sections"][0]["widgets"].as_array().expect("widgets");
     assert_eq!(widgets[0]["textParagraph"]["text"], "You said: hello there");
@@ -80,13 +89,21 @@ async fn a_duplicated_event_yields_one_message_whatever_its_format() {
     .expect("three create calls");
     let mut sorted = creates.clone();
     sorted.sort();
-    assert_eq!(sorted, vec![200, 409, 409], "one created, two refused as duplicates");
+    assert_eq!(
+        sorted,
+        vec![200, 409, 409],
+        "one created, two refused as duplicates"
+    );
     assert_eq!(sim.app_messages().await.len(), 1);
 
     let (status, _) = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(worker.counter("received"), 3);
-    assert_eq!(worker.counter("acked"), 3, "409 on our own ID counts as delivered");
+    assert_eq!(
+        worker.counter("acked"),
+        3,
+        "409 on our own ID counts as delivered"
+    );
     assert_eq!(worker.counter("replies_created"), 1);
     assert_eq!(worker.counter("replies_already_existed"), 2);
 }
@@ -101,32 +118,54 @@ async fn bad_input_is_acked_counted_and_never_answered() {
     topic.publish(r#"{"type": "MESSAGE", "space": 5}"#).await;
     topic.publish(r#"{"hello": "world"}"#).await;
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events/classic");
-    for fixture in ["bot_message.json", "future_event_type.json", "removed_from_space.json"] {
-        topic.publish(std::fs::read(format!("{fixtures}/{fixture}")).expect("fixture")).await;
+    for fixture in [
+        "bot_message.json",
+        "future_event_type.json",
+        "removed_from_space.json",
+    ] {
+        topic
+            .publish(std::fs::read(format!("{fixtures}/{fixture}")).expect("fixture"))
+            .await;
     }
     // A good event last: once it is answered, the others were handled before
     // it or beside it.
     let seeded = sim.seed("spaces/BAD", "still here", None).await;
     topic.publish_json(&message_event(&seeded)).await;
     let records = await_app_messages(&sim, 1, DEADLINE).await;
-    assert_eq!(records[0]["body"]["thread"]["name"], seeded["thread"]["name"]);
+    assert_eq!(
+        records[0]["body"]["thread"]["name"],
+        seeded["thread"]["name"]
+    );
     worker
         .wait_for_log("undecodable Pub/Sub message", DEADLINE)
         .await;
 
     let (status, _) = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
-    assert_eq!(sim.app_messages().await.len(), 1, "nothing sent for bad input");
+    assert_eq!(
+        sim.app_messages().await.len(),
+        1,
+        "nothing sent for bad input"
+    );
     // Each was received once and acked: no redelivery loop.
     assert_eq!(worker.counter("received"), 7);
     assert_eq!(worker.counter("acked"), 7);
     assert_eq!(worker.counter("nacked"), 0);
     let dropped = &worker.summary()["dropped"];
-    for reason in ["\"not_json\": 1", "\"wrong_shape\": 2", "\"bot_sender\": 1", "\"unknown_type\": 1", "\"no_reply\": 1"] {
+    for reason in [
+        "\"not_json\": 1",
+        "\"wrong_shape\": 2",
+        "\"bot_sender\": 1",
+        "\"unknown_type\": 1",
+        "\"no_reply\": 1",
+    ] {
         assert!(dropped.contains(reason), "{reason} in {dropped}");
     }
     let logs = worker.logs();
-    assert!(logs.contains("event type unknown to this version"), "{logs}");
+    assert!(
+        logs.contains("event type unknown to this version"),
+        "{logs}"
+    );
     assert!(!logs.contains("panicked"), "{logs}");
 }
 
@@ -153,7 +192,10 @@ async fn undecodable_payloads_go_to_the_dead_letter_topic_when_configured() {
     let attributes = &letter["attributes"];
     assert_eq!(attributes["chatworker_reason"], "not_json");
     assert_eq!(attributes["chatworker_message_id"], id.as_str());
-    assert_eq!(attributes["chatworker_subscription"], topic.subscription.as_str());
+    assert_eq!(
+        attributes["chatworker_subscription"],
+        topic.subscription.as_str()
+    );
     use base64::Engine;
     let data = base64::engine::general_purpose::STANDARD
         .decode(letter["data"].as_str().expect("data"))
@@ -179,13 +221,30 @@ async fn onboarding_and_help() {
     topic.publish_json(&added).await;
     let records = await_app_messages(&sim, 2, DEADLINE).await;
     let onboarding = &records[0];
-    assert!(onboarding["body"]["text"].as_str().unwrap_or_default().contains("/help"));
+    assert!(
+        onboarding["body"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/help")
+    );
     // Onboarding starts a thread of its own: no thread named, default option.
     assert_eq!(onboarding["body"]["thread"], Value::Null);
-    assert_eq!(query(onboarding, "messageReplyOption"), "MESSAGE_REPLY_OPTION_UNSPECIFIED");
-    assert_ne!(onboarding["message"]["thread"]["name"], mention["thread"]["name"]);
-    assert_eq!(records[1]["message"]["thread"]["name"], mention["thread"]["name"]);
-    assert_ne!(query(&records[0], "messageId"), query(&records[1], "messageId"));
+    assert_eq!(
+        query(onboarding, "messageReplyOption"),
+        "MESSAGE_REPLY_OPTION_UNSPECIFIED"
+    );
+    assert_ne!(
+        onboarding["message"]["thread"]["name"],
+        mention["thread"]["name"]
+    );
+    assert_eq!(
+        records[1]["message"]["thread"]["name"],
+        mention["thread"]["name"]
+    );
+    assert_ne!(
+        query(&records[0], "messageId"),
+        query(&records[1], "messageId")
+    );
 
     // /help as a slash command message: the help text, in the thread.
     let help = sim.seed("spaces/ONB", "/help", None).await;
@@ -197,8 +256,16 @@ async fn onboarding_and_help() {
     }]);
     topic.publish_json(&event).await;
     let records = await_app_messages(&sim, 3, DEADLINE).await;
-    assert!(records[2]["body"]["text"].as_str().unwrap_or_default().contains("/help"));
-    assert_eq!(records[2]["message"]["thread"]["name"], help["thread"]["name"]);
+    assert!(
+        records[2]["body"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/help")
+    );
+    assert_eq!(
+        records[2]["message"]["thread"]["name"],
+        help["thread"]["name"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +282,10 @@ async fn one_thread_in_order_threads_in_parallel() {
         let thread = first["thread"]["name"].as_str().expect("thread").to_owned();
         let mut messages = vec![first];
         for m in 1..4 {
-            messages.push(sim.seed("spaces/ORD", &format!("t{t} m{m}"), Some(&thread)).await);
+            messages.push(
+                sim.seed("spaces/ORD", &format!("t{t} m{m}"), Some(&thread))
+                    .await,
+            );
         }
         threads.push((thread, messages));
     }
@@ -237,7 +307,10 @@ async fn one_thread_in_order_threads_in_parallel() {
             .collect();
         let mut spans: Vec<(f64, f64)> = calls
             .iter()
-            .filter(|c| ids.iter().any(|id| c["query"].as_str().unwrap_or_default().contains(id)))
+            .filter(|c| {
+                ids.iter()
+                    .any(|id| c["query"].as_str().unwrap_or_default().contains(id))
+            })
             .map(|c| {
                 let start = c["startedMs"].as_f64().expect("start");
                 (start, start + c["latencyMs"].as_f64().expect("latency"))
@@ -250,11 +323,17 @@ async fn one_thread_in_order_threads_in_parallel() {
     assert_eq!((a.len(), b.len()), (4, 4));
     for spans in [&a, &b] {
         for pair in spans.windows(2) {
-            assert!(pair[0].1 <= pair[1].0, "calls of one thread overlapped: {spans:?}");
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "calls of one thread overlapped: {spans:?}"
+            );
         }
     }
     let overlap = a.iter().any(|x| b.iter().any(|y| x.0 < y.1 && y.0 < x.1));
-    assert!(overlap, "the two threads never ran at the same time: {a:?} {b:?}");
+    assert!(
+        overlap,
+        "the two threads never ran at the same time: {a:?} {b:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,15 +353,27 @@ async fn permanent_errors_are_acked_and_transient_ones_retried() {
     let second = sim.seed("spaces/ERR", "unavailable", None).await;
     topic.publish_json(&message_event(&second)).await;
     let records = await_app_messages(&sim, 1, DEADLINE).await;
-    assert_eq!(records[0]["body"]["thread"]["name"], second["thread"]["name"]);
+    assert_eq!(
+        records[0]["body"]["thread"]["name"],
+        second["thread"]["name"]
+    );
 
     let (status, _) = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success());
-    assert_eq!(sim.app_messages().await.len(), 1, "the 403 event was not retried");
+    assert_eq!(
+        sim.app_messages().await.len(),
+        1,
+        "the 403 event was not retried"
+    );
     assert_eq!(worker.counter("nacked"), 1);
     assert_eq!(worker.counter("acked"), 2);
     assert!(worker.summary()["dropped"].contains("\"chat_permanent\": 1"));
-    let statuses: Vec<u64> = sim.calls().await.iter().map(|c| c["status"].as_u64().unwrap_or(0)).collect();
+    let statuses: Vec<u64> = sim
+        .calls()
+        .await
+        .iter()
+        .map(|c| c["status"].as_u64().unwrap_or(0))
+        .collect();
     assert_eq!(statuses, vec![403, 503, 200]);
 }
 
@@ -300,7 +391,10 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     for message in &seeded {
         topic.publish_json(&message_event(message)).await;
     }
-    let busy = eventually(DEADLINE, || async { (sim.in_flight().await >= 5).then_some(()) }).await;
+    let busy = eventually(DEADLINE, || async {
+        (sim.in_flight().await >= 5).then_some(())
+    })
+    .await;
     assert!(busy.is_some(), "replies never got in flight");
 
     let (status, took) = worker.terminate(Duration::from_secs(30)).await;
@@ -312,8 +406,15 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     assert_eq!(records.len() as u64, answered);
     assert!(answered >= 5, "in-flight replies completed: {answered}");
     assert_eq!(worker.counter("acked"), answered);
-    assert_eq!(worker.counter("received"), worker.counter("acked") + worker.counter("nacked"));
-    assert!(!worker.logs().contains("unfinished events nacked"), "{}", worker.logs());
+    assert_eq!(
+        worker.counter("received"),
+        worker.counter("acked") + worker.counter("nacked")
+    );
+    assert!(
+        !worker.logs().contains("unfinished events nacked"),
+        "{}",
+        worker.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,16 +422,27 @@ async fn sigterm_nacks_what_cannot_finish_within_the_grace_period() {
     let sim = Sim::start().await;
     sim.set_latency(30_000).await;
     let topic = Topic::fresh("grace").await;
-    let mut worker = Worker::start(&sim, &topic.subscription, &[("CHATWORKER_WORKER__SHUTDOWN_GRACE", "4s")]).await;
+    let mut worker = Worker::start(
+        &sim,
+        &topic.subscription,
+        &[("CHATWORKER_WORKER__SHUTDOWN_GRACE", "4s")],
+    )
+    .await;
 
     let seeded = sim.seed("spaces/GRC", "slow", None).await;
     topic.publish_json(&message_event(&seeded)).await;
-    let busy = eventually(DEADLINE, || async { (sim.in_flight().await >= 1).then_some(()) }).await;
+    let busy = eventually(DEADLINE, || async {
+        (sim.in_flight().await >= 1).then_some(())
+    })
+    .await;
     assert!(busy.is_some());
 
     let (status, took) = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}\n{}", worker.logs());
-    assert!(took < Duration::from_secs(6), "exited after {took:?} with a 4 s grace period");
+    assert!(
+        took < Duration::from_secs(6),
+        "exited after {took:?} with a 4 s grace period"
+    );
     assert_eq!(worker.counter("nacked"), 1);
     assert_eq!(worker.counter("acked"), 0);
 }
@@ -339,11 +451,26 @@ async fn sigterm_nacks_what_cannot_finish_within_the_grace_period() {
 async fn invalid_configuration_exits_2_with_one_line() {
     let sim = Sim::start().await;
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("CHATWORKER_PUBSUB__SUBSCRIPTION", "")], "CHATWORKER_PUBSUB__SUBSCRIPTION"),
-        (&[("CHATWORKER_PUBSUB__SUBSCRIPTION", "projects/p/topics/t")], "CHATWORKER_PUBSUB__SUBSCRIPTION"),
-        (&[("CHATWORKER_WORKER__CONCURRENCY", "many")], "CHATWORKER_WORKER__CONCURRENCY"),
-        (&[("CHATWORKER_CHAT__ENDPOINT", "chat.example.com")], "CHATWORKER_CHAT__ENDPOINT"),
-        (&[("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")], "credentials"),
+        (
+            &[("CHATWORKER_PUBSUB__SUBSCRIPTION", "")],
+            "CHATWORKER_PUBSUB__SUBSCRIPTION",
+        ),
+        (
+            &[("CHATWORKER_PUBSUB__SUBSCRIPTION", "projects/p/topics/t")],
+            "CHATWORKER_PUBSUB__SUBSCRIPTION",
+        ),
+        (
+            &[("CHATWORKER_WORKER__CONCURRENCY", "many")],
+            "CHATWORKER_WORKER__CONCURRENCY",
+        ),
+        (
+            &[("CHATWORKER_CHAT__ENDPOINT", "chat.example.com")],
+            "CHATWORKER_CHAT__ENDPOINT",
+        ),
+        (
+            &[("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")],
+            "credentials",
+        ),
     ];
     for (env, needle) in cases {
         let mut worker = Worker::spawn(&sim, "projects/p/subscriptions/valid-sub", env);

@@ -56,10 +56,9 @@ impl AddOnEvent {
         } else if let Some(p) = chat.widget_updated_payload {
             (EventKind::WidgetUpdated(common.into_action()), p)
         } else if let Some(mut p) = chat.app_command_payload {
-            let metadata = p
-                .app_command_metadata
-                .take()
-                .ok_or_else(|| ShapeError("appCommandPayload.appCommandMetadata is missing".into()))?;
+            let metadata = p.app_command_metadata.take().ok_or_else(|| {
+                ShapeError("appCommandPayload.appCommandMetadata is missing".into())
+            })?;
             (EventKind::AppCommand(metadata.into_domain()), p)
         } else {
             let type_name = chat

@@ -79,7 +79,11 @@ impl ClassicEvent {
     pub fn into_domain(self) -> Result<Event, ShapeError> {
         let action = || -> Action {
             // `action` is the classic field; `common` repeats it in newer events.
-            match self.action.as_ref().and_then(|a| a.action_method_name.clone()) {
+            match self
+                .action
+                .as_ref()
+                .and_then(|a| a.action_method_name.clone())
+            {
                 Some(name) => Action {
                     name,
                     parameters: self
@@ -88,7 +92,9 @@ impl ClassicEvent {
                         .map(|a| {
                             a.parameters
                                 .iter()
-                                .filter_map(|p| Some((p.key.clone()?, p.value.clone().unwrap_or_default())))
+                                .filter_map(|p| {
+                                    Some((p.key.clone()?, p.value.clone().unwrap_or_default()))
+                                })
                                 .collect::<BTreeMap<_, _>>()
                         })
                         .unwrap_or_default(),

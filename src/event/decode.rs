@@ -44,7 +44,9 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
     let value: serde_json::Value =
         serde_json::from_slice(data).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let Some(object) = value.as_object() else {
-        return Err(DecodeError::NotJson("the top level is not an object".into()));
+        return Err(DecodeError::NotJson(
+            "the top level is not an object".into(),
+        ));
     };
     let shape = |e: serde_json::Error| DecodeError::Shape(e.to_string());
     let event = if object.contains_key("type") {
@@ -57,7 +59,8 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
             .into_domain()
     } else {
         return Err(DecodeError::Shape(
-            "neither a classic interaction event (no \"type\") nor an add-on event (no \"chat\")".into(),
+            "neither a classic interaction event (no \"type\") nor an add-on event (no \"chat\")"
+                .into(),
         ));
     };
     event.map_err(|e| DecodeError::Shape(e.0))

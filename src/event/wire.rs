@@ -97,7 +97,10 @@ impl WireInt {
 pub(super) struct ShapeError(pub String);
 
 pub(super) fn thread_name(thread: Option<&WireThread>) -> Result<Option<ThreadName>, ShapeError> {
-    match thread.and_then(|t| t.name.as_deref()).filter(|n| !n.is_empty()) {
+    match thread
+        .and_then(|t| t.name.as_deref())
+        .filter(|n| !n.is_empty())
+    {
         Some(name) => ThreadName::parse(name)
             .map(Some)
             .map_err(|e| ShapeError(format!("thread.name: {e}"))),
@@ -108,7 +111,9 @@ pub(super) fn thread_name(thread: Option<&WireThread>) -> Result<Option<ThreadNa
 impl WireUser {
     pub fn into_domain(self) -> Result<User, ShapeError> {
         let name = match self.name.filter(|n| !n.is_empty()) {
-            Some(n) => Some(UserName::parse(&n).map_err(|e| ShapeError(format!("user.name: {e}")))?),
+            Some(n) => {
+                Some(UserName::parse(&n).map_err(|e| ShapeError(format!("user.name: {e}")))?)
+            }
             None => None,
         };
         let kind = match self.kind.as_deref() {
@@ -150,9 +155,9 @@ impl WireSpace {
 impl WireMessage {
     pub fn into_domain(self) -> Result<Message, ShapeError> {
         let name = match self.name.filter(|n| !n.is_empty()) {
-            Some(n) => Some(
-                MessageName::parse(&n).map_err(|e| ShapeError(format!("message.name: {e}")))?,
-            ),
+            Some(n) => {
+                Some(MessageName::parse(&n).map_err(|e| ShapeError(format!("message.name: {e}")))?)
+            }
             None => None,
         };
         let thread = thread_name(self.thread.as_ref())?;

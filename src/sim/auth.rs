@@ -86,15 +86,23 @@ impl Authenticator {
     /// times. The caller checks `aud` and `scope`.
     pub fn verify_jwt(&self, jwt: &str) -> Result<Claims, String> {
         let mut parts = jwt.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(c), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err("not a JWT".into());
         };
-        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| "JWT is not base64url".to_owned());
-        let header: Header = serde_json::from_slice(&decode(h)?).map_err(|_| "JWT header is not JSON".to_owned())?;
+        let decode = |part: &str| {
+            URL_SAFE_NO_PAD
+                .decode(part)
+                .map_err(|_| "JWT is not base64url".to_owned())
+        };
+        let header: Header =
+            serde_json::from_slice(&decode(h)?).map_err(|_| "JWT header is not JSON".to_owned())?;
         if header.alg != "RS256" {
             return Err(format!("JWT algorithm {} is not RS256", header.alg));
         }
-        let claims: Claims = serde_json::from_slice(&decode(c)?).map_err(|e| format!("JWT claims: {e}"))?;
+        let claims: Claims =
+            serde_json::from_slice(&decode(c)?).map_err(|e| format!("JWT claims: {e}"))?;
         let key = self
             .keys
             .iter()
@@ -129,14 +137,21 @@ impl Authenticator {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthenticated("no bearer token"))?;
-        if let Some(issued) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(token) {
+        if let Some(issued) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+        {
             if issued.expires < SystemTime::now() {
                 return Err(unauthenticated("access token expired"));
             }
             if !issued.scopes.iter().any(|s| s == CHAT_BOT_SCOPE) {
                 return Err(Refusal::InsufficientScope);
             }
-            return Ok(Principal { email: issued.email.clone() });
+            return Ok(Principal {
+                email: issued.email.clone(),
+            });
         }
         let claims = self.verify_jwt(token).map_err(|e| unauthenticated(&e))?;
         // A self-signed JWT names the API either by scope or by audience.
@@ -163,18 +178,28 @@ impl Authenticator {
         form: &HashMap<String, String>,
         token_url: &str,
     ) -> Result<(String, Duration), (&'static str, String)> {
-        if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+        if form.get("grant_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+        {
             return Err(("unsupported_grant_type", "Invalid grant_type".into()));
         }
-        let assertion = form
-            .get("assertion")
-            .ok_or(("invalid_request", "Missing required parameter: assertion".to_owned()))?;
+        let assertion = form.get("assertion").ok_or((
+            "invalid_request",
+            "Missing required parameter: assertion".to_owned(),
+        ))?;
         let claims = self
             .verify_jwt(assertion)
             .map_err(|e| ("invalid_grant", format!("Invalid JWT: {e}")))?;
         let accepted_audiences = [token_url, "https://oauth2.googleapis.com/token"];
-        if !claims.aud.as_deref().is_some_and(|a| accepted_audiences.contains(&a)) {
-            return Err(("invalid_grant", "Invalid JWT: audience is not this token endpoint".into()));
+        if !claims
+            .aud
+            .as_deref()
+            .is_some_and(|a| accepted_audiences.contains(&a))
+        {
+            return Err((
+                "invalid_grant",
+                "Invalid JWT: audience is not this token endpoint".into(),
+            ));
         }
         let scopes: Vec<String> = claims
             .scope
@@ -187,14 +212,17 @@ impl Authenticator {
             return Err(("invalid_scope", "Invalid JWT: no scope".into()));
         }
         let token = format!("ya29.sim-{}", hex::encode(rand::random::<[u8; 24]>()));
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            token.clone(),
-            Issued {
-                email: claims.iss,
-                scopes,
-                expires: SystemTime::now() + TOKEN_LIFETIME,
-            },
-        );
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                token.clone(),
+                Issued {
+                    email: claims.iss,
+                    scopes,
+                    expires: SystemTime::now() + TOKEN_LIFETIME,
+                },
+            );
         Ok((token, TOKEN_LIFETIME))
     }
 }

@@ -44,15 +44,16 @@ impl TrustedKey {
     /// As [`TrustedKey::from_file`], from the parsed JSON.
     pub fn from_json(json: &Value) -> Result<Self, String> {
         let field = |name: &str| {
-            json.get(name)
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("field {name:?} is missing; is this a service-account key file?"))
+            json.get(name).and_then(Value::as_str).ok_or_else(|| {
+                format!("field {name:?} is missing; is this a service-account key file?")
+            })
         };
         if field("type")? != "service_account" {
             return Err("\"type\" is not \"service_account\"".into());
         }
         let der = pem_to_der(field("private_key")?)?;
-        let pair = KeyPair::from_pkcs8(&der).map_err(|e| format!("private_key is not a PKCS#8 RSA key: {e}"))?;
+        let pair = KeyPair::from_pkcs8(&der)
+            .map_err(|e| format!("private_key is not a PKCS#8 RSA key: {e}"))?;
         Ok(Self {
             client_email: field("client_email")?.to_owned(),
             key_id: field("private_key_id")?.to_owned(),
@@ -76,15 +77,21 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
 /// `NAME@PROJECT.iam.gserviceaccount.com`) with tokens to be requested from
 /// `token_uri`. Not for production: the simulator is its only verifier.
 pub fn generate(email: &str, token_uri: &str) -> Result<Value, String> {
-    let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|e| format!("key generation failed: {e}"))?;
-    let der = pair.as_der().map_err(|e| format!("key encoding failed: {e}"))?;
+    let pair =
+        KeyPair::generate(KeySize::Rsa2048).map_err(|e| format!("key generation failed: {e}"))?;
+    let der = pair
+        .as_der()
+        .map_err(|e| format!("key encoding failed: {e}"))?;
     let b64 = STANDARD.encode(der.as_ref());
     let lines: Vec<&str> = b64
         .as_bytes()
         .chunks(64)
         .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
         .collect();
-    let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"));
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
     let project = email
         .split('@')
         .nth(1)

@@ -118,12 +118,17 @@ pub async fn serve(
         started: Instant::now(),
     });
     let app = router(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn router(state: Shared) -> Router {
     let api = Router::new()
-        .route("/v1/spaces/{space}/messages", post(create_message).get(list_messages))
+        .route(
+            "/v1/spaces/{space}/messages",
+            post(create_message).get(list_messages),
+        )
         .route("/v1/spaces/{space}/messages/{message}", get(get_message))
         .route("/token", post(token))
         .fallback(not_found)
@@ -140,7 +145,8 @@ fn router(state: Shared) -> Router {
 
 /// Google's error JSON.
 fn error(status: StatusCode, grpc: &str, message: impl Into<String>) -> Response {
-    let body = json!({"error": {"code": status.as_u16(), "message": message.into(), "status": grpc}});
+    let body =
+        json!({"error": {"code": status.as_u16(), "message": message.into(), "status": grpc}});
     (status, Json(body)).into_response()
 }
 
@@ -165,25 +171,34 @@ fn invalid(e: schema::Invalid) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-fn authorize(state: &SimState, headers: &HeaderMap) -> Result<auth::Principal, Response> {
+fn authorize(state: &SimState, headers: &HeaderMap) -> Result<auth::Principal, Refusal> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    state.auth.authorize(header).map_err(|refusal| match refusal {
+    state.auth.authorize(header)
+}
+
+/// Google's answers to a refused credential.
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
         Refusal::Unauthenticated(why) => error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
-            format!("Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. ({why})"),
+            format!(
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. ({why})"
+            ),
         ),
         Refusal::InsufficientScope => error(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
             "Request had insufficient authentication scopes.",
         ),
-    })
+    }
 }
 
 /// The app's user in messages it creates.
 fn app_sender(principal: &auth::Principal) -> Value {
-    let id = &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(principal.email.as_bytes()))[..16];
+    let id = &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        principal.email.as_bytes(),
+    ))[..16];
     let display = principal.email.split('@').next().unwrap_or("app");
     json!({"name": format!("users/{id}"), "displayName": display, "type": "BOT"})
 }
@@ -197,16 +212,23 @@ async fn create_message(
 ) -> Response {
     let principal = match authorize(&state, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
-    let method = schema::method("spaces", "messages", "create").expect("create is in the discovery document");
+    let method = schema::method("spaces", "messages", "create")
+        .expect("create is in the discovery document");
     let query = match schema::check_query(method, &query) {
         Ok(q) => q,
         Err(e) => return invalid(e),
     };
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("Invalid JSON payload received. {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                format!("Invalid JSON payload received. {e}"),
+            );
+        }
     };
     let body = match schema::check_body("Message", &body, "message") {
         Ok(b) => b,
@@ -229,7 +251,11 @@ async fn create_message(
         sender: app_sender(&principal),
     };
     let query: BTreeMap<String, String> = query.into_iter().collect();
-    let result = state.store.lock().unwrap_or_else(|p| p.into_inner()).create(request, true, query);
+    let result = state
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .create(request, true, query);
     match result {
         Ok((message, _)) => Json(message).into_response(),
         Err(e) => store_error(e),
@@ -242,18 +268,27 @@ async fn get_message(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers) {
-        return r;
+        return refused(r);
     }
     let name = format!("spaces/{space}/messages/{message}");
-    match state.store.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+    match state
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+    {
         Ok(m) => Json(m).into_response(),
         Err(e) => store_error(e),
     }
 }
 
-async fn list_messages(State(state): State<Shared>, Path(space): Path<String>, headers: HeaderMap) -> Response {
+async fn list_messages(
+    State(state): State<Shared>,
+    Path(space): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorize(&state, &headers) {
-        return r;
+        return refused(r);
     }
     let messages = state
         .store
@@ -307,7 +342,11 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
     let response = match fail.map(StatusCode::from_u16) {
-        Some(Ok(status)) => error(status, grpc_status(status), "Injected by the simulator's control endpoint."),
+        Some(Ok(status)) => error(
+            status,
+            grpc_status(status),
+            "Injected by the simulator's control endpoint.",
+        ),
         _ => next.run(request).await,
     };
     state.in_flight.fetch_sub(1, Relaxed);
@@ -319,12 +358,23 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
         started_ms,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    state.calls.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+    state
+        .calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(record);
     response
 }
 
 async fn get_control(State(state): State<Shared>) -> Response {
-    Json(state.control.lock().unwrap_or_else(|p| p.into_inner()).clone()).into_response()
+    Json(
+        state
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    )
+    .into_response()
 }
 
 async fn set_control(State(state): State<Shared>, Json(control): Json<Control>) -> Response {
@@ -333,12 +383,20 @@ async fn set_control(State(state): State<Shared>, Json(control): Json<Control>) 
 }
 
 async fn inspect_messages(State(state): State<Shared>) -> Response {
-    let records = state.store.lock().unwrap_or_else(|p| p.into_inner()).records();
+    let records = state
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .records();
     Json(json!({"messages": records})).into_response()
 }
 
 async fn inspect_calls(State(state): State<Shared>) -> Response {
-    let calls = state.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let calls = state
+        .calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
     Json(json!({"requests": calls, "inFlight": in_flight})).into_response()
 }
@@ -346,7 +404,11 @@ async fn inspect_calls(State(state): State<Shared>) -> Response {
 /// Records a message as if a person had written it in Chat, so that an event
 /// can refer to its thread. Body: a Message (`text`, optional `sender`,
 /// optional `thread.name` to reply in an existing thread).
-async fn seed_message(State(state): State<Shared>, Path(space): Path<String>, Json(body): Json<Value>) -> Response {
+async fn seed_message(
+    State(state): State<Shared>,
+    Path(space): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let sender = body
         .get("sender")
         .cloned()
@@ -358,7 +420,11 @@ async fn seed_message(State(state): State<Shared>, Path(space): Path<String>, Js
         space: format!("spaces/{space}"),
         message_id: None,
         request_id: None,
-        reply_option: if has_thread { "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD".into() } else { String::new() },
+        reply_option: if has_thread {
+            "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD".into()
+        } else {
+            String::new()
+        },
         thread_key: None,
         body: Value::Object(message),
         sender,

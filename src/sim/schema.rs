@@ -14,8 +14,20 @@ static DISCOVERY: LazyLock<Value> = LazyLock::new(|| {
 
 /// Parameters every Google API accepts on any method.
 const SYSTEM_PARAMETERS: &[&str] = &[
-    "$alt", "alt", "$.xgafv", "access_token", "callback", "fields", "key", "oauth_token",
-    "prettyPrint", "quotaUser", "upload_protocol", "uploadType", "$fields", "$prettyPrint",
+    "$alt",
+    "alt",
+    "$.xgafv",
+    "access_token",
+    "callback",
+    "fields",
+    "key",
+    "oauth_token",
+    "prettyPrint",
+    "quotaUser",
+    "upload_protocol",
+    "uploadType",
+    "$fields",
+    "$prettyPrint",
 ];
 
 /// A request that does not fit the schema: the field's path and what is wrong.
@@ -44,7 +56,10 @@ pub fn method(resource: &str, sub: &str, name: &str) -> Option<&'static Value> {
 
 /// Checks query parameters against the method's declared parameters (path
 /// parameters excluded) and returns them normalized (enum integers as names).
-pub fn check_query(method: &Value, query: &[(String, String)]) -> Result<Vec<(String, String)>, Invalid> {
+pub fn check_query(
+    method: &Value,
+    query: &[(String, String)],
+) -> Result<Vec<(String, String)>, Invalid> {
     let params = method.get("parameters").and_then(Value::as_object);
     let mut out = Vec::with_capacity(query.len());
     for (key, value) in query {
@@ -65,7 +80,9 @@ pub fn check_query(method: &Value, query: &[(String, String)]) -> Result<Vec<(St
             Some(names) if !value.is_empty() => enum_name(names, &Value::String(value.clone()))
                 .ok_or_else(|| Invalid {
                     field: key.clone(),
-                    description: format!("Invalid value at '{key}' ({value}): not a valid enum value"),
+                    description: format!(
+                        "Invalid value at '{key}' ({value}): not a valid enum value"
+                    ),
                 })?,
             _ => value.clone(),
         };
@@ -77,7 +94,8 @@ pub fn check_query(method: &Value, query: &[(String, String)]) -> Result<Vec<(St
 /// Checks `body` against the schema `name` (e.g. `Message`), returning it with
 /// enums normalized to their names.
 pub fn check_body(name: &str, body: &Value, field: &str) -> Result<Value, Invalid> {
-    let schema = schema(name).unwrap_or_else(|| panic!("schema {name} is in the discovery document"));
+    let schema =
+        schema(name).unwrap_or_else(|| panic!("schema {name} is in the discovery document"));
     walk(schema, body, field)
 }
 
@@ -103,7 +121,8 @@ fn invalid(field: &str, description: String) -> Invalid {
 
 fn walk(schema: &Value, value: &Value, field: &str) -> Result<Value, Invalid> {
     if let Some(name) = schema.get("$ref").and_then(Value::as_str) {
-        let target = self::schema(name).ok_or_else(|| invalid(field, format!("unknown schema {name}")))?;
+        let target =
+            self::schema(name).ok_or_else(|| invalid(field, format!("unknown schema {name}")))?;
         return walk(target, value, field);
     }
     // proto3 JSON: null means "default" for any field.
@@ -114,7 +133,10 @@ fn walk(schema: &Value, value: &Value, field: &str) -> Result<Value, Invalid> {
     let wrong = |expected: &str| {
         invalid(
             field,
-            format!("Invalid value at '{field}' ({}), expected {expected}", json_type(value)),
+            format!(
+                "Invalid value at '{field}' ({}), expected {expected}",
+                json_type(value)
+            ),
         )
     };
     match kind {
@@ -136,7 +158,9 @@ fn walk(schema: &Value, value: &Value, field: &str) -> Result<Value, Invalid> {
                     (None, None) => {
                         return Err(invalid(
                             field,
-                            format!("Invalid JSON payload received. Unknown name \"{key}\" at '{field}': Cannot find field."),
+                            format!(
+                                "Invalid JSON payload received. Unknown name \"{key}\" at '{field}': Cannot find field."
+                            ),
                         ));
                     }
                 };
@@ -158,9 +182,12 @@ fn walk(schema: &Value, value: &Value, field: &str) -> Result<Value, Invalid> {
         }
         "string" => {
             if let Some(names) = schema.get("enum").and_then(Value::as_array) {
-                return enum_name(names, value)
-                    .map(Value::String)
-                    .ok_or_else(|| invalid(field, format!("Invalid value at '{field}' ({value}): not a valid enum value")));
+                return enum_name(names, value).map(Value::String).ok_or_else(|| {
+                    invalid(
+                        field,
+                        format!("Invalid value at '{field}' ({value}): not a valid enum value"),
+                    )
+                });
             }
             match (schema.get("format").and_then(Value::as_str), value) {
                 (_, Value::String(_)) => Ok(value.clone()),
@@ -178,7 +205,10 @@ fn walk(schema: &Value, value: &Value, field: &str) -> Result<Value, Invalid> {
         },
         "number" => match value {
             Value::Number(_) => Ok(value.clone()),
-            Value::String(s) if s.parse::<f64>().is_ok() || ["NaN", "Infinity", "-Infinity"].contains(&s.as_str()) => {
+            Value::String(s)
+                if s.parse::<f64>().is_ok()
+                    || ["NaN", "Infinity", "-Infinity"].contains(&s.as_str()) =>
+            {
                 Ok(value.clone())
             }
             _ => Err(wrong("a number")),
@@ -224,23 +254,46 @@ mod tests {
         assert!(e.description.contains("Unknown name \"txt\""), "{e:?}");
         let e = check_body("Message", &json!({"text": 5}), "message").expect_err("type");
         assert_eq!(e.field, "message.text");
-        let e = check_body("Message", &json!({"cardsV2": [{"card": {"header": {"imageType": "OVAL"}}}]}), "message")
-            .expect_err("enum");
+        let e = check_body(
+            "Message",
+            &json!({"cardsV2": [{"card": {"header": {"imageType": "OVAL"}}}]}),
+            "message",
+        )
+        .expect_err("enum");
         assert_eq!(e.field, "message.cardsV2[0].card.header.imageType");
-        let e = check_body("Message", &json!({"cardsV2": [{"card": {"header": {"imageType": 7}}}]}), "message")
-            .expect_err("enum index");
+        let e = check_body(
+            "Message",
+            &json!({"cardsV2": [{"card": {"header": {"imageType": 7}}}]}),
+            "message",
+        )
+        .expect_err("enum index");
         assert!(e.description.contains("enum"), "{e:?}");
     }
 
     #[test]
     fn query_parameters() {
         let create = method("spaces", "messages", "create").expect("create is described");
-        let q = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
-        let out = check_query(create, &q(&[("messageReplyOption", "1"), ("$alt", "json;enum-encoding=int"), ("requestId", "")]))
-            .expect("valid");
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let out = check_query(
+            create,
+            &q(&[
+                ("messageReplyOption", "1"),
+                ("$alt", "json;enum-encoding=int"),
+                ("requestId", ""),
+            ]),
+        )
+        .expect("valid");
         assert_eq!(out[0].1, "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
         assert!(check_query(create, &q(&[("messageReplyOption", "SOMETIMES")])).is_err());
-        assert!(check_query(create, &q(&[("parent", "spaces/x")])).is_err(), "path parameters are not query parameters");
+        assert!(
+            check_query(create, &q(&[("parent", "spaces/x")])).is_err(),
+            "path parameters are not query parameters"
+        );
         assert!(check_query(create, &q(&[("foo", "1")])).is_err());
     }
 }

@@ -86,7 +86,12 @@ impl Store {
 
     /// Creates a message following Chat's rules. Returns the message and
     /// whether it already existed (a repeated `requestId`).
-    pub fn create(&mut self, req: CreateRequest, by_app: bool, query: BTreeMap<String, String>) -> Result<(Value, bool), StoreError> {
+    pub fn create(
+        &mut self,
+        req: CreateRequest,
+        by_app: bool,
+        query: BTreeMap<String, String>,
+    ) -> Result<(Value, bool), StoreError> {
         let space_name = req.space.clone();
         if let Some(request_id) = &req.request_id
             && let Some(space) = self.spaces.get(&space_name)
@@ -95,8 +100,14 @@ impl Store {
             return Ok((space.records[i].message.clone(), true));
         }
         if let Some(id) = &req.message_id {
-            ClientMessageId::new(id).map_err(|e| StoreError::InvalidArgument(format!("Invalid message ID {id:?}: {e}.")))?;
-            if self.spaces.get(&space_name).is_some_and(|s| s.by_client_id.contains_key(id)) {
+            ClientMessageId::new(id).map_err(|e| {
+                StoreError::InvalidArgument(format!("Invalid message ID {id:?}: {e}."))
+            })?;
+            if self
+                .spaces
+                .get(&space_name)
+                .is_some_and(|s| s.by_client_id.contains_key(id))
+            {
                 return Err(StoreError::AlreadyExists(format!(
                     "Message with client-assigned ID {id} already exists in {space_name}."
                 )));
@@ -107,12 +118,18 @@ impl Store {
         let server_id = format!("{}.{}", self.next_id(), self.next_id());
         let space = self.spaces.entry(space_name.clone()).or_default();
         let (thread_name, thread_key, reply) = thread;
-        space.threads.entry(thread_name.clone()).or_insert(thread_key.clone());
+        space
+            .threads
+            .entry(thread_name.clone())
+            .or_insert(thread_key.clone());
         if let Some(key) = &thread_key {
             space.thread_keys.insert(key.clone(), thread_name.clone());
         }
         let mut message = req.body.as_object().cloned().unwrap_or_default();
-        message.insert("name".into(), json!(format!("{space_name}/messages/{server_id}")));
+        message.insert(
+            "name".into(),
+            json!(format!("{space_name}/messages/{server_id}")),
+        );
         message.insert("sender".into(), req.sender.clone());
         message.insert("createTime".into(), json!(rfc3339_now()));
         let mut thread_json = json!({"name": thread_name});
@@ -149,9 +166,15 @@ impl Store {
     }
 
     /// The thread a new message goes to: `(name, key, is_reply)`.
-    fn resolve_thread(&mut self, req: &CreateRequest) -> Result<(String, Option<String>, bool), StoreError> {
+    fn resolve_thread(
+        &mut self,
+        req: &CreateRequest,
+    ) -> Result<(String, Option<String>, bool), StoreError> {
         let thread = req.body.get("thread");
-        let name = thread.and_then(|t| t.get("name")).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let name = thread
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         let key = thread
             .and_then(|t| t.get("threadKey"))
             .and_then(Value::as_str)
@@ -174,12 +197,17 @@ impl Store {
                     return Ok((n.clone(), key.map(str::to_owned), true));
                 }
                 if name.is_some() && key.is_none() && option == "REPLY_MESSAGE_OR_FAIL" {
-                    return Err(StoreError::NotFound(format!("Thread {} not found.", name.unwrap_or_default())));
+                    return Err(StoreError::NotFound(format!(
+                        "Thread {} not found.",
+                        name.unwrap_or_default()
+                    )));
                 }
                 // A new key starts a new thread under that key, in both options.
                 Ok((fresh, key.map(str::to_owned), false))
             }
-            other => Err(StoreError::InvalidArgument(format!("Invalid messageReplyOption {other}."))),
+            other => Err(StoreError::InvalidArgument(format!(
+                "Invalid messageReplyOption {other}."
+            ))),
         }
     }
 
@@ -230,9 +258,17 @@ fn check_content(body: &Value) -> Result<(), StoreError> {
             )));
         }
     }
-    let has = |field: &str| body.get(field).is_some_and(|v| !v.is_null() && v != "" && v != &json!([]));
-    if !["text", "cardsV2", "cards", "attachment", "accessoryWidgets"].iter().any(|f| has(f)) {
-        return Err(StoreError::InvalidArgument("Message cannot be empty.".into()));
+    let has = |field: &str| {
+        body.get(field)
+            .is_some_and(|v| !v.is_null() && v != "" && v != &json!([]))
+    };
+    if !["text", "cardsV2", "cards", "attachment", "accessoryWidgets"]
+        .iter()
+        .any(|f| has(f))
+    {
+        return Err(StoreError::InvalidArgument(
+            "Message cannot be empty.".into(),
+        ));
     }
     Ok(())
 }
@@ -263,21 +299,59 @@ mod tests {
         let first = create(&mut s, request(json!({"text": "a"}), "")).expect("created");
         let thread = first["thread"]["name"].as_str().expect("thread").to_owned();
         // Default option: a new thread even when one is named.
-        let m = create(&mut s, request(json!({"text": "b", "thread": {"name": thread}}), "")).expect("created");
+        let m = create(
+            &mut s,
+            request(json!({"text": "b", "thread": {"name": thread}}), ""),
+        )
+        .expect("created");
         assert_ne!(m["thread"]["name"], thread.as_str());
         // Fallback: into the named thread when it exists…
-        let m = create(&mut s, request(json!({"text": "c", "thread": {"name": thread}}), "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")).expect("created");
+        let m = create(
+            &mut s,
+            request(
+                json!({"text": "c", "thread": {"name": thread}}),
+                "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD",
+            ),
+        )
+        .expect("created");
         assert_eq!(m["thread"]["name"], thread.as_str());
         assert_eq!(m["threadReply"], true);
         // …a new one when it does not.
-        let m = create(&mut s, request(json!({"text": "d", "thread": {"name": "spaces/S/threads/nope"}}), "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")).expect("created");
+        let m = create(
+            &mut s,
+            request(
+                json!({"text": "d", "thread": {"name": "spaces/S/threads/nope"}}),
+                "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD",
+            ),
+        )
+        .expect("created");
         assert_ne!(m["thread"]["name"], "spaces/S/threads/nope");
         // Or fail: 404 for an unknown thread name.
-        let e = create(&mut s, request(json!({"text": "e", "thread": {"name": "spaces/S/threads/nope"}}), "REPLY_MESSAGE_OR_FAIL"));
+        let e = create(
+            &mut s,
+            request(
+                json!({"text": "e", "thread": {"name": "spaces/S/threads/nope"}}),
+                "REPLY_MESSAGE_OR_FAIL",
+            ),
+        );
         assert!(matches!(e, Err(StoreError::NotFound(_))));
         // Keys: the first use creates the thread, later uses reply in it.
-        let k1 = create(&mut s, request(json!({"text": "f", "thread": {"threadKey": "k"}}), "REPLY_MESSAGE_OR_FAIL")).expect("created");
-        let k2 = create(&mut s, request(json!({"text": "g", "thread": {"threadKey": "k"}}), "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD")).expect("created");
+        let k1 = create(
+            &mut s,
+            request(
+                json!({"text": "f", "thread": {"threadKey": "k"}}),
+                "REPLY_MESSAGE_OR_FAIL",
+            ),
+        )
+        .expect("created");
+        let k2 = create(
+            &mut s,
+            request(
+                json!({"text": "g", "thread": {"threadKey": "k"}}),
+                "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD",
+            ),
+        )
+        .expect("created");
         assert_eq!(k1["thread"]["name"], k2["thread"]["name"]);
         assert_eq!(k2["thread"]["threadKey"], "k");
     }
@@ -289,16 +363,28 @@ mod tests {
         req.message_id = Some("client-one".into());
         let m = create(&mut s, req.clone()).expect("created");
         assert_eq!(m["clientAssignedMessageId"], "client-one");
-        assert!(matches!(create(&mut s, req.clone()), Err(StoreError::AlreadyExists(_))));
-        assert_eq!(s.get("spaces/S/messages/client-one").expect("by client ID"), m);
-        assert_eq!(s.get(m["name"].as_str().expect("name")).expect("by name"), m);
+        assert!(matches!(
+            create(&mut s, req.clone()),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        assert_eq!(
+            s.get("spaces/S/messages/client-one").expect("by client ID"),
+            m
+        );
+        assert_eq!(
+            s.get(m["name"].as_str().expect("name")).expect("by name"),
+            m
+        );
         // The same ID in another space is fine.
         req.space = "spaces/T".into();
         assert!(create(&mut s, req).is_ok());
         // Invalid IDs are refused.
         let mut bad = request(json!({"text": "a"}), "");
         bad.message_id = Some("Client-X".into());
-        assert!(matches!(create(&mut s, bad), Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            create(&mut s, bad),
+            Err(StoreError::InvalidArgument(_))
+        ));
         // A repeated requestId returns the first message.
         let mut r = request(json!({"text": "r"}), "");
         r.request_id = Some("req-1".into());
@@ -313,9 +399,18 @@ mod tests {
     fn limits() {
         let mut s = Store::default();
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
-        assert!(matches!(create(&mut s, request(json!({"text": long}), "")), Err(StoreError::InvalidArgument(_))));
-        assert!(matches!(create(&mut s, request(json!({}), "")), Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            create(&mut s, request(json!({"text": long}), "")),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            create(&mut s, request(json!({}), "")),
+            Err(StoreError::InvalidArgument(_))
+        ));
         let big = json!({"cardsV2": [{"cardId": "c", "card": {"header": {"title": "y".repeat(MAX_CARD_BYTES)}}}]});
-        assert!(matches!(create(&mut s, request(big, "")), Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            create(&mut s, request(big, "")),
+            Err(StoreError::InvalidArgument(_))
+        ));
     }
 }

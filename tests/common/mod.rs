@@ -64,7 +64,12 @@ impl Topic {
             .build()
             .await
             .expect("topic admin client");
-        topics.create_topic().set_name(&topic).send().await.expect("create topic");
+        topics
+            .create_topic()
+            .set_name(&topic)
+            .send()
+            .await
+            .expect("create topic");
         let subscriptions = SubscriptionAdmin::builder()
             .with_endpoint(&endpoint)
             .with_credentials(anonymous::Builder::new().build())
@@ -85,7 +90,11 @@ impl Topic {
             .build()
             .await
             .expect("publisher");
-        Self { topic, subscription, publisher }
+        Self {
+            topic,
+            subscription,
+            publisher,
+        }
     }
 
     /// Publishes one payload and waits for the emulator to accept it.
@@ -98,7 +107,8 @@ impl Topic {
 
     /// Publishes a JSON event.
     pub async fn publish_json(&self, event: &Value) -> String {
-        self.publish(serde_json::to_vec(event).expect("serializes")).await
+        self.publish(serde_json::to_vec(event).expect("serializes"))
+            .await
     }
 }
 
@@ -115,7 +125,10 @@ pub async fn pull_and_ack(subscription: &str, max: usize) -> Vec<Value> {
         .json()
         .await
         .expect("pull response");
-    let received = response["receivedMessages"].as_array().cloned().unwrap_or_default();
+    let received = response["receivedMessages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let ids: Vec<Value> = received.iter().map(|m| m["ackId"].clone()).collect();
     if !ids.is_empty() {
         client
@@ -141,17 +154,29 @@ pub struct Sim {
 impl Sim {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let url = format!("http://{addr}");
         let key_path = dir.path().join("service-account.json");
         let email = "chatworker-test@chatworker-tests.iam.gserviceaccount.com";
         let key = issue_key_file(&key_path, email, &format!("{url}/token")).expect("issue key");
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, SimOptions { trust: vec![key] }, async move {
-            let _ = stopped.await;
-        }));
-        Self { url, key_path, dir, stop: Some(stop), http: reqwest::Client::new() }
+        tokio::spawn(serve(
+            listener,
+            SimOptions { trust: vec![key] },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            url,
+            key_path,
+            dir,
+            stop: Some(stop),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -183,12 +208,17 @@ impl Sim {
 
     /// Every API call, in completion order.
     pub async fn calls(&self) -> Vec<Value> {
-        self.get("/_sim/requests").await["requests"].as_array().cloned().unwrap_or_default()
+        self.get("/_sim/requests").await["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// API calls being answered now.
     pub async fn in_flight(&self) -> u64 {
-        self.get("/_sim/requests").await["inFlight"].as_u64().unwrap_or(0)
+        self.get("/_sim/requests").await["inFlight"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     pub async fn set_latency(&self, ms: u64) {
@@ -197,7 +227,8 @@ impl Sim {
 
     /// Makes the next `n` API calls fail with `status`.
     pub async fn fail_next(&self, n: u32, status: u16) {
-        self.control(json!({"failNext": n, "failStatus": status})).await;
+        self.control(json!({"failNext": n, "failStatus": status}))
+            .await;
     }
 
     pub async fn control(&self, control: Value) {
@@ -285,7 +316,9 @@ impl Worker {
     /// and waits until it is pulling.
     pub async fn start(sim: &Sim, subscription: &str, env: &[(&str, &str)]) -> Self {
         let worker = Self::spawn(sim, subscription, env);
-        worker.wait_for_log("worker started", Duration::from_secs(60)).await;
+        worker
+            .wait_for_log("worker started", Duration::from_secs(60))
+            .await;
         worker
     }
 
@@ -312,7 +345,11 @@ impl Worker {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn chatworker");
-        Self { child, log, _dir: dir }
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
     }
 
     pub async fn wait(&mut self) -> ExitStatus {
@@ -329,7 +366,11 @@ impl Worker {
             logs.contains(needle).then_some(logs)
         })
         .await;
-        assert!(logs.is_some(), "no {needle:?} in the worker's log:\n{}", self.logs());
+        assert!(
+            logs.is_some(),
+            "no {needle:?} in the worker's log:\n{}",
+            self.logs()
+        );
     }
 
     pub fn signal(&self, signal: &str) {
@@ -347,7 +388,12 @@ impl Worker {
         self.signal("TERM");
         let status = tokio::time::timeout(deadline, self.child.wait())
             .await
-            .unwrap_or_else(|_| panic!("the worker did not exit within {deadline:?}:\n{}", self.logs()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the worker did not exit within {deadline:?}:\n{}",
+                    self.logs()
+                )
+            })
             .expect("wait");
         (status, started.elapsed())
     }
@@ -359,7 +405,9 @@ impl Worker {
             .lines()
             .find(|l| l.contains("worker stopped"))
             .unwrap_or_else(|| panic!("no summary in the log:\n{logs}"));
-        let fields = line.split_once("worker stopped").map_or("", |(_, rest)| rest);
+        let fields = line
+            .split_once("worker stopped")
+            .map_or("", |(_, rest)| rest);
         let mut map = HashMap::new();
         let mut rest = fields.trim();
         while let Some((key, value)) = rest.split_once('=') {
@@ -412,6 +460,9 @@ pub async fn await_app_messages(sim: &Sim, n: usize, deadline: Duration) -> Vec<
     .await;
     match found {
         Some(m) => m,
-        None => panic!("expected {n} app messages, have {:#?}", sim.app_messages().await),
+        None => panic!(
+            "expected {n} app messages, have {:#?}",
+            sim.app_messages().await
+        ),
     }
 }
