@@ -192,12 +192,13 @@ pub struct SlashCommand {
 }
 
 impl Event {
-    /// The sender: the message's sender, else the event's user.
+    /// Who caused the event: the event's user, else the message's sender.
+    /// (For a card click, the message is the app's own card; the person who
+    /// clicked is the event's user.)
     pub fn sender(&self) -> Option<&User> {
-        self.message
+        self.user
             .as_ref()
-            .and_then(|m| m.sender.as_ref())
-            .or(self.user.as_ref())
+            .or_else(|| self.message.as_ref().and_then(|m| m.sender.as_ref()))
     }
 
     /// A stable identity for this interaction, the same for every delivery
