@@ -105,10 +105,20 @@ fn classic_app_command() {
 fn a_click_on_the_apps_card_comes_from_the_person_who_clicked() {
     for fixture in ["classic/card_clicked.json", "addon/button_clicked.json"] {
         let e = event(fixture);
-        assert_eq!(e.message.as_ref().and_then(|m| m.sender.as_ref()).map(|u| u.kind), Some(UserKind::Bot));
+        assert_eq!(
+            e.message
+                .as_ref()
+                .and_then(|m| m.sender.as_ref())
+                .map(|u| u.kind),
+            Some(UserKind::Bot)
+        );
         let sender = e.sender().expect("sender");
         assert_eq!(sender.kind, UserKind::Human, "{fixture}");
-        assert_eq!(sender.display_name.as_deref(), Some("Ada Lovelace"), "{fixture}");
+        assert_eq!(
+            sender.display_name.as_deref(),
+            Some("Ada Lovelace"),
+            "{fixture}"
+        );
     }
 }
 
