@@ -78,29 +78,17 @@ async fn sends_text_threads_named_messages_and_cards() {
     assert_ne!(a["thread"]["name"], text["thread"]["name"]);
 
     // A named message: addressable by its ID, refused a second time.
-    let named = created(&send(
-        &sim,
-        &[
-            "--space",
-            "SEND",
-            "--text",
-            "named",
-            "--message-id",
-            "client-release-42",
-        ],
-    ));
+    let named_args = [
+        "--space",
+        "SEND",
+        "--text",
+        "named",
+        "--message-id",
+        "client-release-42",
+    ];
+    let named = created(&send(&sim, &named_args));
     assert_eq!(named["clientAssignedMessageId"], "client-release-42");
-    let again = send(
-        &sim,
-        &[
-            "--space",
-            "SEND",
-            "--text",
-            "named",
-            "--message-id",
-            "client-release-42",
-        ],
-    );
+    let again = send(&sim, &named_args);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 

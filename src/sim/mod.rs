@@ -101,6 +101,13 @@ struct SimState {
 
 type Shared = Arc<SimState>;
 
+/// Locks a mutex. A panic while it was held cannot leave the simulator's
+/// state half-written (every update is a single insert or assignment), so a
+/// poisoned lock is used as it is rather than failing every later request.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Serves the simulator on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -251,11 +258,7 @@ async fn create_message(
         sender: app_sender(&principal),
     };
     let query: BTreeMap<String, String> = query.into_iter().collect();
-    let result = state
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .create(request, true, query);
+    let result = lock(&state.store).create(request, true, query);
     match result {
         Ok((message, _)) => Json(message).into_response(),
         Err(e) => store_error(e),
@@ -271,12 +274,7 @@ async fn get_message(
         return refused(r);
     }
     let name = format!("spaces/{space}/messages/{message}");
-    match state
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&name)
-    {
+    match lock(&state.store).get(&name) {
         Ok(m) => Json(m).into_response(),
         Err(e) => store_error(e),
     }
@@ -290,11 +288,7 @@ async fn list_messages(
     if let Err(r) = authorize(&state, &headers) {
         return refused(r);
     }
-    let messages = state
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .list(&format!("spaces/{space}"));
+    let messages = lock(&state.store).list(&format!("spaces/{space}"));
     Json(json!({"messages": messages})).into_response()
 }
 
@@ -331,7 +325,7 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
     let query = request.uri().query().unwrap_or_default().to_owned();
     state.in_flight.fetch_add(1, Relaxed);
     let (latency, fail) = {
-        let mut control = state.control.lock().unwrap_or_else(|p| p.into_inner());
+        let mut control = lock(&state.control);
         let fail = (control.fail_next > 0).then(|| {
             control.fail_next -= 1;
             control.fail_status.unwrap_or(503)
@@ -358,45 +352,26 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
         started_ms,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    state
-        .calls
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(record);
+    lock(&state.calls).push(record);
     response
 }
 
 async fn get_control(State(state): State<Shared>) -> Response {
-    Json(
-        state
-            .control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-    )
-    .into_response()
+    Json(lock(&state.control).clone()).into_response()
 }
 
 async fn set_control(State(state): State<Shared>, Json(control): Json<Control>) -> Response {
-    *state.control.lock().unwrap_or_else(|p| p.into_inner()) = control.clone();
+    *lock(&state.control) = control.clone();
     Json(control).into_response()
 }
 
 async fn inspect_messages(State(state): State<Shared>) -> Response {
-    let records = state
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .records();
+    let records = lock(&state.store).records();
     Json(json!({"messages": records})).into_response()
 }
 
 async fn inspect_calls(State(state): State<Shared>) -> Response {
-    let calls = state
-        .calls
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let calls = lock(&state.calls).clone();
     let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
     Json(json!({"requests": calls, "inFlight": in_flight})).into_response()
 }
@@ -429,11 +404,7 @@ async fn seed_message(
         body: Value::Object(message),
         sender,
     };
-    let result = state
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .create(request, false, BTreeMap::new());
+    let result = lock(&state.store).create(request, false, BTreeMap::new());
     match result {
         Ok((message, _)) => Json(message).into_response(),
         Err(e) => store_error(e),
