@@ -75,6 +75,7 @@ impl SendError {
 #[derive(Clone, Debug)]
 pub struct ChatClient {
     inner: ChatService,
+    credentials: google_cloud_auth::credentials::Credentials,
     timeout: Duration,
 }
 
@@ -93,7 +94,7 @@ impl ChatClient {
             .map_err(|e| ClientError(e.to_string()))?;
         let inner = ChatService::builder()
             .with_endpoint(settings.endpoint.trim_end_matches('/'))
-            .with_credentials(credentials)
+            .with_credentials(credentials.clone())
             // One attempt per delivery: a transient failure nacks the event and
             // Pub/Sub's redelivery is the retry, so no event waits here for
             // minutes while holding its lease.
@@ -103,8 +104,19 @@ impl ChatClient {
             .map_err(|e| ClientError(e.to_string()))?;
         Ok(Self {
             inner,
+            credentials,
             timeout: settings.request_timeout,
         })
+    }
+
+    /// Obtains a token once. Building the client only reads configuration;
+    /// with no key file and no metadata server, this is where it shows.
+    pub async fn check_credentials(&self) -> Result<(), String> {
+        self.credentials
+            .headers(http::Extensions::new())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Creates one message.

@@ -26,6 +26,10 @@ use std::time::Duration;
 /// Pub/Sub after in-flight work is stopped (acks are batched every 100 ms).
 const FLUSH_MARGIN: Duration = Duration::from_secs(2);
 
+/// How long the start-up credentials check may take before it is reported
+/// as failing; it runs beside the pull loop and delays nothing.
+const CREDENTIALS_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -55,6 +59,7 @@ pub async fn run<A: App>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Snapshot, WorkerError> {
     let chat = ChatClient::new(&settings.chat).await?;
+    tokio::spawn(check_credentials(chat.clone()));
     let dead_letter = match settings.pubsub.dead_letter_topic.as_str() {
         "" => None,
         topic => Some(TopicPublisher::new(&settings.pubsub, topic).await?),
@@ -132,6 +137,24 @@ pub async fn run<A: App>(
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(snapshot),
+    }
+}
+
+/// Reports once, at start-up, when no Chat API token can be obtained: every
+/// reply would fail and every event be redelivered until that is fixed, and
+/// one clear line says so better than a warning per event.
+async fn check_credentials(chat: ChatClient) {
+    match tokio::time::timeout(CREDENTIALS_CHECK_TIMEOUT, chat.check_credentials()).await {
+        Ok(Ok(())) => tracing::debug!("Chat API credentials obtained"),
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            "cannot obtain Chat API credentials; events will be nacked and redelivered until this is fixed \
+             (set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account on GKE)"
+        ),
+        Err(_) => tracing::warn!(
+            timeout = ?CREDENTIALS_CHECK_TIMEOUT,
+            "no Chat API credentials yet; events will be nacked and redelivered until they can be obtained"
+        ),
     }
 }
 

@@ -448,6 +448,42 @@ async fn sigterm_nacks_what_cannot_finish_within_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_are_reported_once_at_start_and_events_kept() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("nocreds").await;
+    let home = tempfile::tempdir().expect("home");
+    let home = home.path().to_str().expect("utf-8");
+    // No key file, no gcloud credentials, and a metadata server that refuses.
+    let mut worker = Worker::start(
+        &sim,
+        &topic.subscription,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+            ("HOME", home),
+            ("GCE_METADATA_HOST", "127.0.0.1:9"),
+        ],
+    )
+    .await;
+    worker
+        .wait_for_log("cannot obtain Chat API credentials", DEADLINE)
+        .await;
+    let seeded = sim.seed("spaces/NOC", "anyone there?", None).await;
+    topic.publish_json(&message_event(&seeded)).await;
+    worker
+        .wait_for_log("reply failed; will retry", DEADLINE)
+        .await;
+
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success());
+    assert!(
+        worker.counter("nacked") >= 1,
+        "the event is kept for redelivery"
+    );
+    assert_eq!(worker.counter("acked"), 0);
+    assert!(sim.app_messages().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_configuration_exits_2_with_one_line() {
     let sim = Sim::start().await;
     let cases: &[(&[(&str, &str)], &str)] = &[

@@ -341,8 +341,12 @@ impl Worker {
             .stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("stdout"))
             .stderr(std::fs::File::create(&log).expect("log"))
             .kill_on_drop(true);
+        // An empty value removes the variable.
         for (k, v) in env {
-            command.env(k, v);
+            match v {
+                &"" => command.env_remove(k),
+                v => command.env(k, v),
+            };
         }
         let child = command.spawn().expect("spawn chatworker");
         Self {
