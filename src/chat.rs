@@ -200,3 +200,31 @@ fn summarize(e: &google_cloud_gax::error::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use google_cloud_gax::error::Error;
+
+    /// `Error::http` is exempt from gax's semver promises; if it changes, the
+    /// integration tests (real 403, 409 and 503 answers) still cover this.
+    fn answered(code: u16) -> Error {
+        Error::http(code, http::HeaderMap::new(), bytes::Bytes::new())
+    }
+
+    #[test]
+    fn transient_means_a_redelivery_may_succeed() {
+        for code in [401, 408, 429, 500, 502, 503, 504] {
+            assert!(classify(&answered(code)).is_transient(), "{code}");
+        }
+        assert!(classify(&Error::timeout("slow")).is_transient());
+    }
+
+    #[test]
+    fn permanent_means_it_never_will() {
+        for code in [400, 403, 404, 413, 422] {
+            assert!(!classify(&answered(code)).is_transient(), "{code}");
+        }
+        assert!(!classify(&Error::deser("garbled")).is_transient());
+    }
+}

@@ -45,7 +45,10 @@ impl Metrics {
         self.acked.fetch_add(1, Relaxed);
     }
     pub(crate) fn nacked(&self) {
-        self.nacked.fetch_add(1, Relaxed);
+        self.nacked_many(1);
+    }
+    pub(crate) fn nacked_many(&self, n: u64) {
+        self.nacked.fetch_add(n, Relaxed);
     }
     pub(crate) fn dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Relaxed);

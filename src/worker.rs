@@ -118,7 +118,7 @@ pub async fn run<A: App>(
             abandoned,
             "grace period over: unfinished events nacked for redelivery"
         );
-        (0..abandoned).for_each(|_| shared.metrics.nacked());
+        shared.metrics.nacked_many(abandoned);
     }
     if tokio::time::timeout(margin, stopped).await.is_err() {
         tracing::warn!("Pub/Sub did not confirm the last acks in time; they may be redelivered");
@@ -328,5 +328,48 @@ fn new_message(event: &Event, reply: Reply, id: crate::names::ClientMessageId) -
         text: reply.text,
         cards: reply.cards,
         thread,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{SpaceName, ThreadName};
+
+    fn event() -> Event {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/events/classic/message.json"
+        );
+        decode(&std::fs::read(path).expect("fixture")).expect("decodes")
+    }
+
+    fn threading(reply: Reply) -> (SpaceName, Threading) {
+        let message = new_message(&event(), reply, reply_id("x", 0));
+        (message.space, message.thread)
+    }
+
+    #[test]
+    fn replies_go_where_the_handler_asked() {
+        let own = SpaceName::parse("spaces/AAAAtest").expect("space");
+        let thread = ThreadName::parse("spaces/AAAAtest/threads/TTTT1").expect("thread");
+        assert_eq!(
+            threading(Reply::text("a")),
+            (own.clone(), Threading::Reply(thread))
+        );
+        assert_eq!(
+            threading(Reply::text("a").in_new_thread()),
+            (own.clone(), Threading::New)
+        );
+        assert_eq!(
+            threading(Reply::text("a").in_thread_key("k")),
+            (own, Threading::Key("k".into()))
+        );
+        // The event's thread does not exist in another space.
+        let other = SpaceName::parse("spaces/OTHER").expect("space");
+        assert_eq!(
+            threading(Reply::text("a").in_space(other.clone())),
+            (other, Threading::New)
+        );
     }
 }
