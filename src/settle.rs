@@ -18,6 +18,17 @@ pub enum Outcome {
     Transient,
 }
 
+impl Outcome {
+    /// Why the event was acked without a reply, if it was: the label for the
+    /// dropped-events counter and the dead-letter `chatworker_reason`.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Skipped(r) | Self::Undecodable(r) | Self::Permanent(r) => Some(r),
+            Self::Delivered | Self::Transient => None,
+        }
+    }
+}
+
 /// What to do with the Pub/Sub message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Settlement {

@@ -186,35 +186,40 @@ async fn process<A: App>(
         }
     };
     let metrics = &shared.metrics;
-    match &outcome {
-        Outcome::Skipped(reason) | Outcome::Undecodable(reason) | Outcome::Permanent(reason) => {
-            metrics.dropped(reason)
-        }
-        Outcome::Delivered | Outcome::Transient => {}
+    let reason = outcome.reason();
+    if let Some(reason) = reason {
+        metrics.dropped(reason);
     }
-    match settle(&outcome, shared.dead_letter.is_some()) {
-        Settlement::Ack => {
+    match (
+        settle(&outcome, shared.dead_letter.is_some()),
+        &shared.dead_letter,
+    ) {
+        (Settlement::DeadLetter, Some(topic)) => {
+            let reason = reason.unwrap_or("unknown");
+            dead_letter(topic, &shared, delivery, reason, &detail).await;
+        }
+        (Settlement::Ack, _) => {
             delivery.ack();
             metrics.acked();
         }
-        Settlement::Nack => {
+        // settle() dead-letters only when a topic is configured; were that
+        // ever broken, nacking keeps the event rather than dropping it.
+        (Settlement::Nack, _) | (Settlement::DeadLetter, None) => {
             delivery.nack();
             metrics.nacked();
         }
-        Settlement::DeadLetter => dead_letter(&shared, delivery, &outcome, &detail).await,
     }
 }
 
 /// Publishes the original payload with attributes that say why, then acks;
 /// if publishing fails the delivery is nacked, so nothing is lost.
-async fn dead_letter<A>(shared: &Shared<A>, delivery: Delivery, outcome: &Outcome, detail: &str) {
-    let Some(topic) = &shared.dead_letter else {
-        return;
-    };
-    let reason = match outcome {
-        Outcome::Undecodable(r) | Outcome::Permanent(r) | Outcome::Skipped(r) => *r,
-        Outcome::Delivered | Outcome::Transient => "unknown",
-    };
+async fn dead_letter<A>(
+    topic: &TopicPublisher,
+    shared: &Shared<A>,
+    delivery: Delivery,
+    reason: &'static str,
+    detail: &str,
+) {
     let mut attributes = delivery.attributes.clone();
     attributes.extend([
         ("chatworker_reason".to_owned(), reason.to_owned()),
