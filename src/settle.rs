@@ -87,3 +87,20 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn only_unanswered_outcomes_have_a_reason() {
+        assert_eq!(Outcome::Delivered.reason(), None);
+        assert_eq!(Outcome::Transient.reason(), None);
+        assert_eq!(Outcome::Skipped("bot_sender").reason(), Some("bot_sender"));
+        assert_eq!(Outcome::Undecodable("not_json").reason(), Some("not_json"));
+        assert_eq!(
+            Outcome::Permanent("chat_permanent").reason(),
+            Some("chat_permanent")
+        );
+    }
+}
