@@ -59,15 +59,28 @@ pub enum SendError {
     #[error("permanent Chat API error: {0}")]
     Permanent(String),
     /// Retrying may help (429, 5xx, 401, timeouts, network, token endpoint
-    /// down): the event is nacked so that Pub/Sub redelivers it later.
-    #[error("transient Chat API error: {0}")]
-    Transient(String),
+    /// down): retried with backoff, then the event is nacked so that Pub/Sub
+    /// redelivers it later.
+    #[error("transient Chat API error: {detail}")]
+    Transient {
+        /// What happened.
+        detail: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
 }
 
 impl SendError {
-    /// Whether a later delivery may succeed.
+    /// Whether a later attempt may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient { .. })
+    }
+
+    fn transient(detail: String) -> Self {
+        Self::Transient {
+            detail,
+            retry_after: None,
+        }
     }
 }
 
@@ -95,9 +108,9 @@ impl ChatClient {
         let inner = ChatService::builder()
             .with_endpoint(settings.endpoint.trim_end_matches('/'))
             .with_credentials(credentials.clone())
-            // One attempt per delivery: a transient failure nacks the event and
-            // Pub/Sub's redelivery is the retry, so no event waits here for
-            // minutes while holding its lease.
+            // One attempt per call: `crate::sender` retries, because it
+            // honours Retry-After, waits for quota slots between attempts and
+            // bounds the time per delivery, which the built-in loop cannot.
             .with_retry_policy(NeverRetry)
             .build()
             .await
@@ -173,7 +186,10 @@ fn classify(e: &google_cloud_gax::error::Error) -> SendError {
         return match code {
             // 401: the token was rejected; a refreshed token (or a fixed
             // deployment) can succeed, and acking would lose the event.
-            401 | 408 | 429 | 500..=599 => SendError::Transient(text),
+            401 | 408 | 429 | 500..=599 => SendError::Transient {
+                detail: text,
+                retry_after: e.http_headers().and_then(retry_after),
+            },
             _ => SendError::Permanent(text),
         };
     }
@@ -184,12 +200,33 @@ fn classify(e: &google_cloud_gax::error::Error) -> SendError {
         || e.is_authentication()
         || e.is_exhausted()
     {
-        SendError::Transient(text)
+        SendError::transient(text)
     } else {
         // Binding, serialization or a response we cannot read: the request
         // itself is wrong, so a redelivery would fail the same way.
         SendError::Permanent(text)
     }
+}
+
+/// `Retry-After` as seconds or as an HTTP date; capped at an hour, so a
+/// garbled header cannot park an event for days.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    const MAX: Duration = Duration::from_secs(3600);
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let delay = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(delay.min(MAX))
 }
 
 /// The status and Google's message, never the request body or a token.
@@ -218,6 +255,32 @@ mod tests {
             assert!(classify(&answered(code)).is_transient(), "{code}");
         }
         assert!(classify(&Error::timeout("slow")).is_transient());
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date() {
+        let mut headers = http::HeaderMap::new();
+        let with =
+            |h: &http::HeaderMap| match classify(&Error::http(429, h.clone(), bytes::Bytes::new()))
+            {
+                SendError::Transient { retry_after, .. } => retry_after,
+                SendError::Permanent(_) => panic!("429 must be transient"),
+            };
+        assert_eq!(with(&headers), None);
+        headers.insert(http::header::RETRY_AFTER, "7".parse().expect("header"));
+        assert_eq!(with(&headers), Some(Duration::from_secs(7)));
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(30);
+        let date = soon.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert(http::header::RETRY_AFTER, date.parse().expect("header"));
+        let delay = with(&headers).expect("a date parses");
+        assert!((Duration::from_secs(28)..=Duration::from_secs(30)).contains(&delay));
+        headers.insert(
+            http::header::RETRY_AFTER,
+            "99999999".parse().expect("header"),
+        );
+        assert_eq!(with(&headers), Some(Duration::from_secs(3600)));
+        headers.insert(http::header::RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(with(&headers), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::default_app::DefaultApp;
 use crate::names::{ClientMessageId, SpaceName};
 use crate::reply::Card;
+use crate::sim::faults::ControlPatch;
 use crate::sim::keys::{TrustedKey, issue_key_file};
 use crate::sim::{SimOptions, serve};
 use clap::{Parser, Subcommand};
@@ -62,7 +63,59 @@ enum Command {
         /// Create a service-account key file here if none exists, and trust it.
         #[arg(long, value_name = "KEYFILE")]
         issue_key: Option<PathBuf>,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
+}
+
+/// Faults and quotas of the simulator from the start; `POST /_sim/control`
+/// changes them at run time.
+#[derive(Debug, clap::Args)]
+struct FaultArgs {
+    /// Delay every API answer by this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    latency_ms: Option<u64>,
+    /// Answer this share of API calls (0 to 1) with an error.
+    #[arg(long, value_name = "RATE")]
+    error_rate: Option<f64>,
+    /// The errors --error-rate draws from.
+    #[arg(long, value_name = "STATUS,…", value_delimiter = ',')]
+    error_statuses: Option<Vec<u16>>,
+    /// Send Retry-After with 429 and 503 answers.
+    #[arg(long, value_name = "SECONDS")]
+    retry_after: Option<u64>,
+    /// Answer every API call 503 for this long after start.
+    #[arg(long, value_name = "MS")]
+    outage_ms: Option<u64>,
+    /// Answer token requests 503 for this long after start.
+    #[arg(long, value_name = "MS")]
+    token_outage_ms: Option<u64>,
+    /// Lifetime of issued access tokens.
+    #[arg(long, value_name = "SECONDS")]
+    token_lifetime: Option<u64>,
+    /// Enforce a write quota per space per minute (Chat's: 60).
+    #[arg(long, value_name = "N")]
+    space_writes_per_minute: Option<u32>,
+    /// Enforce a write quota per project per minute (Chat's: 3000).
+    #[arg(long, value_name = "N")]
+    project_writes_per_minute: Option<u32>,
+}
+
+impl From<FaultArgs> for ControlPatch {
+    fn from(a: FaultArgs) -> Self {
+        ControlPatch {
+            latency_ms: a.latency_ms,
+            error_rate: a.error_rate,
+            error_statuses: a.error_statuses,
+            retry_after_seconds: a.retry_after,
+            outage_ms: a.outage_ms,
+            token_outage_ms: a.token_outage_ms,
+            token_lifetime_seconds: a.token_lifetime,
+            space_writes_per_minute: a.space_writes_per_minute,
+            project_writes_per_minute: a.project_writes_per_minute,
+            ..ControlPatch::default()
+        }
+    }
 }
 
 /// An error and the exit code it leads to.
@@ -102,7 +155,8 @@ impl Cli {
                 listen,
                 trust,
                 issue_key,
-            } => sim(listen, trust, issue_key, shutdown).await,
+                faults,
+            } => sim(listen, trust, issue_key, faults.into(), shutdown).await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -182,8 +236,12 @@ async fn sim(
     listen: String,
     trust: Vec<PathBuf>,
     issue_key: Option<PathBuf>,
+    faults: ControlPatch,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
+    crate::sim::faults::Faults::default()
+        .apply(faults.clone())
+        .map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| usage(format!("--listen {listen}: {e}")))?;
@@ -208,7 +266,9 @@ async fn sim(
     }
     // Scripts wait for this line.
     println!("chat simulator listening on http://{addr}");
-    serve(listener, SimOptions { trust: keys }, shutdown)
-        .await
-        .map_err(runtime)
+    let options = SimOptions {
+        trust: keys,
+        faults,
+    };
+    serve(listener, options, shutdown).await.map_err(runtime)
 }

@@ -48,6 +48,12 @@ pub struct PubSubSettings {
     pub dead_letter_topic: String,
     /// Flow control: events held at once.
     pub max_outstanding_messages: i64,
+    /// Flow control: bytes of payload held at once.
+    pub max_outstanding_bytes: i64,
+    /// With no message for this long, Pub/Sub is probed, so that an outage
+    /// is logged (the subscriber reconnects silently); 0s turns it off.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
     /// How far ahead each lease is extended.
     #[serde(with = "humantime_serde")]
     pub max_lease_extension: Duration,
@@ -68,6 +74,22 @@ pub struct ChatSettings {
     /// Timeout of one API call.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Attempts per reply within one delivery (1: no retry).
+    pub retry_attempts: u32,
+    /// The first backoff delay; it doubles per attempt, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// The longest backoff delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// The most time one delivery spends waiting to retry, `Retry-After`
+    /// included; past it the event is nacked for a later redelivery.
+    #[serde(with = "humantime_serde")]
+    pub retry_budget: Duration,
+    /// Client-side limit of message writes per minute per space (0: none).
+    pub space_writes_per_minute: u32,
+    /// Client-side limit of message writes per minute per project (0: none).
+    pub project_writes_per_minute: u32,
 }
 
 /// Processing.
@@ -223,6 +245,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if self.pubsub.max_outstanding_bytes < 10 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "pubsub.max_outstanding_bytes",
+                "must be at least 10485760 (10 MiB), Pub/Sub's largest message, or large events could never be pulled",
+            ));
+        }
         let ext = self.pubsub.max_lease_extension;
         if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&ext) {
             return Err(ConfigError::new(
@@ -241,6 +269,31 @@ impl Settings {
             return Err(ConfigError::new(
                 "chat.request_timeout",
                 "must be above zero",
+            ));
+        }
+        let chat = &self.chat;
+        if chat.retry_attempts == 0 {
+            return Err(ConfigError::new(
+                "chat.retry_attempts",
+                "must be at least 1 (1 means no retry)",
+            ));
+        }
+        if chat.retry_initial_backoff.is_zero() {
+            return Err(ConfigError::new(
+                "chat.retry_initial_backoff",
+                "must be above zero",
+            ));
+        }
+        if chat.retry_max_backoff < chat.retry_initial_backoff {
+            return Err(ConfigError::new(
+                "chat.retry_max_backoff",
+                "must not be below chat.retry_initial_backoff",
+            ));
+        }
+        if chat.retry_budget >= self.pubsub.max_lease {
+            return Err(ConfigError::new(
+                "chat.retry_budget",
+                "must be below pubsub.max_lease, or events would be redelivered while still retrying",
             ));
         }
         if self.worker.concurrency == 0 {

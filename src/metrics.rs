@@ -15,6 +15,10 @@ pub struct Metrics {
     dead_lettered: AtomicU64,
     replies_created: AtomicU64,
     replies_already_existed: AtomicU64,
+    chat_retries: AtomicU64,
+    quota_waits: AtomicU64,
+    quota_wait_ms: AtomicU64,
+    stream_incidents: AtomicU64,
     dropped: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -33,6 +37,14 @@ pub struct Snapshot {
     pub replies_created: u64,
     /// Replies Chat already held from an earlier delivery (409 on our ID).
     pub replies_already_existed: u64,
+    /// Chat API calls retried within a delivery after a transient failure.
+    pub chat_retries: u64,
+    /// Writes that waited for a quota slot.
+    pub quota_waits: u64,
+    /// Total time writes waited for quota slots, in milliseconds.
+    pub quota_wait_ms: u64,
+    /// Times the connection to Pub/Sub broke (each incident once).
+    pub stream_incidents: u64,
     /// Events acked without a reply, by reason.
     pub dropped: BTreeMap<String, u64>,
 }
@@ -59,6 +71,17 @@ impl Metrics {
     pub(crate) fn reply_already_existed(&self) {
         self.replies_already_existed.fetch_add(1, Relaxed);
     }
+    pub(crate) fn chat_retried(&self) {
+        self.chat_retries.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn quota_waited(&self, waited: std::time::Duration) {
+        self.quota_waits.fetch_add(1, Relaxed);
+        let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+        self.quota_wait_ms.fetch_add(ms, Relaxed);
+    }
+    pub(crate) fn stream_incident(&self) {
+        self.stream_incidents.fetch_add(1, Relaxed);
+    }
     pub(crate) fn dropped(&self, reason: &str) {
         let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
         *dropped.entry(reason.to_owned()).or_default() += 1;
@@ -73,6 +96,10 @@ impl Metrics {
             dead_lettered: self.dead_lettered.load(Relaxed),
             replies_created: self.replies_created.load(Relaxed),
             replies_already_existed: self.replies_already_existed.load(Relaxed),
+            chat_retries: self.chat_retries.load(Relaxed),
+            quota_waits: self.quota_waits.load(Relaxed),
+            quota_wait_ms: self.quota_wait_ms.load(Relaxed),
+            stream_incidents: self.stream_incidents.load(Relaxed),
             dropped: self
                 .dropped
                 .lock()

@@ -15,6 +15,7 @@ use crate::event::{DecodeError, Event, EventKind, UserKind, decode};
 use crate::ids::reply_id;
 use crate::metrics::{Metrics, Snapshot};
 use crate::reply::{Reply, ReplyThread};
+use crate::sender::Sender;
 use crate::settle::{Outcome, Settlement, settle};
 use crate::source::{Delivery, Source, TopicPublisher};
 use futures::FutureExt;
@@ -45,7 +46,7 @@ pub enum WorkerError {
 /// Everything a job needs, shared by all of them.
 struct Shared<A> {
     app: A,
-    chat: ChatClient,
+    sender: Sender,
     dead_letter: Option<TopicPublisher>,
     subscription: String,
     metrics: Arc<Metrics>,
@@ -64,13 +65,14 @@ pub async fn run<A: App>(
         "" => None,
         topic => Some(TopicPublisher::new(&settings.pubsub, topic).await?),
     };
-    let mut source = Source::open(&settings.pubsub).await?;
+    let metrics = Arc::new(Metrics::default());
+    let mut source = Source::open(&settings.pubsub, metrics.clone()).await?;
     let shared = Arc::new(Shared {
         app,
-        chat,
+        sender: Sender::new(chat, &settings.chat, metrics.clone()),
         dead_letter,
         subscription: settings.pubsub.subscription.clone(),
-        metrics: Arc::default(),
+        metrics,
     });
     let dispatcher = Dispatcher::new(settings.worker.concurrency);
     tracing::info!(
@@ -82,32 +84,23 @@ pub async fn run<A: App>(
     );
 
     tokio::pin!(shutdown);
-    let failure = loop {
+    loop {
         let next = tokio::select! {
             // Biased: once shutdown is signalled, no new delivery is taken.
             biased;
-            () = &mut shutdown => break None,
+            () = &mut shutdown => break,
             next = source.next() => next,
         };
-        match next {
-            Some(Ok(delivery)) => {
-                shared.metrics.received();
-                let decoded = decode(&delivery.data);
-                let key = lane_key(&decoded, &delivery);
-                dispatcher.submit(key, process(shared.clone(), delivery, decoded).boxed());
-            }
-            Some(Err(e)) => break Some(e),
-            None => break None,
-        }
-    };
-
-    match &failure {
-        Some(e) => tracing::error!(error = %e, "subscription failed; stopping"),
-        None => tracing::info!(
-            in_flight = dispatcher.pending(),
-            "shutting down: no longer pulling"
-        ),
+        let Some(delivery) = next else { break };
+        shared.metrics.received();
+        let decoded = decode(&delivery.data);
+        let key = lane_key(&decoded, &delivery);
+        dispatcher.submit(key, process(shared.clone(), delivery, decoded).boxed());
     }
+    tracing::info!(
+        in_flight = dispatcher.pending(),
+        "shutting down: no longer pulling"
+    );
     let grace = settings.worker.shutdown_grace;
     let margin = FLUSH_MARGIN.min(grace / 4);
     let stop = source.stop_handle();
@@ -131,13 +124,14 @@ pub async fn run<A: App>(
         dead_lettered = snapshot.dead_lettered,
         replies_created = snapshot.replies_created,
         replies_already_existed = snapshot.replies_already_existed,
+        chat_retries = snapshot.chat_retries,
+        quota_waits = snapshot.quota_waits,
+        quota_wait_ms = snapshot.quota_wait_ms,
+        stream_incidents = snapshot.stream_incidents,
         dropped = ?snapshot.dropped,
         "worker stopped"
     );
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(snapshot),
-    }
+    Ok(snapshot)
 }
 
 /// Reports once, at start-up, when no Chat API token can be obtained: every
@@ -290,15 +284,22 @@ async fn handle<A: App>(
     let mut permanent = None;
     for (index, reply) in replies.into_iter().enumerate() {
         let message = new_message(event, reply, reply_id(&identity, index));
-        match shared.chat.create(&message).await {
+        match shared.sender.create(&message).await {
             Ok(Created::Message(_)) => shared.metrics.reply_created(),
             Ok(Created::AlreadyExists) => {
                 tracing::debug!(message_id = %id, index, "reply already created by an earlier delivery");
                 shared.metrics.reply_already_existed();
             }
             // Later replies wait: they must not overtake this one.
-            Err(e @ SendError::Transient(_)) => {
-                tracing::warn!(message_id = %id, kind, index, error = %e, "reply failed; will retry");
+            Err(e @ SendError::Transient { .. }) => {
+                tracing::warn!(
+                    message_id = %id,
+                    kind,
+                    index,
+                    delivery_attempt = delivery.delivery_attempt(),
+                    error = %e,
+                    "reply failed after retries; nacked for redelivery"
+                );
                 return (Outcome::Transient, e.to_string());
             }
             Err(e) => {

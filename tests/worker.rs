@@ -340,7 +340,12 @@ async fn one_thread_in_order_threads_in_parallel() {
 async fn permanent_errors_are_acked_and_transient_ones_retried() {
     let sim = Sim::start().await;
     let topic = Topic::fresh("errors").await;
-    let mut worker = Worker::start(&sim, &topic.subscription, &[]).await;
+    let mut worker = Worker::start(
+        &sim,
+        &topic.subscription,
+        &[("CHATWORKER_CHAT__RETRY_ATTEMPTS", "2")],
+    )
+    .await;
 
     // 403: permanent. Acked, counted, not retried.
     sim.fail_next(1, 403).await;
@@ -348,33 +353,53 @@ async fn permanent_errors_are_acked_and_transient_ones_retried() {
     topic.publish_json(&message_event(&first)).await;
     worker.wait_for_log("reply rejected", DEADLINE).await;
 
-    // 503: transient. Nacked, redelivered by Pub/Sub, then answered.
+    // One 503: retried within the delivery, then answered.
     sim.fail_next(1, 503).await;
-    let second = sim.seed("spaces/ERR", "unavailable", None).await;
+    let second = sim.seed("spaces/ERR", "unavailable once", None).await;
     topic.publish_json(&message_event(&second)).await;
-    let records = await_app_messages(&sim, 1, DEADLINE).await;
+    await_app_messages(&sim, 1, DEADLINE).await;
+
+    // Two 503s exhaust the two attempts: nacked, redelivered, answered.
+    sim.fail_next(2, 503).await;
+    let third = sim.seed("spaces/ERR", "unavailable twice", None).await;
+    topic.publish_json(&message_event(&third)).await;
+    let records = await_app_messages(&sim, 2, DEADLINE).await;
+    let threads: Vec<&Value> = records
+        .iter()
+        .map(|r| &r["body"]["thread"]["name"])
+        .collect();
     assert_eq!(
-        records[0]["body"]["thread"]["name"],
-        second["thread"]["name"]
+        threads,
+        [&second["thread"]["name"], &third["thread"]["name"]]
     );
+
+    // 429 with Retry-After: the retry waits as long as the server asked.
+    sim.control(json!({"failNext": 1, "failStatus": 429, "retryAfterSeconds": 2}))
+        .await;
+    let fourth = sim.seed("spaces/ERR", "slow down", None).await;
+    topic.publish_json(&message_event(&fourth)).await;
+    await_app_messages(&sim, 3, DEADLINE).await;
 
     let (status, _) = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success());
     assert_eq!(
         sim.app_messages().await.len(),
-        1,
+        3,
         "the 403 event was not retried"
     );
     assert_eq!(worker.counter("nacked"), 1);
-    assert_eq!(worker.counter("acked"), 2);
+    assert_eq!(worker.counter("acked"), 4);
+    assert_eq!(worker.counter("chat_retries"), 3);
     assert!(worker.summary()["dropped"].contains("\"chat_permanent\": 1"));
-    let statuses: Vec<u64> = sim
-        .calls()
-        .await
+    let calls = sim.calls().await;
+    let statuses: Vec<u64> = calls
         .iter()
         .map(|c| c["status"].as_u64().unwrap_or(0))
         .collect();
-    assert_eq!(statuses, vec![403, 503, 200]);
+    assert_eq!(statuses, vec![403, 503, 200, 503, 503, 200, 429, 200]);
+    let gap = calls[7]["startedMs"].as_f64().expect("start")
+        - calls[6]["startedMs"].as_f64().expect("start");
+    assert!(gap >= 2000.0, "Retry-After: 2 was not honoured: {gap} ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,6 +486,7 @@ async fn missing_credentials_are_reported_once_at_start_and_events_kept() {
             ("GOOGLE_APPLICATION_CREDENTIALS", ""),
             ("HOME", home),
             ("GCE_METADATA_HOST", "127.0.0.1:9"),
+            ("CHATWORKER_CHAT__RETRY_ATTEMPTS", "2"),
         ],
     )
     .await;
@@ -469,9 +495,7 @@ async fn missing_credentials_are_reported_once_at_start_and_events_kept() {
         .await;
     let seeded = sim.seed("spaces/NOC", "anyone there?", None).await;
     topic.publish_json(&message_event(&seeded)).await;
-    worker
-        .wait_for_log("reply failed; will retry", DEADLINE)
-        .await;
+    worker.wait_for_log("nacked for redelivery", DEADLINE).await;
 
     let (status, _) = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success());

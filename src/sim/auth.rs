@@ -177,6 +177,7 @@ impl Authenticator {
         &self,
         form: &HashMap<String, String>,
         token_url: &str,
+        lifetime: Duration,
     ) -> Result<(String, Duration), (&'static str, String)> {
         if form.get("grant_type").map(String::as_str)
             != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
@@ -211,18 +212,26 @@ impl Authenticator {
         if scopes.is_empty() {
             return Err(("invalid_scope", "Invalid JWT: no scope".into()));
         }
+        Ok((self.issue(&claims.iss, scopes, lifetime), lifetime))
+    }
+
+    /// Issues an opaque access token for `email` with `scopes`, valid for
+    /// `lifetime` (the token endpoint and the metadata server both do).
+    pub fn issue(&self, email: &str, scopes: Vec<String>, lifetime: Duration) -> String {
         let token = format!("ya29.sim-{}", hex::encode(rand::random::<[u8; 24]>()));
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                token.clone(),
-                Issued {
-                    email: claims.iss,
-                    scopes,
-                    expires: SystemTime::now() + TOKEN_LIFETIME,
-                },
-            );
-        Ok((token, TOKEN_LIFETIME))
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= 1024 {
+            let now = SystemTime::now();
+            tokens.retain(|_, t| t.expires > now);
+        }
+        tokens.insert(
+            token.clone(),
+            Issued {
+                email: email.to_owned(),
+                scopes,
+                expires: SystemTime::now() + lifetime,
+            },
+        );
+        token
     }
 }

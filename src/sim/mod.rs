@@ -10,6 +10,7 @@
 //! every API call, and seeding of messages that people "wrote".
 
 pub mod auth;
+pub mod faults;
 pub mod keys;
 pub mod schema;
 pub mod store;
@@ -22,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use bytes::Bytes;
+use faults::{CallKind, ControlPatch, Fault, Faults};
 use keys::TrustedKey;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -37,7 +39,12 @@ use tokio::net::TcpListener;
 pub struct SimOptions {
     /// Service-account keys whose tokens are accepted.
     pub trust: Vec<TrustedKey>,
+    /// Faults and quotas from the start (as `POST /_sim/control` sets them).
+    pub faults: ControlPatch,
 }
+
+/// The service account the simulated metadata server hands out tokens for.
+pub const METADATA_ACCOUNT: &str = "chatworker-sim@chatworker-local.iam.gserviceaccount.com";
 
 /// One API call, for `/_sim/requests`.
 #[derive(Clone, Debug, Serialize)]
@@ -55,22 +62,9 @@ pub struct CallRecord {
     pub started_ms: f64,
     /// Time to answer, in milliseconds.
     pub latency_ms: f64,
-}
-
-/// Behaviour that tests and developers can change at run time through
-/// `POST /_sim/control`.
-#[derive(Clone, Debug, Default, serde::Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Control {
-    /// Delay added before every API answer, in milliseconds.
-    #[serde(default)]
-    pub latency_ms: u64,
-    /// The next this-many API calls fail with `fail_status` (and count down).
-    #[serde(default)]
-    pub fail_next: u32,
-    /// The HTTP status of those failures (default 503).
-    #[serde(default)]
-    pub fail_status: Option<u16>,
+    /// Why the call was failed on purpose, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
 }
 
 /// The gRPC status name Google's errors carry for an HTTP status.
@@ -94,7 +88,7 @@ struct SimState {
     auth: Authenticator,
     token_url: String,
     calls: Mutex<Vec<CallRecord>>,
-    control: Mutex<Control>,
+    faults: Mutex<Faults>,
     in_flight: std::sync::atomic::AtomicU64,
     started: Instant,
 }
@@ -115,12 +109,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let mut faults = Faults::default();
+    faults
+        .apply(options.faults)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let state = Arc::new(SimState {
         store: Mutex::default(),
         auth: Authenticator::new(options.trust),
         token_url: format!("http://{addr}/token"),
         calls: Mutex::default(),
-        control: Mutex::default(),
+        faults: Mutex::new(faults),
         in_flight: Default::default(),
         started: Instant::now(),
     });
@@ -138,6 +136,18 @@ fn router(state: Shared) -> Router {
         )
         .route("/v1/spaces/{space}/messages/{message}", get(get_message))
         .route("/token", post(token))
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+            get(metadata_token),
+        )
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/default/email",
+            get(|headers: HeaderMap| async move { metadata(&headers, METADATA_ACCOUNT) }),
+        )
+        .route(
+            "/computeMetadata/v1/universe/universe-domain",
+            get(|headers: HeaderMap| async move { metadata(&headers, "googleapis.com") }),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), record_call));
     Router::new()
@@ -293,7 +303,8 @@ async fn list_messages(
 }
 
 async fn token(State(state): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {
-    match state.auth.grant(&form, &state.token_url) {
+    let lifetime = lock(&state.faults).token_lifetime();
+    match state.auth.grant(&form, &state.token_url, lifetime) {
         Ok((token, lifetime)) => Json(json!({
             "access_token": token,
             "expires_in": lifetime.as_secs(),
@@ -308,12 +319,75 @@ async fn token(State(state): State<Shared>, Form(form): Form<HashMap<String, Str
     }
 }
 
+/// A metadata server answer; like Google's, only to requests that carry
+/// `Metadata-Flavor: Google`.
+fn metadata(headers: &HeaderMap, value: &str) -> Response {
+    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+        return (
+            StatusCode::FORBIDDEN,
+            "Missing Metadata-Flavor: Google header",
+        )
+            .into_response();
+    }
+    ([("metadata-flavor", "Google")], value.to_owned()).into_response()
+}
+
+/// The metadata server's token route, as on GCE and GKE: a token for the
+/// attached service account with the scopes asked for (comma-separated),
+/// `cloud-platform` when none are given.
+async fn metadata_token(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let refused = metadata(&headers, "");
+    if refused.status() != StatusCode::OK {
+        return refused;
+    }
+    let scopes: Vec<String> = query
+        .get("scopes")
+        .map(|s| s.split(',').map(str::trim).map(str::to_owned).collect())
+        .unwrap_or_else(|| vec!["https://www.googleapis.com/auth/cloud-platform".to_owned()]);
+    let lifetime = lock(&state.faults).token_lifetime();
+    let token = state.auth.issue(METADATA_ACCOUNT, scopes, lifetime);
+    (
+        [("metadata-flavor", "Google")],
+        Json(json!({
+            "access_token": token,
+            "expires_in": lifetime.as_secs(),
+            "token_type": "Bearer",
+        })),
+    )
+        .into_response()
+}
+
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
         format!("The simulator does not serve {method} {}.", uri.path()),
     )
+}
+
+/// What a call is, from its method and path.
+fn call_kind<'a>(method: &Method, path: &'a str) -> CallKind<'a> {
+    if path == "/token" || path.starts_with("/computeMetadata/") {
+        return CallKind::Token;
+    }
+    let write = matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    match path.strip_prefix("/v1/") {
+        Some(rest) if write && rest.starts_with("spaces/") => {
+            let end = rest
+                .match_indices('/')
+                .nth(1)
+                .map_or(rest.len(), |(i, _)| i);
+            CallKind::Write(&rest[..end])
+        }
+        _ => CallKind::Read,
+    }
 }
 
 async fn record_call(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -324,24 +398,30 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
     state.in_flight.fetch_add(1, Relaxed);
-    let (latency, fail) = {
-        let mut control = lock(&state.control);
-        let fail = (control.fail_next > 0).then(|| {
-            control.fail_next -= 1;
-            control.fail_status.unwrap_or(503)
-        });
-        (control.latency_ms, fail)
-    };
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    let verdict = lock(&state.faults).judge(call_kind(request.method(), &path));
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
     }
-    let response = match fail.map(StatusCode::from_u16) {
-        Some(Ok(status)) => error(
-            status,
-            grpc_status(status),
-            "Injected by the simulator's control endpoint.",
-        ),
-        _ => next.run(request).await,
+    let (response, fault) = match verdict.fail {
+        Some((status, fault)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let message = match fault {
+                Fault::Quota => {
+                    "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per minute' of service 'chat.googleapis.com'."
+                }
+                Fault::Outage => "The service is currently unavailable.",
+                Fault::TokenOutage => "The token service is currently unavailable.",
+                Fault::Injected => "Injected by the simulator's control endpoint.",
+            };
+            let mut response = error(status, grpc_status(status), message);
+            if let Some(seconds) = verdict.retry_after
+                && let Ok(value) = seconds.to_string().parse()
+            {
+                response.headers_mut().insert("retry-after", value);
+            }
+            (response, Some(fault))
+        }
+        None => (next.run(request).await, None),
     };
     state.in_flight.fetch_sub(1, Relaxed);
     let record = CallRecord {
@@ -351,18 +431,27 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
         status: response.status().as_u16(),
         started_ms,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        fault,
     };
     lock(&state.calls).push(record);
     response
 }
 
 async fn get_control(State(state): State<Shared>) -> Response {
-    Json(lock(&state.control).clone()).into_response()
+    Json(lock(&state.faults).view()).into_response()
 }
 
-async fn set_control(State(state): State<Shared>, Json(control): Json<Control>) -> Response {
-    *lock(&state.control) = control.clone();
-    Json(control).into_response()
+/// Changes the fields given, keeps the others.
+async fn set_control(State(state): State<Shared>, body: Bytes) -> Response {
+    let patch: ControlPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", e.to_string()),
+    };
+    let mut faults = lock(&state.faults);
+    match faults.apply(patch) {
+        Ok(()) => Json(faults.view()).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", e.0),
+    }
 }
 
 async fn inspect_messages(State(state): State<Shared>) -> Response {

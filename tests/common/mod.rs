@@ -165,7 +165,10 @@ impl Sim {
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(
             listener,
-            SimOptions { trust: vec![key] },
+            SimOptions {
+                trust: vec![key],
+                ..SimOptions::default()
+            },
             async move {
                 let _ = stopped.await;
             },
@@ -336,6 +339,10 @@ impl Worker {
             .env("GOOGLE_APPLICATION_CREDENTIALS", &sim.key_path)
             .env("CHATWORKER_PUBSUB__SUBSCRIPTION", subscription)
             .env("CHATWORKER_CHAT__ENDPOINT", &sim.url)
+            // The simulator enforces no quota unless told to, and pacing
+            // writes would slow every test down: tests of quotas turn it on.
+            .env("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", "0")
+            .env("CHATWORKER_CHAT__PROJECT_WRITES_PER_MINUTE", "0")
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout.log")).expect("stdout"))
