@@ -22,12 +22,16 @@ free_port() {
 }
 
 ensure_emulator() {
+  # The fault suite starts (and kills) a private emulator with it.
+  if [ -z "${PUBSUB_EMULATOR_LAUNCHER:-}" ] && PUBSUB_EMULATOR_LAUNCHER=$(emulator_launcher); then
+    export PUBSUB_EMULATOR_LAUNCHER
+  fi
   if [ -n "${PUBSUB_EMULATOR_HOST:-}" ]; then
     echo "Using the Pub/Sub emulator at $PUBSUB_EMULATOR_HOST"
     return 0
   fi
-  local launcher port log
-  if ! launcher=$(emulator_launcher); then
+  local launcher=${PUBSUB_EMULATOR_LAUNCHER:-} port log
+  if [ -z "$launcher" ]; then
     echo "The Pub/Sub emulator is not installed. Install it with:" >&2
     echo "  gcloud components install pubsub-emulator beta   (or: apt-get install google-cloud-cli-pubsub-emulator)" >&2
     return 1
