@@ -70,16 +70,20 @@ impl DefaultApp {
         let name = sender
             .and_then(|u| u.display_name.as_deref())
             .unwrap_or("there");
-        let said = message
-            .argument_text
-            .as_deref()
-            .unwrap_or(&message.text)
-            .trim();
+        let said = quote(
+            message
+                .argument_text
+                .as_deref()
+                .unwrap_or(&message.text)
+                .trim(),
+            MAX_QUOTED_CHARS,
+        );
+        let name = &*quote(name, MAX_NAME_CHARS);
         let text = self
             .settings
             .card_text
             .replace("{name}", name)
-            .replace("{text}", said);
+            .replace("{text}", &said);
         let mut header = card::card::CardHeader::new()
             .set_title(name)
             .set_subtitle(self.settings.card_subtitle.clone());
@@ -104,6 +108,20 @@ impl DefaultApp {
     }
 }
 
+/// How much of the user's text the card quotes: a card holds at most 32 KB,
+/// and a message may carry 32,000 bytes of text.
+const MAX_QUOTED_CHARS: usize = 2000;
+/// How much of a display name the card shows.
+const MAX_NAME_CHARS: usize = 200;
+
+/// `text`, cut to `max` characters with an ellipsis when longer.
+fn quote(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+    }
+}
+
 impl App for DefaultApp {
     async fn handle(&self, event: &Event) -> Result<Vec<Reply>, HandlerError> {
         Ok(self.replies(event))
@@ -113,6 +131,13 @@ impl App for DefaultApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_texts_are_quoted_in_part() {
+        assert_eq!(quote("short", 10), "short");
+        assert_eq!(quote("ééééé", 3), "ééé…");
+        assert_eq!(quote(&"x".repeat(9_000_000), MAX_QUOTED_CHARS).len(), 2003);
+    }
     use crate::config::Settings;
     use crate::event::decode;
     use crate::reply::ReplyThread;

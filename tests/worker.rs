@@ -209,6 +209,48 @@ async fn undecodable_payloads_go_to_the_dead_letter_topic_when_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_keeps_failing_is_dead_lettered_by_the_subscription_policy() {
+    let sim = Sim::start().await;
+    let dead = Topic::fresh("poison-dlq").await;
+    let topic = Topic::fresh_with_dead_letter_policy("poison", &dead, 5).await;
+    let mut worker = Worker::start(
+        &sim,
+        &topic.subscription,
+        &[("CHATWORKER_CHAT__RETRY_ATTEMPTS", "1")],
+    )
+    .await;
+    // Chat keeps failing for this event: every delivery is nacked.
+    sim.fail_next(1000, 503).await;
+    let seeded = sim.seed("spaces/PSN", "poison", None).await;
+    let event = message_event(&seeded);
+    topic.publish_json(&event).await;
+
+    let letters = eventually(Duration::from_secs(120), || async {
+        let got = pull_and_ack(&dead.subscription, 10).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+    .expect("Pub/Sub dead-letters the event after five attempts");
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(letters[0]["message"]["data"].as_str().expect("data"))
+        .expect("base64");
+    let letter: Value = serde_json::from_slice(&data).expect("the event, as published");
+    assert_eq!(letter, event);
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success());
+    // One Chat call per delivery, each delivery numbered, then no more.
+    assert_eq!(sim.calls().await.len(), 5);
+    assert_eq!(worker.counter("nacked"), 5);
+    assert!(
+        worker.logs().contains("delivery_attempt=5"),
+        "{}",
+        worker.logs()
+    );
+    assert!(sim.app_messages().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_and_help() {
     let sim = Sim::start().await;
     let topic = Topic::fresh("onboard").await;
@@ -548,4 +590,193 @@ async fn invalid_configuration_exits_2_with_one_line() {
 
 async fn worker_wait(worker: &mut Worker) -> std::process::ExitStatus {
     worker.wait().await
+}
+
+/// Peak resident memory of a process, from /proc, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nine_megabyte_events_are_answered_within_the_memory_budget() {
+    let sim = Sim::start().await;
+    // Slow replies, so that events pile up unless flow control stops them.
+    sim.set_latency(1500).await;
+    let topic = Topic::fresh("huge").await;
+    // A budget of 20 MiB of payload: two 9 MB events at a time at most.
+    let worker = Worker::start(
+        &sim,
+        &topic.subscription,
+        &[("CHATWORKER_PUBSUB__MAX_OUTSTANDING_BYTES", "20971520")],
+    )
+    .await;
+    let huge = "a".repeat(9 * 1000 * 1000);
+    let mut threads = Vec::new();
+    for i in 0..6 {
+        let seeded = sim.seed("spaces/BIG", &format!("big {i}"), None).await;
+        let mut event = message_event(&seeded);
+        event["message"]["text"] = json!(huge);
+        // The card quotes argumentText when present; here it is the text.
+        event["message"]
+            .as_object_mut()
+            .expect("message")
+            .remove("argumentText");
+        assert!(serde_json::to_vec(&event).expect("json").len() > 9_000_000);
+        topic.publish_json(&event).await;
+        threads.push(seeded["thread"]["name"].clone());
+    }
+    let records = await_app_messages(&sim, 6, DEADLINE).await;
+    let mut answered: Vec<&Value> = records
+        .iter()
+        .map(|r| &r["body"]["thread"]["name"])
+        .collect();
+    answered.sort_by_key(|t| t.as_str().map(str::to_owned));
+    threads.sort_by_key(|t| t.as_str().map(str::to_owned));
+    assert_eq!(answered, threads.iter().collect::<Vec<_>>());
+    // The card quotes the start of the text, within Chat's card limit.
+    let quoted = records[0]["body"]["cardsV2"][0]["card"]["sections"][0]["widgets"][0]
+        ["textParagraph"]["text"]
+        .as_str()
+        .expect("quoted text");
+    assert!(
+        quoted.ends_with("…") && quoted.len() < 4000,
+        "{}",
+        quoted.len()
+    );
+    // 54 MB of events in flight at once (the emulator ignores the byte
+    // budget, so this is the worst case): about two copies of each.
+    let peak = peak_rss_mib(worker.pid());
+    println!("peak RSS with six 9 MB events in flight: {peak:.0} MiB");
+    assert!(peak < 150.0, "peak RSS {peak:.0} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_quota_slot_keeps_the_lease() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("lease").await;
+    // One write per 10 s into a space; the subscription's ack deadline is
+    // 10 s and leases are extended 10 s at a time, so the third event waits
+    // twice the deadline for its slot.
+    let mut worker = Worker::start(
+        &sim,
+        &topic.subscription,
+        &[
+            ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", "6"),
+            ("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"),
+        ],
+    )
+    .await;
+    for i in 0..3 {
+        let seeded = sim.seed("spaces/LSE", &format!("slow {i}"), None).await;
+        topic.publish_json(&message_event(&seeded)).await;
+    }
+    let records = await_app_messages(&sim, 3, DEADLINE).await;
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success());
+    assert_eq!(records.len(), 3);
+    let starts: Vec<f64> = sim
+        .calls()
+        .await
+        .iter()
+        .map(|c| c["startedMs"].as_f64().expect("start"))
+        .collect();
+    assert!(starts[2] - starts[0] >= 19_000.0, "paced: {starts:?}");
+    assert_eq!(worker.counter("received"), 3, "no event was redelivered");
+    assert_eq!(worker.counter("replies_already_existed"), 0);
+    assert!(worker.counter("quota_waits") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_subscription_exits_1_with_one_line() {
+    let sim = Sim::start().await;
+    let subscription = format!("projects/{}/subscriptions/does-not-exist", common::PROJECT);
+    let mut worker = Worker::spawn(&sim, &subscription, &[]);
+    let status = tokio::time::timeout(DEADLINE, worker.wait())
+        .await
+        .expect("exits");
+    assert_eq!(status.code(), Some(1), "{}", worker.logs());
+    assert!(
+        worker
+            .logs()
+            .contains("does-not-exist does not exist; create it"),
+        "{}",
+        worker.logs()
+    );
+}
+
+/// Runs a worker through successes, failures and bad input, and checks that
+/// its log (info and above) holds no token, no key material and no message
+/// text.
+async fn assert_no_secrets_in_logs(sim: &Sim, worker_env: &[(&str, &str)], secrets: &[String]) {
+    let topic = Topic::fresh("secrets").await;
+    let mut worker = Worker::start(sim, &topic.subscription, worker_env).await;
+    let body = secrets[0].as_str();
+    let answered = sim.app_messages().await.len();
+    let seeded = sim.seed("spaces/SEC", body, None).await;
+    topic.publish_json(&message_event(&seeded)).await;
+    await_app_messages(sim, answered + 1, DEADLINE).await;
+    sim.fail_next(1, 403).await;
+    let rejected = sim.seed("spaces/SEC", body, None).await;
+    topic.publish_json(&message_event(&rejected)).await;
+    worker.wait_for_log("reply rejected", DEADLINE).await;
+    sim.fail_next(1, 503).await;
+    let retried = sim.seed("spaces/SEC", body, None).await;
+    topic.publish_json(&message_event(&retried)).await;
+    await_app_messages(sim, answered + 2, DEADLINE).await;
+    topic
+        .publish(format!("{{\"type\": \"MESSAGE\", \"text\": \"{body}\""))
+        .await;
+    worker
+        .wait_for_log("undecodable Pub/Sub message", DEADLINE)
+        .await;
+    let (status, _) = worker.terminate(Duration::from_secs(30)).await;
+    assert!(status.success());
+    let logs = worker.logs();
+    assert!(logs.contains("worker stopped"));
+    for secret in secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{secret:?} is in the log:\n{logs}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_keys_and_message_bodies_never_reach_the_logs() {
+    let sim = Sim::start().await;
+    let body = format!("confidential-{:016x}", rand::random::<u64>());
+    // With a key file: self-signed JWTs, and the key itself.
+    let key: Value =
+        serde_json::from_slice(&std::fs::read(&sim.key_path).expect("key file")).expect("json");
+    let pem = key["private_key"].as_str().expect("private key");
+    let mut secrets = vec![body.clone(), "PRIVATE KEY".into(), "eyJ".into()];
+    // Any 16 characters of the key's body.
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        secrets.extend(
+            line.as_bytes()
+                .chunks(16)
+                .filter(|c| c.len() == 16)
+                .map(|c| String::from_utf8_lossy(c).into_owned()),
+        );
+    }
+    assert_no_secrets_in_logs(&sim, &[], &secrets).await;
+    // With the metadata server: opaque access tokens.
+    let home = tempfile::tempdir().expect("home");
+    let metadata = sim.url.trim_start_matches("http://").to_owned();
+    assert_no_secrets_in_logs(
+        &sim,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+            ("HOME", home.path().to_str().expect("utf-8")),
+            ("GCE_METADATA_HOST", metadata.as_str()),
+        ],
+        &[body, "ya29.".into()],
+    )
+    .await;
 }

@@ -64,6 +64,22 @@ impl Topic {
         Self::create(host, topic, subscription).await
     }
 
+    /// A fresh topic whose subscription dead-letters to `dead_letter` after
+    /// `max_attempts` deliveries (Pub/Sub's own dead-letter policy).
+    pub async fn fresh_with_dead_letter_policy(
+        prefix: &str,
+        dead_letter: &Topic,
+        max_attempts: i32,
+    ) -> Self {
+        let host = emulator_host();
+        let topic = format!("projects/{PROJECT}/topics/{}", unique(prefix));
+        let subscription = topic.replace("/topics/", "/subscriptions/");
+        let policy = google_cloud_pubsub::model::DeadLetterPolicy::new()
+            .set_dead_letter_topic(&dead_letter.topic)
+            .set_max_delivery_attempts(max_attempts);
+        Self::create_with(&host, topic, subscription, Some(policy)).await
+    }
+
     /// Creates this topic and subscription again, on the emulator at
     /// `host` (after a restart, which forgets them).
     pub async fn recreate(&self, host: &str) -> Self {
@@ -71,6 +87,15 @@ impl Topic {
     }
 
     async fn create(host: &str, topic: String, subscription: String) -> Self {
+        Self::create_with(host, topic, subscription, None).await
+    }
+
+    async fn create_with(
+        host: &str,
+        topic: String,
+        subscription: String,
+        dead_letter_policy: Option<google_cloud_pubsub::model::DeadLetterPolicy>,
+    ) -> Self {
         let endpoint = format!("http://{host}");
         let topics = TopicAdmin::builder()
             .with_endpoint(&endpoint)
@@ -99,6 +124,7 @@ impl Topic {
             .set_name(&subscription)
             .set_topic(&topic)
             .set_ack_deadline_seconds(10)
+            .set_or_clear_dead_letter_policy(dead_letter_policy)
             .send()
             .await
             .expect("create subscription");
@@ -394,6 +420,10 @@ impl Worker {
             log,
             _dir: dir,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     pub async fn wait(&mut self) -> ExitStatus {
