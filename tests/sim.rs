@@ -276,3 +276,154 @@ async fn validates_like_the_real_api() {
         .collect();
     assert!(statuses.contains(&400) && statuses.contains(&409) && statuses.contains(&404));
 }
+
+#[tokio::test]
+async fn the_metadata_server_hands_out_expiring_tokens() {
+    let sim = Sim::start().await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/computeMetadata/v1/instance/service-accounts/default/token?scopes={SCOPE}",
+        sim.url
+    );
+    // Like Google's, it answers only requests that say they mean it.
+    let refused = http.get(&url).send().await.expect("request");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    sim.control(json!({"tokenLifetimeSeconds": 1})).await;
+    let token: Value = http
+        .get(&url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(token["expires_in"], 1);
+    let access = token["access_token"].as_str().expect("token");
+    let (status, _) = create(&sim, Some(access), "", json!({"text": "hi"})).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = create(&sim, Some(access), "", json!({"text": "hi"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // Without the chat.bot scope (the GKE default): 403.
+    let plain: Value = http
+        .get(url.split('?').next().expect("path"))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let (status, _) = create(
+        &sim,
+        plain["access_token"].as_str(),
+        "",
+        json!({"text": "hi"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A token outage.
+    sim.control(json!({"tokenOutageMs": 60_000})).await;
+    let down = http
+        .get(&url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn injected_faults_carry_retry_after_and_are_recorded() {
+    let sim = Sim::start().await;
+    let token = self_signed(&sim, SCOPE, 3600);
+    sim.control(json!({"failNext": 1, "failStatus": 429, "retryAfterSeconds": 7}))
+        .await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/spaces/AAA/messages", sim.url))
+        .bearer_auth(&token)
+        .json(&json!({"text": "hi"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "7");
+    let body: Value = response.json().await.expect("json");
+    assert_google_error(&body, 429, "RESOURCE_EXHAUSTED");
+    // An outage fails everything, then ends.
+    sim.control(json!({"outageMs": 60_000})).await;
+    let (status, _) = create(&sim, Some(&token), "", json!({"text": "hi"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    sim.control(json!({"outageMs": 0})).await;
+    let (status, _) = create(&sim, Some(&token), "", json!({"text": "hi"})).await;
+    assert_eq!(status, StatusCode::OK);
+    // Quotas: three writes a minute into a space, then 429.
+    sim.control(json!({"spaceWritesPerMinute": 3})).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            create(&sim, Some(&token), "", json!({"text": "hi"}))
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses[..3], [StatusCode::OK; 3]);
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
+    let faults: Vec<Value> = reqwest::get(format!("{}/_sim/requests", sim.url))
+        .await
+        .expect("requests")
+        .json::<Value>()
+        .await
+        .expect("json")["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|c| c["fault"].clone())
+        .collect();
+    assert_eq!(
+        faults,
+        [
+            json!("injected"),
+            json!("outage"),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            json!("quota")
+        ]
+    );
+    // A bad control request changes nothing and says why.
+    let bad = reqwest::Client::new()
+        .post(format!("{}/_sim/control", sim.url))
+        .json(&json!({"errorRate": 1.5, "latencyMs": 100}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let control: Value = reqwest::get(format!("{}/_sim/control", sim.url))
+        .await
+        .expect("control")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(control["latencyMs"], 0);
+    assert_eq!(control["spaceWritesPerMinute"], 3);
+}
+
+#[test]
+fn fault_flags_are_checked_before_serving() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatworker"))
+        .args(["sim", "--listen", "127.0.0.1:0", "--error-rate", "1.5"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("errorRate 1.5 is not between 0 and 1"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "it never said it was listening");
+}

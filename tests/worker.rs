@@ -181,7 +181,6 @@ async fn undecodable_payloads_go_to_the_dead_letter_topic_when_configured() {
     )
     .await;
     let id = topic.publish("{not json").await;
-
     let letters = eventually(DEADLINE, || async {
         let got = pull_and_ack(&dead.subscription, 10).await;
         (!got.is_empty()).then_some(got)
@@ -202,10 +201,36 @@ async fn undecodable_payloads_go_to_the_dead_letter_topic_when_configured() {
         .expect("base64");
     assert_eq!(data, b"{not json", "the original payload, untouched");
 
+    // A permanent Chat API failure: acked at once, dead-lettered with why.
+    sim.fail_next(1, 403).await;
+    let seeded = sim.seed("spaces/DLQ", "forbidden", None).await;
+    let id = topic.publish_json(&message_event(&seeded)).await;
+    let letters = eventually(DEADLINE, || async {
+        let got = pull_and_ack(&dead.subscription, 10).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+    .expect("a second dead letter");
+    let attributes = &letters[0]["message"]["attributes"];
+    assert_eq!(attributes["chatworker_reason"], "chat_permanent");
+    assert_eq!(attributes["chatworker_message_id"], id.as_str());
+    assert!(
+        attributes["chatworker_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{attributes}"
+    );
+
     let (status, _) = worker.terminate(Duration::from_secs(30)).await;
     assert!(status.success());
-    assert_eq!(worker.counter("dead_lettered"), 1);
-    assert_eq!(worker.counter("acked"), 1);
+    assert_eq!(worker.counter("dead_lettered"), 2);
+    assert_eq!(worker.counter("acked"), 2);
+    assert_eq!(worker.counter("nacked"), 0);
+    assert_eq!(
+        sim.calls().await.len(),
+        1,
+        "a permanent failure is not retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
