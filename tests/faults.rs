@@ -309,7 +309,8 @@ async fn token_outage() -> Report {
 async fn sigkill_restart() -> Report {
     let mut report = Report::new("SIGKILL mid-run, restart");
     let sim = Sim::start().await;
-    sim.set_latency(100).await;
+    // Slow enough that the kill lands mid-run: 64 replies per half second.
+    sim.set_latency(500).await;
     let topic = Topic::fresh("faults-kill").await;
     let events = Events::seed(&sim, "kil", 300, 30).await;
     let env = [("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s")];
@@ -319,13 +320,23 @@ async fn sigkill_restart() -> Report {
     events.until_answered(&sim, 100).await;
     first.kill().await;
     let killed_at = events.answered(&sim).await;
+    report.check(
+        killed_at < events.len(),
+        "every event was answered before the kill",
+    );
     let mut second = Worker::start(&sim, &topic.subscription, &env).await;
     events.settle(&sim, &mut report).await;
     report.took = started.elapsed();
     report.stop(&mut second).await;
+    let already = second.counter("replies_already_existed");
+    // The dead process had replies created but not acked: the case that
+    // would double them without deterministic IDs.
+    report.check(
+        already > 0,
+        "no reply was created before the kill and redelivered",
+    );
     report.note(format!(
-        "killed with {killed_at} answered; the new worker saw {} 409s",
-        second.counter("replies_already_existed")
+        "killed with {killed_at} answered; the new worker met {already} replies already created (409)"
     ));
     report
 }

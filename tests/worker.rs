@@ -363,6 +363,12 @@ async fn one_thread_in_order_threads_in_parallel() {
     }
     let records = await_app_messages(&sim, 8, DEADLINE).await;
     assert_eq!(records.len(), 8);
+    // Calls are recorded once answered, after the simulated latency.
+    let idle = eventually(DEADLINE, || async {
+        (sim.in_flight().await == 0).then_some(())
+    })
+    .await;
+    assert!(idle.is_some(), "calls still in flight");
 
     // Match each create call to its thread through the message ID.
     let calls = sim.calls().await;

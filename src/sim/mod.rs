@@ -390,18 +390,42 @@ fn call_kind<'a>(method: &Method, path: &'a str) -> CallKind<'a> {
     }
 }
 
+/// One call being answered: counted in flight until dropped, and recorded
+/// when dropped, also when the client went away before its answer (status
+/// 499, as proxies log it).
+struct Pending {
+    state: Shared,
+    started: Instant,
+    record: CallRecord,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.state.in_flight.fetch_sub(1, Relaxed);
+        self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        lock(&self.state.calls).push(self.record.clone());
+    }
+}
+
 async fn record_call(State(state): State<Shared>, request: Request, next: Next) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let started = Instant::now();
-    let started_ms = started.duration_since(state.started).as_secs_f64() * 1000.0;
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().unwrap_or_default().to_owned();
     state.in_flight.fetch_add(1, Relaxed);
-    let verdict = lock(&state.faults).judge(call_kind(request.method(), &path));
-    if !verdict.delay.is_zero() {
-        tokio::time::sleep(verdict.delay).await;
-    }
+    let mut pending = Pending {
+        state: state.clone(),
+        started,
+        record: CallRecord {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            query: request.uri().query().unwrap_or_default().to_owned(),
+            status: 499,
+            started_ms: started.duration_since(state.started).as_secs_f64() * 1000.0,
+            latency_ms: 0.0,
+            fault: None,
+        },
+    };
+    let verdict = lock(&state.faults).judge(call_kind(request.method(), &pending.record.path));
     let (response, fault) = match verdict.fail {
         Some((status, fault)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -423,17 +447,15 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
         }
         None => (next.run(request).await, None),
     };
-    state.in_flight.fetch_sub(1, Relaxed);
-    let record = CallRecord {
-        method,
-        path,
-        query,
-        status: response.status().as_u16(),
-        started_ms,
-        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        fault,
-    };
-    lock(&state.calls).push(record);
+    pending.record.status = response.status().as_u16();
+    pending.record.fault = fault;
+    // The latency is spent after the work is done, as on a slow network: a
+    // client that gives up (or dies) while waiting has still created its
+    // message, which is the case deduplication must handle.
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    drop(pending);
     response
 }
 
