@@ -134,7 +134,13 @@ fn router(state: Shared) -> Router {
             "/v1/spaces/{space}/messages",
             post(create_message).get(list_messages),
         )
-        .route("/v1/spaces/{space}/messages/{message}", get(get_message))
+        .route(
+            "/v1/spaces/{space}/messages/{message}",
+            get(get_message)
+                .patch(update_message)
+                .put(update_message)
+                .delete(delete_message),
+        )
         .route("/token", post(token))
         .route(
             "/computeMetadata/v1/instance/service-accounts/default/token",
@@ -172,6 +178,7 @@ fn store_error(e: StoreError) -> Response {
         StoreError::InvalidArgument(m) => error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m),
         StoreError::NotFound(m) => error(StatusCode::NOT_FOUND, "NOT_FOUND", m),
         StoreError::AlreadyExists(m) => error(StatusCode::CONFLICT, "ALREADY_EXISTS", m),
+        StoreError::PermissionDenied(m) => error(StatusCode::FORBIDDEN, "PERMISSION_DENIED", m),
     }
 }
 
@@ -275,13 +282,45 @@ async fn create_message(
     }
 }
 
+/// Checks the query of `spaces.messages.<name>` against the discovery
+/// document and returns it normalized, or the 400 to answer.
+fn method_query(name: &str, query: &[(String, String)]) -> Result<Vec<(String, String)>, Response> {
+    let method = schema::method("spaces", "messages", name)
+        .unwrap_or_else(|| panic!("{name} is in the discovery document"));
+    schema::check_query(method, query).map_err(invalid)
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+fn flag(query: &[(String, String)], name: &str) -> Result<bool, Response> {
+    match param(query, name) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            format!("Invalid value at '{name}' (TYPE_BOOL), \"{other}\""),
+        )),
+    }
+}
+
 async fn get_message(
     State(state): State<Shared>,
     Path((space, message)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers) {
         return refused(r);
+    }
+    if let Err(r) = method_query("get", &query) {
+        return r;
     }
     let name = format!("spaces/{space}/messages/{message}");
     match lock(&state.store).get(&name) {
@@ -290,16 +329,141 @@ async fn get_message(
     }
 }
 
+/// `PATCH` (`spaces.messages.patch`) and `PUT` (`update`): the same rules.
+async fn update_message(
+    State(state): State<Shared>,
+    method: Method,
+    Path((space, message)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = match authorize(&state, &headers) {
+        Ok(p) => p,
+        Err(r) => return refused(r),
+    };
+    let name = if method == Method::PUT {
+        "update"
+    } else {
+        "patch"
+    };
+    let query = match method_query(name, &query) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                format!("Invalid JSON payload received. {e}"),
+            );
+        }
+    };
+    let body = match schema::check_body("Message", &body, "message") {
+        Ok(b) => b,
+        Err(e) => return invalid(e),
+    };
+    let allow_missing = match flag(&query, "allowMissing") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let request = store::UpdateRequest {
+        name: format!("spaces/{space}/messages/{message}"),
+        update_mask: param(&query, "updateMask").unwrap_or_default().to_owned(),
+        allow_missing,
+        body,
+        sender: app_sender(&principal),
+    };
+    let result = lock(&state.store).update(request);
+    match result {
+        Ok((message, _)) => Json(message).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn delete_message(
+    State(state): State<Shared>,
+    Path((space, message)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let principal = match authorize(&state, &headers) {
+        Ok(p) => p,
+        Err(r) => return refused(r),
+    };
+    let query = match method_query("delete", &query) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    if let Err(r) = flag(&query, "force") {
+        return r;
+    }
+    let name = format!("spaces/{space}/messages/{message}");
+    let result = lock(&state.store).delete(&name, &app_sender(&principal));
+    match result {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
 async fn list_messages(
     State(state): State<Shared>,
     Path(space): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers) {
         return refused(r);
     }
-    let messages = lock(&state.store).list(&format!("spaces/{space}"));
-    Json(json!({"messages": messages})).into_response()
+    let query = match method_query("list", &query) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m);
+    let page_size = match param(&query, "pageSize").map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(n)) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(_) => return bad("pageSize must be a non-negative integer.".into()),
+    };
+    let descending =
+        match param(&query, "orderBy").map(|o| o.split_whitespace().collect::<Vec<_>>()) {
+            None => false,
+            Some(o) if o == ["createTime"] || o == ["createTime", "asc"] => false,
+            Some(o) if o == ["createTime", "desc"] => true,
+            Some(o) => {
+                return bad(format!(
+                    "Invalid orderBy {:?}: use createTime asc or createTime desc.",
+                    o.join(" ")
+                ));
+            }
+        };
+    let thread = match param(&query, "filter") {
+        None => None,
+        Some(filter) => match filter
+            .split_once('=')
+            .filter(|(field, _)| field.trim() == "thread.name")
+        {
+            Some((_, value)) => Some(value.trim().trim_matches('"').to_owned()),
+            None => {
+                return bad(format!(
+                    "The simulator supports only the filter thread.name = \"spaces/…/threads/…\", not {filter:?}."
+                ));
+            }
+        },
+    };
+    let page = lock(&state.store).page(
+        &format!("spaces/{space}"),
+        page_size,
+        param(&query, "pageToken"),
+        descending,
+        thread.as_deref(),
+    );
+    match page {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => store_error(e),
+    }
 }
 
 async fn token(State(state): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {

@@ -21,6 +21,50 @@ pub enum StoreError {
     NotFound(String),
     /// 409.
     AlreadyExists(String),
+    /// 403.
+    PermissionDenied(String),
+}
+
+/// Message fields `updateMask` may name, as the reference lists them (the
+/// snake_case paths, and their camelCase JSON names).
+const UPDATABLE: &[(&str, &str)] = &[
+    ("text", "text"),
+    ("attachment", "attachment"),
+    ("cards", "cards"),
+    ("cards_v2", "cardsV2"),
+    ("accessory_widgets", "accessoryWidgets"),
+    ("quoted_message_metadata", "quotedMessageMetadata"),
+];
+
+/// Largest page `spaces.messages.list` returns.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// The page size when none is given.
+pub const DEFAULT_PAGE_SIZE: usize = 25;
+
+/// A `spaces.messages.patch` or `update` call.
+#[derive(Debug, Clone)]
+pub struct UpdateRequest {
+    /// `spaces/S/messages/M`, M a server or `client-` ID.
+    pub name: String,
+    /// `updateMask`, comma-separated.
+    pub update_mask: String,
+    /// `allowMissing`: create the message when a `client-` ID is not found.
+    pub allow_missing: bool,
+    /// The Message body, enums as names.
+    pub body: Value,
+    /// Who asks (the app's user, as in messages it creates).
+    pub sender: Value,
+}
+
+/// A page of `spaces.messages.list`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    /// The messages.
+    pub messages: Vec<Value>,
+    /// The token for the next page, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 /// A `spaces.messages.create` call, after validation of its shape.
@@ -54,6 +98,16 @@ pub struct Record {
     pub body: Value,
     /// Whether an app created it (as opposed to a seeded user message).
     pub by_app: bool,
+    /// Whether it was deleted since.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// How many times it was updated.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub updates: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Default)]
@@ -153,6 +207,8 @@ impl Store {
             query,
             body: req.body,
             by_app,
+            deleted: false,
+            updates: 0,
         });
         space.by_server_id.insert(server_id, index);
         if let Some(id) = req.message_id {
@@ -211,25 +267,203 @@ impl Store {
         }
     }
 
-    /// `spaces/S/messages/M`, where M is the server ID or a `client-` ID.
-    pub fn get(&self, name: &str) -> Result<Value, StoreError> {
-        let not_found = || StoreError::NotFound(format!("Message {name} not found."));
-        let (space_name, id) = name.rsplit_once("/messages/").ok_or_else(not_found)?;
-        let space = self.spaces.get(space_name).ok_or_else(not_found)?;
+    /// Where `spaces/S/messages/M` is, M a server or `client-` ID.
+    fn locate<'a>(&self, name: &'a str) -> Option<(&'a str, usize)> {
+        let (space_name, id) = name.rsplit_once("/messages/")?;
+        let space = self.spaces.get(space_name)?;
         let index = space
             .by_server_id
             .get(id)
-            .or_else(|| space.by_client_id.get(id))
-            .ok_or_else(not_found)?;
-        Ok(space.records[*index].message.clone())
+            .or_else(|| space.by_client_id.get(id))?;
+        Some((space_name, *index))
     }
 
-    /// The messages of a space, oldest first.
+    /// `spaces/S/messages/M`, where M is the server ID or a `client-` ID.
+    pub fn get(&self, name: &str) -> Result<Value, StoreError> {
+        let (space, index) = self
+            .locate(name)
+            .ok_or_else(|| StoreError::NotFound(format!("Message {name} not found.")))?;
+        Ok(self.spaces[space].records[index].message.clone())
+    }
+
+    /// The record of `spaces/S/messages/M`, for inspection.
+    pub fn record(&self, name: &str) -> Option<&Record> {
+        let (space, index) = self.locate(name)?;
+        self.spaces[space].records.get(index)
+    }
+
+    /// `spaces.messages.patch` and `update`: replaces the fields the mask
+    /// names. Apps may change only their own messages. Returns the message
+    /// and whether it was created (`allowMissing`).
+    pub fn update(&mut self, req: UpdateRequest) -> Result<(Value, bool), StoreError> {
+        let Some((space_name, index)) = self.locate(&req.name).map(|(s, i)| (s.to_owned(), i))
+        else {
+            let (space, id) = req.name.rsplit_once("/messages/").unwrap_or_default();
+            if req.allow_missing {
+                if !id.starts_with("client-") {
+                    return Err(StoreError::InvalidArgument(
+                        "allowMissing requires a client-assigned message ID (client-…).".into(),
+                    ));
+                }
+                let create = CreateRequest {
+                    space: space.to_owned(),
+                    message_id: Some(id.to_owned()),
+                    request_id: None,
+                    reply_option: String::new(),
+                    thread_key: None,
+                    body: req.body,
+                    sender: req.sender,
+                };
+                let query = BTreeMap::from([("messageId".to_owned(), id.to_owned())]);
+                return self.create(create, true, query).map(|(m, _)| (m, true));
+            }
+            return Err(StoreError::NotFound(format!(
+                "Message {} not found.",
+                req.name
+            )));
+        };
+        let paths: Vec<&str> = req
+            .update_mask
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        if paths.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "updateMask is required (for example updateMask=text,cardsV2).".into(),
+            ));
+        }
+        let mut fields = Vec::new();
+        for path in paths {
+            if path == "*" {
+                fields.extend(UPDATABLE.iter().map(|(_, json)| *json));
+                continue;
+            }
+            let field = UPDATABLE
+                .iter()
+                .find(|(snake, json)| path == *snake || path == *json)
+                .map(|(_, json)| *json)
+                .ok_or_else(|| {
+                    StoreError::InvalidArgument(format!(
+                        "Invalid update mask path {path:?}; Chat apps may update {}.",
+                        UPDATABLE
+                            .iter()
+                            .map(|(s, _)| *s)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            fields.push(field);
+        }
+        let space = self.spaces.get_mut(&space_name).expect("located");
+        let record = &mut space.records[index];
+        if record.message.get("sender").and_then(|s| s.get("name")) != req.sender.get("name") {
+            return Err(StoreError::PermissionDenied(
+                "Chat apps can only update messages they created.".into(),
+            ));
+        }
+        let mut message = record.message.as_object().cloned().unwrap_or_default();
+        for field in fields {
+            match req.body.get(field) {
+                Some(value) if !value.is_null() => message.insert(field.to_owned(), value.clone()),
+                _ => message.remove(field),
+            };
+        }
+        if let Some(text) = message.get("text").cloned() {
+            message.insert("argumentText".into(), text.clone());
+            message.insert("formattedText".into(), text);
+        } else {
+            message.remove("argumentText");
+            message.remove("formattedText");
+        }
+        let message = Value::Object(message);
+        check_content(&message)?;
+        let mut message = message;
+        message["lastUpdateTime"] = json!(rfc3339_now());
+        record.message = message.clone();
+        record.updates += 1;
+        Ok((message, false))
+    }
+
+    /// `spaces.messages.delete`: apps may delete only their own messages.
+    pub fn delete(&mut self, name: &str, sender: &Value) -> Result<(), StoreError> {
+        let (space_name, index) = self
+            .locate(name)
+            .map(|(s, i)| (s.to_owned(), i))
+            .ok_or_else(|| StoreError::NotFound(format!("Message {name} not found.")))?;
+        let space = self.spaces.get_mut(&space_name).expect("located");
+        let record = &mut space.records[index];
+        if record.message.get("sender").and_then(|s| s.get("name")) != sender.get("name") {
+            return Err(StoreError::PermissionDenied(
+                "Chat apps can only delete messages they created.".into(),
+            ));
+        }
+        record.deleted = true;
+        space.by_server_id.retain(|_, i| *i != index);
+        space.by_client_id.retain(|_, i| *i != index);
+        Ok(())
+    }
+
+    /// The messages of a space, oldest first (all of them).
     pub fn list(&self, space: &str) -> Vec<Value> {
         self.spaces
             .get(space)
-            .map(|s| s.records.iter().map(|r| r.message.clone()).collect())
+            .map(|s| {
+                s.records
+                    .iter()
+                    .filter(|r| !r.deleted)
+                    .map(|r| r.message.clone())
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// One page of a space's messages: `page_size` (25 when 0, at most
+    /// 1000), from `page_token`, newest first when `descending`, only a
+    /// thread's when `thread` is given.
+    pub fn page(
+        &self,
+        space: &str,
+        page_size: usize,
+        page_token: Option<&str>,
+        descending: bool,
+        thread: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let start = match page_token {
+            None | Some("") => 0,
+            Some(token) => token
+                .strip_prefix("sim-page-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    StoreError::InvalidArgument(format!("Invalid page token {token:?}."))
+                })?,
+        };
+        let mut messages: Vec<&Record> = self
+            .spaces
+            .get(space)
+            .map(|s| s.records.iter().filter(|r| !r.deleted).collect())
+            .unwrap_or_default();
+        if let Some(thread) = thread {
+            messages.retain(|r| r.message["thread"]["name"] == thread);
+        }
+        if descending {
+            messages.reverse();
+        }
+        let end = (start + size).min(messages.len());
+        let page = messages
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.message.clone())
+            .collect();
+        Ok(Page {
+            messages: page,
+            next_page_token: (end < messages.len()).then(|| format!("sim-page-{end}")),
+        })
     }
 
     /// Every message in creation order, with the request that made it.
@@ -412,5 +646,165 @@ mod tests {
             create(&mut s, request(big, "")),
             Err(StoreError::InvalidArgument(_))
         ));
+    }
+
+    fn app() -> Value {
+        json!({"name": "users/app", "type": "BOT"})
+    }
+
+    fn update(name: &str, mask: &str, body: Value, sender: Value) -> UpdateRequest {
+        UpdateRequest {
+            name: name.into(),
+            update_mask: mask.into(),
+            allow_missing: false,
+            body,
+            sender,
+        }
+    }
+
+    #[test]
+    fn apps_update_and_delete_only_their_own_messages() {
+        let mut s = Store::default();
+        let mut req = request(json!({"text": "v1"}), "");
+        req.message_id = Some("client-abc".into());
+        let created = create(&mut s, req).expect("created");
+        let name = created["name"].as_str().expect("name").to_owned();
+
+        let (m, _) = s
+            .update(update(
+                "spaces/S/messages/client-abc",
+                "text",
+                json!({"text": "v2"}),
+                app(),
+            ))
+            .expect("updated by client ID");
+        assert_eq!(m["text"], "v2");
+        assert!(m.get("lastUpdateTime").is_some());
+        assert_eq!(s.get(&name).expect("get")["text"], "v2");
+        // The mask decides: a field not named is kept, one named but absent is cleared.
+        let card = json!([{"cardId": "c", "card": {"header": {"title": "t"}}}]);
+        let (m, _) = s
+            .update(update(
+                &name,
+                "cards_v2",
+                json!({"text": "ignored", "cardsV2": card}),
+                app(),
+            ))
+            .expect("updated");
+        assert_eq!(
+            (m["text"].as_str(), m["cardsV2"][0]["cardId"].as_str()),
+            (Some("v2"), Some("c"))
+        );
+        let (m, _) = s
+            .update(update(&name, "text", json!({}), app()))
+            .expect("text cleared, card stays");
+        assert!(m.get("text").is_none());
+        assert!(
+            matches!(
+                s.update(update(&name, "cardsV2", json!({}), app())),
+                Err(StoreError::InvalidArgument(_))
+            ),
+            "a message cannot end up empty"
+        );
+        assert!(matches!(
+            s.update(update(&name, "", json!({"text": "x"}), app())),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            s.update(update(&name, "sender", json!({"text": "x"}), app())),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        let other = json!({"name": "users/other-app", "type": "BOT"});
+        assert!(matches!(
+            s.update(update(&name, "text", json!({"text": "x"}), other.clone())),
+            Err(StoreError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            s.delete(&name, &other),
+            Err(StoreError::PermissionDenied(_))
+        ));
+        s.delete(&name, &app()).expect("deleted");
+        assert!(matches!(s.get(&name), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.get("spaces/S/messages/client-abc"),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(s.list("spaces/S").is_empty());
+    }
+
+    #[test]
+    fn allow_missing_creates_under_a_client_id_only() {
+        let mut s = Store::default();
+        let mut req = update(
+            "spaces/S/messages/client-new",
+            "text",
+            json!({"text": "hi"}),
+            app(),
+        );
+        assert!(matches!(
+            s.update(req.clone()),
+            Err(StoreError::NotFound(_))
+        ));
+        req.allow_missing = true;
+        let (m, created) = s.update(req.clone()).expect("created");
+        assert!(created);
+        assert_eq!(m["clientAssignedMessageId"], "client-new");
+        let (_, created) = s.update(req).expect("now updated");
+        assert!(!created);
+        let mut server = update(
+            "spaces/S/messages/AAAA.BBBB",
+            "text",
+            json!({"text": "hi"}),
+            app(),
+        );
+        server.allow_missing = true;
+        assert!(matches!(
+            s.update(server),
+            Err(StoreError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn pages() {
+        let mut s = Store::default();
+        for i in 0..5 {
+            create(&mut s, request(json!({"text": format!("m{i}")}), "")).expect("created");
+        }
+        let texts = |p: &Page| {
+            p.messages
+                .iter()
+                .map(|m| m["text"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        };
+        let first = s.page("spaces/S", 2, None, false, None).expect("page");
+        assert_eq!(texts(&first), ["m0", "m1"]);
+        let token = first.next_page_token.clone().expect("more");
+        let second = s
+            .page("spaces/S", 2, Some(&token), false, None)
+            .expect("page");
+        assert_eq!(texts(&second), ["m2", "m3"]);
+        let last = s
+            .page(
+                "spaces/S",
+                2,
+                second.next_page_token.as_deref(),
+                false,
+                None,
+            )
+            .expect("page");
+        assert_eq!(
+            (texts(&last), last.next_page_token),
+            (vec!["m4".to_owned()], None)
+        );
+        let newest = s.page("spaces/S", 1, None, true, None).expect("page");
+        assert_eq!(texts(&newest), ["m4"]);
+        assert_eq!(
+            s.page("spaces/S", 0, None, false, None)
+                .expect("page")
+                .messages
+                .len(),
+            5
+        );
+        assert!(s.page("spaces/S", 2, Some("garbage"), false, None).is_err());
     }
 }
