@@ -284,10 +284,13 @@ async fn create_message(
 
 /// Checks the query of `spaces.messages.<name>` against the discovery
 /// document and returns it normalized, or the 400 to answer.
-fn method_query(name: &str, query: &[(String, String)]) -> Result<Vec<(String, String)>, Response> {
+fn method_query(
+    name: &str,
+    query: &[(String, String)],
+) -> Result<Vec<(String, String)>, schema::Invalid> {
     let method = schema::method("spaces", "messages", name)
         .unwrap_or_else(|| panic!("{name} is in the discovery document"));
-    schema::check_query(method, query).map_err(invalid)
+    schema::check_query(method, query)
 }
 
 fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -298,14 +301,13 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn flag(query: &[(String, String)], name: &str) -> Result<bool, Response> {
+/// A boolean query parameter; the error is Google's message for a bad one.
+fn flag(query: &[(String, String)], name: &str) -> Result<bool, String> {
     match param(query, name) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(other) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            format!("Invalid value at '{name}' (TYPE_BOOL), \"{other}\""),
+        Some(other) => Err(format!(
+            "Invalid value at '{name}' (TYPE_BOOL), \"{other}\""
         )),
     }
 }
@@ -319,8 +321,8 @@ async fn get_message(
     if let Err(r) = authorize(&state, &headers) {
         return refused(r);
     }
-    if let Err(r) = method_query("get", &query) {
-        return r;
+    if let Err(e) = method_query("get", &query) {
+        return invalid(e);
     }
     let name = format!("spaces/{space}/messages/{message}");
     match lock(&state.store).get(&name) {
@@ -349,7 +351,7 @@ async fn update_message(
     };
     let query = match method_query(name, &query) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return invalid(e),
     };
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -367,7 +369,7 @@ async fn update_message(
     };
     let allow_missing = match flag(&query, "allowMissing") {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m),
     };
     let request = store::UpdateRequest {
         name: format!("spaces/{space}/messages/{message}"),
@@ -395,10 +397,10 @@ async fn delete_message(
     };
     let query = match method_query("delete", &query) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return invalid(e),
     };
-    if let Err(r) = flag(&query, "force") {
-        return r;
+    if let Err(m) = flag(&query, "force") {
+        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m);
     }
     let name = format!("spaces/{space}/messages/{message}");
     let result = lock(&state.store).delete(&name, &app_sender(&principal));
@@ -419,7 +421,7 @@ async fn list_messages(
     }
     let query = match method_query("list", &query) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return invalid(e),
     };
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m);
     let page_size = match param(&query, "pageSize").map(str::parse::<i64>) {
