@@ -101,10 +101,25 @@ impl ChatClient {
     /// Builds the client with Application Default Credentials and the
     /// `chat.bot` scope.
     pub async fn new(settings: &ChatSettings) -> Result<Self, ClientError> {
-        let credentials = google_cloud_auth::credentials::Builder::default()
-            .with_scopes([CHAT_BOT_SCOPE])
-            .build()
-            .map_err(|e| ClientError(e.to_string()))?;
+        let credentials = match settings.credentials_file.as_str() {
+            "" => google_cloud_auth::credentials::Builder::default()
+                .with_scopes([CHAT_BOT_SCOPE])
+                .build()
+                .map_err(|e| ClientError(e.to_string()))?,
+            path => {
+                use google_cloud_auth::credentials::service_account;
+                let key: serde_json::Value = std::fs::read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                    .map_err(|e| ClientError(format!("chat.credentials_file {path}: {e}")))?;
+                service_account::Builder::new(key)
+                    .with_access_specifier(service_account::AccessSpecifier::from_scopes([
+                        CHAT_BOT_SCOPE,
+                    ]))
+                    .build()
+                    .map_err(|e| ClientError(format!("chat.credentials_file {path}: {e}")))?
+            }
+        };
         let inner = ChatService::builder()
             .with_endpoint(settings.endpoint.trim_end_matches('/'))
             .with_credentials(credentials.clone())

@@ -51,6 +51,19 @@ enum Command {
         #[arg(long, value_name = "client-…")]
         message_id: Option<String>,
     },
+    /// Everything on loopback: the Pub/Sub emulator, the simulator with its
+    /// playground page, and the worker with the default app; until Ctrl-C.
+    Dev {
+        /// Settings file (default: ./config/default.toml if present).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Address of the simulator and its playground.
+        #[arg(long, default_value = "127.0.0.1:8086")]
+        listen: String,
+        /// The event format the playground publishes: classic or addon.
+        #[arg(long, default_value = "classic")]
+        event_format: String,
+    },
     /// Serve the Chat API simulator.
     Sim {
         /// Address to listen on.
@@ -65,7 +78,58 @@ enum Command {
         issue_key: Option<PathBuf>,
         #[command(flatten)]
         faults: FaultArgs,
+        #[command(flatten)]
+        playground: PlaygroundArgs,
     },
+}
+
+/// Where the playground page publishes the events people make.
+#[derive(Debug, clap::Args)]
+struct PlaygroundArgs {
+    /// Publish playground events to this topic (projects/P/topics/T), on the
+    /// Pub/Sub emulator named by PUBSUB_EMULATOR_HOST.
+    #[arg(long, value_name = "TOPIC")]
+    playground_topic: Option<String>,
+    /// The app's name, for @mentions.
+    #[arg(long, default_value = "chatworker")]
+    app_name: String,
+    /// A slash command the app has: NAME=ID (repeatable), e.g. /help=1.
+    #[arg(long = "command", value_name = "NAME=ID")]
+    commands: Vec<String>,
+    /// The event format: classic or addon.
+    #[arg(long, default_value = "classic")]
+    event_format: String,
+}
+
+impl PlaygroundArgs {
+    fn config(self) -> Result<Option<crate::sim::playground::Config>, Failure> {
+        let Some(topic) = self.playground_topic else {
+            return Ok(None);
+        };
+        let host = std::env::var(crate::config::EMULATOR_ENV).map_err(|_| {
+            usage("--playground-topic needs PUBSUB_EMULATOR_HOST (the playground publishes to the emulator)")
+        })?;
+        let mut commands = std::collections::BTreeMap::new();
+        for c in self.commands {
+            let (name, id) = c
+                .split_once('=')
+                .and_then(|(n, i)| Some((n.to_owned(), i.parse::<i64>().ok()?)))
+                .ok_or_else(|| usage(format!("--command {c:?}: expected NAME=ID, e.g. /help=1")))?;
+            commands.insert(name, id);
+        }
+        let format = match self.event_format.as_str() {
+            "classic" => crate::sim::events::Format::Classic,
+            "addon" => crate::sim::events::Format::Addon,
+            other => return Err(usage(format!("--event-format {other:?}: classic or addon"))),
+        };
+        Ok(Some(crate::sim::playground::Config {
+            pubsub_url: format!("http://{host}"),
+            topic,
+            app_name: self.app_name,
+            commands,
+            format,
+        }))
+    }
 }
 
 /// Faults and quotas of the simulator from the start; `POST /_sim/control`
@@ -151,12 +215,31 @@ impl Cli {
                 thread_key,
                 message_id,
             } => send(config, space, text, card, thread_key, message_id).await,
+            Command::Dev {
+                config,
+                listen,
+                event_format,
+            } => dev(config, listen, event_format, shutdown).await,
             Command::Sim {
                 listen,
                 trust,
                 issue_key,
                 faults,
-            } => sim(listen, trust, issue_key, faults.into(), shutdown).await,
+                playground,
+            } => match playground.config() {
+                Ok(playground) => {
+                    sim(
+                        listen,
+                        trust,
+                        issue_key,
+                        faults.into(),
+                        playground,
+                        shutdown,
+                    )
+                    .await
+                }
+                Err(f) => Err(f),
+            },
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -232,11 +315,39 @@ async fn send(
     }
 }
 
+async fn dev(
+    config: Option<PathBuf>,
+    listen: String,
+    event_format: String,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Failure> {
+    let format = match event_format.as_str() {
+        "classic" => crate::sim::events::Format::Classic,
+        "addon" => crate::sim::events::Format::Addon,
+        other => return Err(usage(format!("--event-format {other:?}: classic or addon"))),
+    };
+    let settings = Settings::load(config.as_deref()).map_err(usage)?;
+    let options = crate::dev::DevOptions {
+        listen,
+        config,
+        format,
+        ..crate::dev::DevOptions::default()
+    };
+    crate::dev::run(DefaultApp::new(settings.app), options, shutdown)
+        .await
+        .map_err(|e| match e {
+            crate::dev::DevError::Config(e) => usage(e),
+            crate::dev::DevError::Emulator(_) => usage(e),
+            e => runtime(e),
+        })
+}
+
 async fn sim(
     listen: String,
     trust: Vec<PathBuf>,
     issue_key: Option<PathBuf>,
     faults: ControlPatch,
+    playground: Option<crate::sim::playground::Config>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     crate::sim::faults::Faults::default()
@@ -269,6 +380,7 @@ async fn sim(
     let options = SimOptions {
         trust: keys,
         faults,
+        playground,
     };
     serve(listener, options, shutdown).await.map_err(runtime)
 }

@@ -71,6 +71,10 @@ pub struct PubSubSettings {
 pub struct ChatSettings {
     /// Base URL of the Chat API.
     pub endpoint: String,
+    /// A service-account key file for Chat; empty: Application Default
+    /// Credentials.
+    #[serde(default)]
+    pub credentials_file: String,
     /// Timeout of one API call.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,

@@ -46,6 +46,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod default_app;
+pub mod dev;
 pub mod dispatch;
 pub mod event;
 pub mod ids;

@@ -10,8 +10,10 @@
 //! every API call, and seeding of messages that people "wrote".
 
 pub mod auth;
+pub mod events;
 pub mod faults;
 pub mod keys;
+pub mod playground;
 pub mod schema;
 pub mod store;
 
@@ -41,6 +43,8 @@ pub struct SimOptions {
     pub trust: Vec<TrustedKey>,
     /// Faults and quotas from the start (as `POST /_sim/control` sets them).
     pub faults: ControlPatch,
+    /// Where the playground publishes events; `None`: no playground.
+    pub playground: Option<playground::Config>,
 }
 
 /// The service account the simulated metadata server hands out tokens for.
@@ -65,6 +69,9 @@ pub struct CallRecord {
     /// Why the call was failed on purpose, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// The error message answered, for a failed call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The gRPC status name Google's errors carry for an HTTP status.
@@ -91,6 +98,23 @@ struct SimState {
     faults: Mutex<Faults>,
     in_flight: std::sync::atomic::AtomicU64,
     started: Instant,
+    /// Every change, for the playground's live view (`/_sim/stream`).
+    updates: tokio::sync::broadcast::Sender<Value>,
+    playground: Option<playground::Config>,
+    /// What people did in the playground, for the transcript.
+    actions: Mutex<Vec<Value>>,
+}
+
+impl SimState {
+    /// Tells live viewers that the message `name` changed.
+    fn message_changed(&self, name: &str) {
+        let record = lock(&self.store).record(name).cloned();
+        if let Some(record) = record {
+            let _ = self
+                .updates
+                .send(json!({"kind": "message", "record": record}));
+        }
+    }
 }
 
 type Shared = Arc<SimState>;
@@ -121,6 +145,9 @@ pub async fn serve(
         faults: Mutex::new(faults),
         in_flight: Default::default(),
         started: Instant::now(),
+        updates: tokio::sync::broadcast::channel(1024).0,
+        playground: options.playground,
+        actions: Mutex::default(),
     });
     let app = router(state);
     axum::serve(listener, app)
@@ -162,6 +189,7 @@ fn router(state: Shared) -> Router {
         .route("/_sim/requests", get(inspect_calls))
         .route("/_sim/spaces/{space}/messages", post(seed_message))
         .route("/_sim/control", get(get_control).post(set_control))
+        .merge(playground::routes())
         .merge(api)
         .with_state(state)
 }
@@ -277,7 +305,10 @@ async fn create_message(
     let query: BTreeMap<String, String> = query.into_iter().collect();
     let result = lock(&state.store).create(request, true, query);
     match result {
-        Ok((message, _)) => Json(message).into_response(),
+        Ok((message, _)) => {
+            state.message_changed(message["name"].as_str().unwrap_or_default());
+            Json(message).into_response()
+        }
         Err(e) => store_error(e),
     }
 }
@@ -380,7 +411,10 @@ async fn update_message(
     };
     let result = lock(&state.store).update(request);
     match result {
-        Ok((message, _)) => Json(message).into_response(),
+        Ok((message, _)) => {
+            state.message_changed(message["name"].as_str().unwrap_or_default());
+            Json(message).into_response()
+        }
         Err(e) => store_error(e),
     }
 }
@@ -403,9 +437,18 @@ async fn delete_message(
         return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m);
     }
     let name = format!("spaces/{space}/messages/{message}");
+    let record = lock(&state.store).record(&name).cloned();
     let result = lock(&state.store).delete(&name, &app_sender(&principal));
     match result {
-        Ok(()) => Json(json!({})).into_response(),
+        Ok(()) => {
+            if let Some(mut record) = record {
+                record.deleted = true;
+                let _ = state
+                    .updates
+                    .send(json!({"kind": "message", "record": record}));
+            }
+            Json(json!({})).into_response()
+        }
         Err(e) => store_error(e),
     }
 }
@@ -571,6 +614,10 @@ impl Drop for Pending {
         self.state.in_flight.fetch_sub(1, Relaxed);
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         lock(&self.state.calls).push(self.record.clone());
+        let _ = self
+            .state
+            .updates
+            .send(json!({"kind": "call", "call": self.record}));
     }
 }
 
@@ -589,6 +636,7 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
             started_ms: started.duration_since(state.started).as_secs_f64() * 1000.0,
             latency_ms: 0.0,
             fault: None,
+            error: None,
         },
     };
     let verdict = lock(&state.faults).judge(call_kind(request.method(), &pending.record.path));
@@ -615,6 +663,20 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
     };
     pending.record.status = response.status().as_u16();
     pending.record.fault = fault;
+    let response = if response.status().is_client_error() || response.status().is_server_error() {
+        // Keep Google's error message next to the call (what the playground
+        // shows beside a message); error bodies are small JSON.
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        pending.record.error = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+        Response::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        response
+    };
     // The latency is spent after the work is done, as on a slow network: a
     // client that gives up (or dies) while waiting has still created its
     // message, which is the case deduplication must handle.
@@ -683,7 +745,10 @@ async fn seed_message(
     };
     let result = lock(&state.store).create(request, false, BTreeMap::new());
     match result {
-        Ok((message, _)) => Json(message).into_response(),
+        Ok((message, _)) => {
+            state.message_changed(message["name"].as_str().unwrap_or_default());
+            Json(message).into_response()
+        }
         Err(e) => store_error(e),
     }
 }
