@@ -147,6 +147,40 @@ impl ChatClient {
             .map_err(|e| e.to_string())
     }
 
+    /// Replaces the text and cards of the app's message `name` (patch with
+    /// `updateMask=text,cards_v2`): idempotent, so retrying is safe.
+    pub async fn update(
+        &self,
+        name: &crate::names::MessageName,
+        text: Option<&str>,
+        cards: &[(String, Card)],
+    ) -> Result<Created, SendError> {
+        let mut body = model::Message::new().set_name(name.as_str());
+        if let Some(text) = text {
+            body = body.set_text(text);
+        }
+        body = body.set_cards_v2(cards.iter().map(|(id, card)| {
+            model::CardWithId::new()
+                .set_card_id(id.clone())
+                .set_card(card.clone())
+        }));
+        let mask = google_cloud_wkt::FieldMask::default().set_paths(["text", "cards_v2"]);
+        match self
+            .inner
+            .update_message()
+            .set_message(body)
+            .set_update_mask(mask)
+            .with_attempt_timeout(self.timeout)
+            .send()
+            .await
+        {
+            Ok(updated) => Ok(Created::Message(
+                serde_json::to_value(&updated).unwrap_or(serde_json::Value::Null),
+            )),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
     /// Creates one message.
     pub async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
         use model::create_message_request::MessageReplyOption;

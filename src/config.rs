@@ -127,6 +127,11 @@ pub struct AppSettings {
     pub button_text: String,
     /// The URL the button opens.
     pub button_url: String,
+    /// The label of the card's action button; a click updates the card.
+    pub action_button_text: String,
+    /// What the card says once the action button was clicked; `{name}` is
+    /// the person who clicked.
+    pub clicked_text: String,
 }
 
 /// A setting that is missing or invalid.

@@ -42,6 +42,13 @@ impl DefaultApp {
             {
                 vec![Reply::text(&self.settings.help_text)]
             }
+            EventKind::CardClicked(action) if action.name == HELPFUL_ACTION => {
+                // The card updates in place: the app's own message, patched.
+                match event.message.as_ref().and_then(|m| m.name.clone()) {
+                    Some(name) => vec![Reply::card("reply", self.clicked_card(event)).updating(name)],
+                    None => Vec::new(),
+                }
+            }
             EventKind::RemovedFromSpace => {
                 tracing::info!(space = %event.space.name, "removed from space; no reply possible");
                 Vec::new()
@@ -99,14 +106,49 @@ impl DefaultApp {
                 card::OnClick::new()
                     .set_open_link(card::OpenLink::new().set_url(self.settings.button_url.clone())),
             );
+        let helpful = card::Button::new()
+            .set_text(self.settings.action_button_text.clone())
+            .set_on_click(
+                card::OnClick::new()
+                    .set_action(card::Action::new().set_function(HELPFUL_ACTION)),
+            );
         Card::new()
             .set_header(header)
             .set_sections([card::card::Section::new().set_widgets([
                 card::Widget::new().set_text_paragraph(card::TextParagraph::new().set_text(text)),
-                card::Widget::new().set_button_list(card::ButtonList::new().set_buttons([button])),
+                card::Widget::new()
+                    .set_button_list(card::ButtonList::new().set_buttons([button, helpful])),
+            ])])
+    }
+
+    /// The card after its action button was clicked.
+    fn clicked_card(&self, event: &Event) -> Card {
+        let name = event
+            .sender()
+            .and_then(|u| u.display_name.as_deref())
+            .unwrap_or("Someone");
+        let text = self
+            .settings
+            .clicked_text
+            .replace("{name}", &quote(name, MAX_NAME_CHARS));
+        Card::new()
+            .set_header(
+                card::card::CardHeader::new()
+                    .set_title(self.settings.card_subtitle.clone())
+                    .set_subtitle("updated"),
+            )
+            .set_sections([card::card::Section::new().set_widgets([
+                card::Widget::new().set_decorated_text(
+                    card::DecoratedText::new()
+                        .set_top_label("Feedback")
+                        .set_text(text),
+                ),
             ])])
     }
 }
+
+/// The function of the card's action button.
+const HELPFUL_ACTION: &str = "helpful";
 
 /// How much of the user's text the card quotes: a card holds at most 32 KB,
 /// and a message may carry 32,000 bytes of text.

@@ -72,6 +72,14 @@ impl SpaceName {
     }
 }
 
+impl MessageName {
+    /// The space the message is in: `spaces/S` of `spaces/S/messages/M`.
+    pub fn space(&self) -> SpaceName {
+        let space = self.0.split('/').take(2).collect::<Vec<_>>().join("/");
+        SpaceName(space)
+    }
+}
+
 /// A resource name that does not have the expected shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind}: {value:?}")]

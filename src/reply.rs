@@ -2,7 +2,7 @@
 //! any Chat client in sight. The worker derives each reply's message ID and
 //! hands the reply to [`crate::chat`].
 
-use crate::names::SpaceName;
+use crate::names::{MessageName, SpaceName};
 pub use google_apps_card_v1::model::Card;
 
 /// One message to post in answer to an event.
@@ -17,6 +17,9 @@ pub struct Reply {
     pub thread: ReplyThread,
     /// Another space to post in; `None` means the event's space.
     pub space: Option<SpaceName>,
+    /// Replace this message of the app's (its text and cards) instead of
+    /// posting a new one: how a card updates in place after a click.
+    pub update: Option<MessageName>,
 }
 
 /// Where a reply goes within its space.
@@ -60,6 +63,13 @@ impl Reply {
     /// Posts the reply in the app-owned thread `key`.
     pub fn in_thread_key(mut self, key: impl Into<String>) -> Self {
         self.thread = ReplyThread::Key(key.into());
+        self
+    }
+
+    /// Replaces the app's message `name` (text and cards) with this reply,
+    /// for example the card whose button was clicked.
+    pub fn updating(mut self, name: MessageName) -> Self {
+        self.update = Some(name);
         self
     }
 

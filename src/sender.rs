@@ -5,6 +5,8 @@
 //! Knows the Chat client's result types; knows nothing of Pub/Sub.
 
 use crate::chat::{ChatClient, Created, NewMessage, SendError};
+use crate::names::{MessageName, SpaceName};
+use crate::reply::Card;
 use crate::config::ChatSettings;
 use crate::metrics::Metrics;
 use crate::quota::WriteQuota;
@@ -87,12 +89,32 @@ impl Sender {
     /// Creates `message`, waiting for a quota slot before each attempt and
     /// retrying transient failures. The error is the last attempt's.
     pub async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
+        self.write(&message.space, || self.chat.create(message)).await
+    }
+
+    /// Replaces the text and cards of the app's message `name`, like
+    /// [`Sender::create`] (an update is a write, within the same quotas).
+    pub async fn update(
+        &self,
+        name: &MessageName,
+        text: Option<&str>,
+        cards: &[(String, Card)],
+    ) -> Result<Created, SendError> {
+        self.write(&name.space(), || self.chat.update(name, text, cards))
+            .await
+    }
+
+    async fn write<F, Fut>(&self, space: &SpaceName, call: F) -> Result<Created, SendError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Created, SendError>>,
+    {
         let mut delays = self.policy.delays();
         let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
-            self.quota.acquire(&message.space).await;
-            let error = match self.chat.create(message).await {
+            self.quota.acquire(space).await;
+            let error = match call().await {
                 Err(e @ SendError::Transient { .. }) => e,
                 done => return done,
             };
@@ -103,7 +125,7 @@ impl Sender {
                 return Err(error);
             };
             tracing::debug!(
-                space = %message.space,
+                space = %space,
                 attempt,
                 delay = ?delay,
                 error = %error,

@@ -283,8 +283,19 @@ async fn handle<A: App>(
     let identity = event.identity().unwrap_or_else(|| format!("pubsub/{id}"));
     let mut permanent = None;
     for (index, reply) in replies.into_iter().enumerate() {
-        let message = new_message(event, reply, reply_id(&identity, index));
-        match shared.sender.create(&message).await {
+        let sent = match &reply.update {
+            Some(name) => {
+                shared
+                    .sender
+                    .update(name, reply.text.as_deref(), &reply.cards)
+                    .await
+            }
+            None => {
+                let message = new_message(event, reply, reply_id(&identity, index));
+                shared.sender.create(&message).await
+            }
+        };
+        match sent {
             Ok(Created::Message(_)) => shared.metrics.reply_created(),
             Ok(Created::AlreadyExists) => {
                 tracing::debug!(message_id = %id, index, "reply already created by an earlier delivery");
