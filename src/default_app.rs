@@ -45,7 +45,9 @@ impl DefaultApp {
             EventKind::CardClicked(action) if action.name == HELPFUL_ACTION => {
                 // The card updates in place: the app's own message, patched.
                 match event.message.as_ref().and_then(|m| m.name.clone()) {
-                    Some(name) => vec![Reply::card("reply", self.clicked_card(event)).updating(name)],
+                    Some(name) => {
+                        vec![Reply::card("reply", self.clicked_card(event)).updating(name)]
+                    }
                     None => Vec::new(),
                 }
             }
@@ -109,8 +111,7 @@ impl DefaultApp {
         let helpful = card::Button::new()
             .set_text(self.settings.action_button_text.clone())
             .set_on_click(
-                card::OnClick::new()
-                    .set_action(card::Action::new().set_function(HELPFUL_ACTION)),
+                card::OnClick::new().set_action(card::Action::new().set_function(HELPFUL_ACTION)),
             );
         Card::new()
             .set_header(header)
@@ -137,13 +138,12 @@ impl DefaultApp {
                     .set_title(self.settings.card_subtitle.clone())
                     .set_subtitle("updated"),
             )
-            .set_sections([card::card::Section::new().set_widgets([
-                card::Widget::new().set_decorated_text(
+            .set_sections([card::card::Section::new().set_widgets([card::Widget::new()
+                .set_decorated_text(
                     card::DecoratedText::new()
                         .set_top_label("Feedback")
                         .set_text(text),
-                ),
-            ])])
+                )])])
     }
 }
 

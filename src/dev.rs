@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 pub const PROJECT: &str = "chatworker-dev";
 /// The local topic Chat's events go to.
 pub const TOPIC: &str = "projects/chatworker-dev/topics/chat-events";
-/// The worker's subscription to it.
-pub const SUBSCRIPTION: &str = "projects/chatworker-dev/subscriptions/chatworker";
+/// The worker's subscription to it, one per run (the process ID follows),
+/// so that a shared emulator hands this run nothing left over from another.
+pub const SUBSCRIPTION_PREFIX: &str = "projects/chatworker-dev/subscriptions/chatworker-";
 
 /// How `dev` runs.
 #[derive(Clone, Debug)]
@@ -89,7 +90,8 @@ pub async fn run<A: App>(
 ) -> Result<(), DevError> {
     let mut settings = Settings::load(options.config.as_deref())?;
     let emulator = Emulator::ensure(settings.pubsub.emulator_host.clone()).await?;
-    create_topic_and_subscription(&emulator.host).await?;
+    let subscription = format!("{SUBSCRIPTION_PREFIX}{}", std::process::id());
+    create_topic_and_subscription(&emulator.host, &subscription).await?;
 
     let dir = std::env::temp_dir().join(format!("chatworker-dev-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
@@ -130,7 +132,7 @@ pub async fn run<A: App>(
         let _ = sim_stopped.await;
     }));
 
-    settings.pubsub.subscription = SUBSCRIPTION.into();
+    settings.pubsub.subscription = subscription.clone();
     settings.pubsub.emulator_host = Some(emulator.host.clone());
     settings.chat.endpoint = format!("http://{addr}");
     settings.chat.credentials_file = key_path.display().to_string();
@@ -147,6 +149,11 @@ pub async fn run<A: App>(
     let result = crate::worker::run(settings, app, shutdown).await;
     let _ = stop_sim.send(());
     let _ = sim.await;
+    // Best effort: a shared emulator keeps no subscription of ours.
+    let _ = reqwest::Client::new()
+        .delete(format!("http://{}/v1/{subscription}", emulator.host))
+        .send()
+        .await;
     drop(emulator);
     result.map(|_| ()).map_err(DevError::from)
 }
@@ -161,7 +168,7 @@ impl Drop for RemoveOnDrop {
 
 /// Creates the topic and subscription through the emulator's REST API;
 /// both may exist already.
-async fn create_topic_and_subscription(host: &str) -> Result<(), DevError> {
+async fn create_topic_and_subscription(host: &str, subscription: &str) -> Result<(), DevError> {
     let http = reqwest::Client::new();
     let put = |path: &str, body: serde_json::Value| {
         http.put(format!("http://{host}/v1/{path}"))
@@ -171,7 +178,7 @@ async fn create_topic_and_subscription(host: &str) -> Result<(), DevError> {
     for (path, body) in [
         (TOPIC, json!({})),
         (
-            SUBSCRIPTION,
+            subscription,
             json!({"topic": TOPIC, "ackDeadlineSeconds": 30}),
         ),
     ] {

@@ -5,11 +5,11 @@
 //! Knows the Chat client's result types; knows nothing of Pub/Sub.
 
 use crate::chat::{ChatClient, Created, NewMessage, SendError};
-use crate::names::{MessageName, SpaceName};
-use crate::reply::Card;
 use crate::config::ChatSettings;
 use crate::metrics::Metrics;
+use crate::names::{MessageName, SpaceName};
 use crate::quota::WriteQuota;
+use crate::reply::Card;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,7 +89,8 @@ impl Sender {
     /// Creates `message`, waiting for a quota slot before each attempt and
     /// retrying transient failures. The error is the last attempt's.
     pub async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
-        self.write(&message.space, || self.chat.create(message)).await
+        self.write(&message.space, || self.chat.create(message))
+            .await
     }
 
     /// Replaces the text and cards of the app's message `name`, like

@@ -38,8 +38,8 @@ async fn googles_python_client_works_against_the_simulator() {
     ] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
     }
-    // The simulator saw the client's own wire format (its update_message
-    // sends PUT, the `update` binding; Rust's client sends PATCH).
+    // The simulator saw the client's own wire format (update_message sends
+    // PUT, the `update` binding, as Google's Rust client does too).
     let calls = sim.calls().await;
     let methods: Vec<&str> = calls.iter().filter_map(|c| c["method"].as_str()).collect();
     for method in ["POST", "GET", "PUT", "DELETE"] {

@@ -42,6 +42,7 @@ pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/playground") }))
         .route("/playground", get(|| async { Html(PAGE) }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/_sim/playground/config", get(config))
         .route("/_sim/playground/act", post(act))
         .route("/_sim/stream", get(stream))
