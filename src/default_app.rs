@@ -253,4 +253,29 @@ mod tests {
         assert!(replies("classic/removed_from_space.json").is_empty());
         assert!(replies("classic/future_event_type.json").is_empty());
     }
+
+    #[test]
+    fn the_helpful_button_updates_the_clicked_card_in_place() {
+        let path = format!(
+            "{}/tests/fixtures/events/classic/card_clicked.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+        event["action"]["actionMethodName"] = "helpful".into();
+        let event = decode(&serde_json::to_vec(&event).expect("json")).expect("decodes");
+        let r = app().replies(&event);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].update.as_ref().map(|n| n.as_str()),
+            Some("spaces/AAAAtest/messages/CARD1.CARD1")
+        );
+        let json = serde_json::to_string(&r[0].cards[0].1).expect("serializes");
+        assert!(
+            json.contains("Ada Lovelace marked this answer as helpful."),
+            "{json}"
+        );
+        // Other actions are not ours: no reply.
+        assert!(replies("classic/card_clicked.json").is_empty());
+    }
 }
