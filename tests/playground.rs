@@ -83,6 +83,7 @@ fn the_playground_works_in_chromium() {
         "card rendered with the sender's name",
         "api call shown",
         "card updated in place",
+        "refused reply shown in its thread",
         "second thread answered",
         "screenshot saved",
     ] {

@@ -72,6 +72,9 @@ pub struct CallRecord {
     /// The error message answered, for a failed call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The thread a create call asked for, when it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
 }
 
 /// The gRPC status name Google's errors carry for an HTTP status.
@@ -637,7 +640,23 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
             latency_ms: 0.0,
             fault: None,
             error: None,
+            thread: None,
         },
+    };
+    // A create names its thread in the body: keep it with the call, so that
+    // a refused reply (no message came of it) can be shown in its thread.
+    let request = if request.method() == Method::POST && pending.record.path.ends_with("/messages")
+    {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 << 20)
+            .await
+            .unwrap_or_default();
+        pending.record.thread = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["thread"]["name"].as_str().map(str::to_owned));
+        Request::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        request
     };
     let verdict = lock(&state.faults).judge(call_kind(request.method(), &pending.record.path));
     let (response, fault) = match verdict.fail {

@@ -44,6 +44,14 @@ try {
   await page.locator("[data-testid=app-message] .calls", { hasText: /(PUT|PATCH) \/v1\/spaces\/PLAYGROUND\/messages\// }).first().waitFor({ timeout: 10000 });
   step("card updated in place");
 
+  // A reply the simulator refuses shows in its thread, with the error.
+  const origin = new URL(url).origin;
+  await page.request.post(`${origin}/_sim/control`, { data: { failNext: 1, failStatus: 400 } });
+  await page.fill("[data-testid=composer]", "This reply will be refused");
+  await page.click("[data-testid=send]");
+  await page.locator(".thread", { hasText: "This reply will be refused" }).locator("[data-testid=refused]", { hasText: "400" }).waitFor({ timeout: 60000 });
+  step("refused reply shown in its thread");
+
   await page.fill("[data-testid=composer]", "And a second thread");
   await page.click("[data-testid=send]");
   await page.locator("[data-testid=app-message] [data-testid=card]", { hasText: "You said: And a second thread" }).waitFor({ timeout: 60000 });
