@@ -85,6 +85,7 @@ fn the_playground_works_in_chromium() {
         "card updated in place",
         "refused reply shown in its thread",
         "second thread answered",
+        "every widget drawn",
         "screenshot saved",
     ] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}");

@@ -57,6 +57,32 @@ try {
   await page.locator("[data-testid=app-message] [data-testid=card]", { hasText: "You said: And a second thread" }).waitFor({ timeout: 60000 });
   step("second thread answered");
 
+  // Every widget the playground draws, and the fallback for one it does not.
+  const rich = {
+    cardsV2: [{ cardId: "rich", card: {
+      header: { title: "Rich card", subtitle: "all widgets", imageUrl: "data:image/gif;base64,R0lGODlhAQABAAAAACw=", imageType: "CIRCLE" },
+      sections: [
+        { header: "Section one", widgets: [
+          { decoratedText: { topLabel: "Top", text: "Decorated", bottomLabel: "Bottom", startIcon: { knownIcon: "STAR" } } },
+          { image: { imageUrl: "data:image/gif;base64,R0lGODlhAQABAAAAACw=", altText: "pixel" } },
+          { divider: {} },
+          { columns: { columnItems: [{ widgets: [{ textParagraph: { text: "Left column" } }] }, { widgets: [{ textParagraph: { text: "Right column" } }] }] } },
+          { grid: { title: "A grid", columnCount: 2, items: [{ title: "Cell A" }, { title: "Cell B" }] } },
+          { selectionInput: { name: "pick", label: "Pick one", type: "DROPDOWN", items: [{ text: "x", value: "x" }] } },
+        ] },
+      ],
+    } }],
+    sender: { name: "users/app", displayName: "Some app", type: "BOT" },
+  };
+  await page.request.post(`${origin}/_sim/spaces/PLAYGROUND/messages`, { data: rich });
+  const drawn = page.locator("[data-card-id=rich]");
+  await drawn.waitFor({ timeout: 10000 });
+  for (const selector of [".card-header img.circle", ".decorated .top", ".widget img", "hr.divider", ".columns > div", ".grid .item", ".fallback"]) {
+    if (await drawn.locator(selector).count() === 0) throw new Error(`the rich card has no ${selector}`);
+  }
+  if (!(await drawn.locator(".fallback").innerText()).includes("selectionInput")) throw new Error("the fallback does not name the widget");
+  step("every widget drawn");
+
   await page.screenshot({ path: screenshot, fullPage: false });
   step("screenshot saved");
 } finally {
