@@ -58,6 +58,7 @@ pub mod sender;
 pub mod settle;
 pub mod sim;
 pub mod source;
+pub mod text;
 pub mod worker;
 
 pub use app::{App, HandlerError};

@@ -291,8 +291,15 @@ async fn handle<A: App>(
                     .await
             }
             None => {
-                let message = new_message(event, reply, reply_id(&identity, index));
-                shared.sender.create(&message).await
+                let mut result = Ok(Created::AlreadyExists);
+                // Text too long for one message goes out in several, in order.
+                for message in new_messages(event, reply, &identity, index) {
+                    result = shared.sender.create(&message).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
             }
         };
         match sent {
@@ -326,6 +333,48 @@ async fn handle<A: App>(
             (Outcome::Delivered, String::new())
         }
     }
+}
+
+/// The messages of one reply: one, or several in the same thread when its
+/// text is longer than a message may carry (cards go with the last part).
+/// Part 0 keeps the reply's ID; part k's ID derives from the identity and k.
+fn new_messages(event: &Event, reply: Reply, identity: &str, index: usize) -> Vec<NewMessage> {
+    let text = reply.text.clone().unwrap_or_default();
+    let parts = crate::text::split(&text, crate::text::MAX_MESSAGE_TEXT_BYTES);
+    if parts.len() <= 1 {
+        return vec![new_message(event, reply, reply_id(identity, index))];
+    }
+    let first = new_message(event, reply, reply_id(identity, index));
+    // A reply that starts a thread: the parts share a key, so that the
+    // first part starts the thread and the others follow it there.
+    let thread = match &first.thread {
+        Threading::New => Threading::Key(
+            first
+                .id
+                .as_ref()
+                .map_or_else(String::new, |id| id.as_str().to_owned()),
+        ),
+        other => other.clone(),
+    };
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(k, part)| NewMessage {
+            space: first.space.clone(),
+            id: Some(match k {
+                0 => reply_id(identity, index),
+                k => reply_id(&format!("{identity}#part{k}"), index),
+            }),
+            text: Some((*part).to_owned()),
+            cards: if k == last {
+                first.cards.clone()
+            } else {
+                Vec::new()
+            },
+            thread: thread.clone(),
+        })
+        .collect()
 }
 
 fn new_message(event: &Event, reply: Reply, id: crate::names::ClientMessageId) -> NewMessage {
@@ -364,6 +413,30 @@ mod tests {
     fn threading(reply: Reply) -> (SpaceName, Threading) {
         let message = new_message(&event(), reply, reply_id("x", 0));
         (message.space, message.thread)
+    }
+
+    #[test]
+    fn long_text_is_split_in_one_thread_with_distinct_stable_ids() {
+        let long = format!("{}\n{}", "a".repeat(31_000), "b".repeat(5_000));
+        let parts = new_messages(&event(), Reply::text(&long), "id", 0);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            parts[0].id,
+            Some(reply_id("id", 0)),
+            "part 0 keeps the reply's ID"
+        );
+        assert_ne!(parts[0].id, parts[1].id);
+        let again = new_messages(&event(), Reply::text(&long), "id", 0);
+        assert_eq!(parts[1].id, again[1].id);
+        assert!(matches!(&parts[1].thread, Threading::Reply(_)));
+        let texts: String = parts.iter().filter_map(|p| p.text.clone()).collect();
+        assert_eq!(texts, long);
+        // A new thread: the parts share a key, so they stay together.
+        let parts = new_messages(&event(), Reply::text(&long).in_new_thread(), "id", 0);
+        assert!(
+            matches!(&parts[0].thread, Threading::Key(k) if Some(k.as_str()) == parts[0].id.as_ref().map(|i| i.as_str()))
+        );
+        assert_eq!(parts[0].thread, parts[1].thread);
     }
 
     #[test]
