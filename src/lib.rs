@@ -42,6 +42,7 @@
 //! `ARCHITECTURE.md`.
 
 pub mod app;
+pub mod card;
 pub mod chat;
 pub mod cli;
 pub mod config;

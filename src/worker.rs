@@ -283,6 +283,17 @@ async fn handle<A: App>(
     let identity = event.identity().unwrap_or_else(|| format!("pubsub/{id}"));
     let mut permanent = None;
     for (index, reply) in replies.into_iter().enumerate() {
+        // A card Chat would refuse is reported here, with where the bulk is,
+        // rather than as a bare 400.
+        if let Some(e) = reply
+            .cards
+            .iter()
+            .find_map(|(_, c)| crate::card::check(c).err())
+        {
+            tracing::warn!(message_id = %id, kind, index, error = %e, "reply rejected before sending");
+            permanent = Some(e.to_string());
+            continue;
+        }
         let sent = match &reply.update {
             Some(name) => {
                 shared
