@@ -302,15 +302,23 @@ async fn handle<A: App>(
                     .await
             }
             None => {
+                // Text too long for one message goes out in several, in
+                // order; all but the last are counted here.
+                let mut parts = new_messages(event, reply, &identity, index);
+                let last = parts.pop().expect("at least one message");
                 let mut result = Ok(Created::AlreadyExists);
-                // Text too long for one message goes out in several, in order.
-                for message in new_messages(event, reply, &identity, index) {
-                    result = shared.sender.create(&message).await;
-                    if result.is_err() {
-                        break;
+                for message in &parts {
+                    result = shared.sender.create(message).await;
+                    match &result {
+                        Ok(Created::Message(_)) => shared.metrics.reply_created(),
+                        Ok(Created::AlreadyExists) => shared.metrics.reply_already_existed(),
+                        Err(_) => break,
                     }
                 }
-                result
+                match result {
+                    Ok(_) => shared.sender.create(&last).await,
+                    failed => failed,
+                }
             }
         };
         match sent {
