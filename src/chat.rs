@@ -181,6 +181,23 @@ impl ChatClient {
         }
     }
 
+    /// Deletes the app's message `name`. A message already gone (404) counts
+    /// as deleted, so that a retried delete succeeds.
+    pub async fn delete(&self, name: &crate::names::MessageName) -> Result<(), SendError> {
+        match self
+            .inner
+            .delete_message()
+            .set_name(name.as_str())
+            .with_attempt_timeout(self.timeout)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.http_status_code() == Some(404) => Ok(()),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
     /// Creates one message.
     pub async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
         use model::create_message_request::MessageReplyOption;

@@ -165,7 +165,11 @@ fn quote(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 }
 
 impl App for DefaultApp {
-    async fn handle(&self, event: &Event) -> Result<Vec<Reply>, HandlerError> {
+    async fn handle(
+        &self,
+        _ctx: &crate::context::Context<'_>,
+        event: &Event,
+    ) -> Result<Vec<Reply>, HandlerError> {
         Ok(self.replies(event))
     }
 }

@@ -8,7 +8,7 @@
 //! ```no_run
 //! # struct MyApp;
 //! # impl chatworker::app::App for MyApp {
-//! #     async fn handle(&self, _: &chatworker::event::Event)
+//! #     async fn handle(&self, _: &chatworker::context::Context<'_>, _: &chatworker::event::Event)
 //! #         -> Result<Vec<chatworker::reply::Reply>, chatworker::app::HandlerError> { Ok(vec![]) }
 //! # }
 //! #[tokio::main]

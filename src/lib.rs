@@ -12,13 +12,14 @@
 //! ```no_run
 //! use chatworker::app::{App, HandlerError};
 //! use chatworker::config::Settings;
+//! use chatworker::context::Context;
 //! use chatworker::event::{Event, EventKind};
 //! use chatworker::reply::Reply;
 //!
 //! struct Echo;
 //!
 //! impl App for Echo {
-//!     async fn handle(&self, event: &Event) -> Result<Vec<Reply>, HandlerError> {
+//!     async fn handle(&self, _ctx: &Context<'_>, event: &Event) -> Result<Vec<Reply>, HandlerError> {
 //!         Ok(match (&event.kind, &event.message) {
 //!             (EventKind::Message, Some(message)) => vec![Reply::text(format!("You said: {}", message.text))],
 //!             (EventKind::AddedToSpace, _) => vec![Reply::text("Hello!").in_new_thread()],
@@ -46,6 +47,7 @@ pub mod card;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod default_app;
 pub mod dev;
 pub mod dispatch;

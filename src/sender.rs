@@ -105,6 +105,18 @@ impl Sender {
             .await
     }
 
+    /// Deletes the app's message `name`, like [`Sender::create`].
+    pub async fn delete(&self, name: &MessageName) -> Result<(), SendError> {
+        self.write(&name.space(), || async {
+            self.chat
+                .delete(name)
+                .await
+                .map(|()| Created::AlreadyExists)
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn write<F, Fut>(&self, space: &SpaceName, call: F) -> Result<Created, SendError>
     where
         F: Fn() -> Fut,

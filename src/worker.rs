@@ -8,8 +8,9 @@
 //! acks and returns.
 
 use crate::app::{App, HandlerError};
-use crate::chat::{ChatClient, Created, NewMessage, SendError, Threading};
+use crate::chat::{ChatClient, NewMessage, SendError, Threading};
 use crate::config::Settings;
+use crate::context::Context;
 use crate::dispatch::Dispatcher;
 use crate::event::{DecodeError, Event, EventKind, UserKind, decode};
 use crate::ids::reply_id;
@@ -262,10 +263,18 @@ async fn handle<A: App>(
     if let EventKind::Unknown { type_name } = &event.kind {
         tracing::warn!(message_id = %id, type_name, "event type unknown to this version");
     }
-    let replies = match shared.app.handle(event).await {
+    let identity = event.identity().unwrap_or_else(|| format!("pubsub/{id}"));
+    let ctx = Context::new(&shared.sender, event, identity, shared.metrics.clone());
+    let replies = match shared.app.handle(&ctx, event).await {
         Ok(replies) => replies,
         Err(HandlerError::Transient(e)) => {
-            tracing::warn!(message_id = %id, kind, error = %e, "handler failed; will retry");
+            tracing::warn!(
+                message_id = %id,
+                kind,
+                delivery_attempt = delivery.delivery_attempt(),
+                error = %e,
+                "handler failed; nacked for redelivery"
+            );
             return (Outcome::Transient, e);
         }
         Err(HandlerError::Permanent(e)) => {
@@ -273,60 +282,18 @@ async fn handle<A: App>(
             return (Outcome::Permanent("handler_permanent"), e);
         }
     };
-    if replies.is_empty() {
+    if replies.is_empty() && ctx.position() == 0 {
         let reason = match event.kind {
             EventKind::Unknown { .. } => "unknown_type",
             _ => "no_reply",
         };
         return (Outcome::Skipped(reason), String::new());
     }
-    let identity = event.identity().unwrap_or_else(|| format!("pubsub/{id}"));
     let mut permanent = None;
-    for (index, reply) in replies.into_iter().enumerate() {
-        // A card Chat would refuse is reported here, with where the bulk is,
-        // rather than as a bare 400.
-        if let Some(e) = reply
-            .cards
-            .iter()
-            .find_map(|(_, c)| crate::card::check(c).err())
-        {
-            tracing::warn!(message_id = %id, kind, index, error = %e, "reply rejected before sending");
-            permanent = Some(e.to_string());
-            continue;
-        }
-        let sent = match &reply.update {
-            Some(name) => {
-                shared
-                    .sender
-                    .update(name, reply.text.as_deref(), &reply.cards)
-                    .await
-            }
-            None => {
-                // Text too long for one message goes out in several, in
-                // order; all but the last are counted here.
-                let mut parts = new_messages(event, reply, &identity, index);
-                let last = parts.pop().expect("at least one message");
-                let mut result = Ok(Created::AlreadyExists);
-                for message in &parts {
-                    result = shared.sender.create(message).await;
-                    match &result {
-                        Ok(Created::Message(_)) => shared.metrics.reply_created(),
-                        Ok(Created::AlreadyExists) => shared.metrics.reply_already_existed(),
-                        Err(_) => break,
-                    }
-                }
-                match result {
-                    Ok(_) => shared.sender.create(&last).await,
-                    failed => failed,
-                }
-            }
-        };
-        match sent {
-            Ok(Created::Message(_)) => shared.metrics.reply_created(),
-            Ok(Created::AlreadyExists) => {
-                tracing::debug!(message_id = %id, index, "reply already created by an earlier delivery");
-                shared.metrics.reply_already_existed();
-            }
+    for reply in replies {
+        let index = ctx.position();
+        match ctx.send(reply).await {
+            Ok(_) => {}
             // Later replies wait: they must not overtake this one.
             Err(e @ SendError::Transient { .. }) => {
                 tracing::warn!(
@@ -357,7 +324,12 @@ async fn handle<A: App>(
 /// The messages of one reply: one, or several in the same thread when its
 /// text is longer than a message may carry (cards go with the last part).
 /// Part 0 keeps the reply's ID; part k's ID derives from the identity and k.
-fn new_messages(event: &Event, reply: Reply, identity: &str, index: usize) -> Vec<NewMessage> {
+pub(crate) fn new_messages(
+    event: &Event,
+    reply: Reply,
+    identity: &str,
+    index: usize,
+) -> Vec<NewMessage> {
     let text = reply.text.clone().unwrap_or_default();
     let parts = crate::text::split(&text, crate::text::MAX_MESSAGE_TEXT_BYTES);
     if parts.len() <= 1 {
