@@ -91,7 +91,7 @@ pub async fn run<A: App>(
     let mut settings = Settings::load(options.config.as_deref())?;
     let emulator = Emulator::ensure(settings.pubsub.emulator_host.clone()).await?;
     let subscription = format!("{SUBSCRIPTION_PREFIX}{}", std::process::id());
-    create_topic_and_subscription(&emulator.host, &subscription).await?;
+    create_topic_and_subscription(emulator.host(), &subscription).await?;
 
     let dir = std::env::temp_dir().join(format!("chatworker-dev-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
@@ -196,17 +196,56 @@ async fn create_topic_and_subscription(host: &str, subscription: &str) -> Result
 }
 
 /// The Pub/Sub emulator: one named by `PUBSUB_EMULATOR_HOST`, or one
-/// started here as a child process group and stopped on drop.
-struct Emulator {
+/// started here as a child process group and stopped on drop. Public for
+/// tests that need an emulator of their own (to kill and restart it).
+#[derive(Debug)]
+pub struct Emulator {
     host: String,
+    port: u16,
     child: Option<std::process::Child>,
 }
 
 impl Emulator {
-    async fn ensure(host: Option<String>) -> Result<Self, DevError> {
-        if let Some(host) = host {
-            return Ok(Self { host, child: None });
+    /// The emulator at `host` when given, else a new one.
+    pub async fn ensure(host: Option<String>) -> Result<Self, DevError> {
+        match host {
+            Some(host) => Ok(Self {
+                port: host
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0),
+                host,
+                child: None,
+            }),
+            None => Self::start().await,
         }
+    }
+
+    /// Starts a new emulator on a free loopback port and waits until it
+    /// answers.
+    pub async fn start() -> Result<Self, DevError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| DevError::Local(e.to_string()))?
+            .port();
+        let mut emulator = Self {
+            host: format!("127.0.0.1:{port}"),
+            port,
+            child: None,
+        };
+        emulator.restart().await?;
+        Ok(emulator)
+    }
+
+    /// `host:port`, as `PUBSUB_EMULATOR_HOST` takes it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Starts the emulator (again) on its port; it forgets all topics and
+    /// subscriptions when it stops.
+    pub async fn restart(&mut self) -> Result<(), DevError> {
         let launcher = launcher().ok_or_else(|| {
             DevError::Emulator(
                 "the Pub/Sub emulator is not installed. Install it with \
@@ -216,31 +255,24 @@ impl Emulator {
                     .into(),
             )
         })?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| DevError::Local(e.to_string()))?
-            .port();
         use std::os::unix::process::CommandExt;
         let child = std::process::Command::new(&launcher)
-            .args(["--host=127.0.0.1", &format!("--port={port}")])
+            .args(["--host=127.0.0.1", &format!("--port={}", self.port)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0)
             .spawn()
             .map_err(|e| DevError::Emulator(format!("cannot start {launcher}: {e}")))?;
-        let emulator = Self {
-            host: format!("127.0.0.1:{port}"),
-            child: Some(child),
-        };
-        tracing::info!(host = %emulator.host, "starting the Pub/Sub emulator");
-        let url = format!("http://{}/v1/projects/{PROJECT}/topics", emulator.host);
+        self.child = Some(child);
+        tracing::info!(host = %self.host, "starting the Pub/Sub emulator");
+        let url = format!("http://{}/v1/projects/{PROJECT}/topics", self.host);
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if reqwest::get(&url)
                 .await
                 .is_ok_and(|r| r.status().is_success())
             {
-                return Ok(emulator);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(DevError::Emulator(
@@ -250,17 +282,22 @@ impl Emulator {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+
+    /// Stops an emulator started here with `signal` (`TERM`, or `KILL` to
+    /// simulate a crash), the launcher script and its JVM together.
+    pub fn stop(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // The launcher is a script running a JVM: stop the whole group.
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-        }
+        self.stop("TERM");
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod common;
 
+use chatworker::dev::Emulator;
 use common::{Sim, Topic, Worker, emulator_host, eventually_every, message_event};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -345,15 +346,17 @@ async fn sigkill_restart() -> Report {
 ///    topics, which are created again, as an operator would).
 async fn emulator_restart() -> Report {
     let mut report = Report::new("Pub/Sub emulator restart");
-    let mut emulator = Emulator::start().await;
+    // An emulator of the scenario's own, so that killing it disturbs no
+    // other test.
+    let mut emulator = Emulator::start().await.expect("a private emulator");
     let sim = Sim::start().await;
-    let topic = Topic::fresh_on(&emulator.host, "faults-emu").await;
+    let topic = Topic::fresh_on(emulator.host(), "faults-emu").await;
     let events = Events::seed(&sim, "emu", 140, 20).await;
     let mut worker = Worker::start(
         &sim,
         &topic.subscription,
         &[
-            ("PUBSUB_EMULATOR_HOST", emulator.host.as_str()),
+            ("PUBSUB_EMULATOR_HOST", emulator.host()),
             ("CHATWORKER_PUBSUB__PROBE_INTERVAL", "1s"),
         ],
     )
@@ -368,11 +371,11 @@ async fn emulator_restart() -> Report {
     })
     .await;
     report.check(held.is_some(), "the first events never reached the worker");
-    emulator.kill();
+    emulator.stop("KILL");
     tokio::time::sleep(Duration::from_secs(5)).await;
     sim.set_latency(20).await;
-    emulator.restart().await;
-    let topic = topic.recreate(&emulator.host).await;
+    emulator.restart().await.expect("the emulator restarts");
+    let topic = topic.recreate(emulator.host()).await;
     topic.publish_many(&events.events[40..]).await;
     events.settle(&sim, &mut report).await;
     report.took = started.elapsed();
@@ -534,86 +537,6 @@ async fn quota_burst() -> Report {
         worker.counter("quota_waits")
     ));
     report
-}
-
-// ------------------------------------------------------ a private emulator
-
-/// A Pub/Sub emulator of the scenario's own, so that killing it disturbs no
-/// other test.
-struct Emulator {
-    host: String,
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Emulator {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut emulator = Self {
-            host: format!("127.0.0.1:{port}"),
-            port,
-            child: None,
-        };
-        emulator.restart().await;
-        emulator
-    }
-
-    async fn restart(&mut self) {
-        use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new(launcher())
-            .args(["--host=127.0.0.1", &format!("--port={}", self.port)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start the Pub/Sub emulator");
-        self.child = Some(child);
-        let url = format!("http://{}/v1/projects/ready/topics", self.host);
-        let up = eventually(Duration::from_secs(90), || async {
-            let ok = reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            ok.then_some(())
-        })
-        .await;
-        assert!(up.is_some(), "the private emulator did not start");
-    }
-
-    /// SIGKILL to the emulator's whole process group (the launcher and its JVM).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let group = format!("-{}", child.id());
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &group])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The emulator's launcher: `PUBSUB_EMULATOR_LAUNCHER` (set by
-/// `scripts/test`), else found through `gcloud info`.
-fn launcher() -> String {
-    if let Ok(path) = std::env::var("PUBSUB_EMULATOR_LAUNCHER")
-        && !path.is_empty()
-    {
-        return path;
-    }
-    let out = std::process::Command::new("gcloud")
-        .args(["info", "--format=value(installation.sdk_root)"])
-        .output()
-        .expect("gcloud, to find the Pub/Sub emulator");
-    let root = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    format!("{root}/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
 }
 
 // ------------------------------------------------------------------- driver

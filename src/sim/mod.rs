@@ -269,9 +269,7 @@ async fn create_message(
         Ok(p) => p,
         Err(r) => return refused(r),
     };
-    let method = schema::method("spaces", "messages", "create")
-        .expect("create is in the discovery document");
-    let query = match schema::check_query(method, &query) {
+    let query = match method_query("create", &query) {
         Ok(q) => q,
         Err(e) => return invalid(e),
     };
@@ -289,19 +287,13 @@ async fn create_message(
         Ok(b) => b,
         Err(e) => return invalid(e),
     };
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty())
-    };
+    let owned = |name: &str| param(&query, name).map(str::to_owned);
     let request = CreateRequest {
         space: format!("spaces/{space}"),
-        message_id: param("messageId"),
-        request_id: param("requestId"),
-        reply_option: param("messageReplyOption").unwrap_or_default(),
-        thread_key: param("threadKey"),
+        message_id: owned("messageId"),
+        request_id: owned("requestId"),
+        reply_option: owned("messageReplyOption").unwrap_or_default(),
+        thread_key: owned("threadKey"),
         body: body.clone(),
         sender: app_sender(&principal),
     };
