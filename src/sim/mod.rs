@@ -273,17 +273,7 @@ async fn create_message(
         Ok(q) => q,
         Err(e) => return invalid(e),
     };
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                format!("Invalid JSON payload received. {e}"),
-            );
-        }
-    };
-    let body = match schema::check_body("Message", &body, "message") {
+    let body = match message_body(&body) {
         Ok(b) => b,
         Err(e) => return invalid(e),
     };
@@ -317,6 +307,16 @@ fn method_query(
     let method = schema::method("spaces", "messages", name)
         .unwrap_or_else(|| panic!("{name} is in the discovery document"));
     schema::check_query(method, query)
+}
+
+/// A request body that must be a Message: parsed, checked against the
+/// discovery document, enums normalized to names.
+fn message_body(body: &[u8]) -> Result<Value, schema::Invalid> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| schema::Invalid {
+        field: "message".into(),
+        description: format!("Invalid JSON payload received. {e}"),
+    })?;
+    schema::check_body("Message", &value, "message")
 }
 
 fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -379,17 +379,7 @@ async fn update_message(
         Ok(q) => q,
         Err(e) => return invalid(e),
     };
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                format!("Invalid JSON payload received. {e}"),
-            );
-        }
-    };
-    let body = match schema::check_body("Message", &body, "message") {
+    let body = match message_body(&body) {
         Ok(b) => b,
         Err(e) => return invalid(e),
     };
