@@ -606,6 +606,14 @@ impl Drop for Pending {
     }
 }
 
+/// Reads a body of at most `limit` bytes, returning it intact for passing
+/// on, and its JSON when it is JSON.
+async fn peek_json(body: axum::body::Body, limit: usize) -> (axum::body::Body, Option<Value>) {
+    let bytes = axum::body::to_bytes(body, limit).await.unwrap_or_default();
+    let json = serde_json::from_slice(&bytes).ok();
+    (axum::body::Body::from(bytes), json)
+}
+
 async fn record_call(State(state): State<Shared>, request: Request, next: Next) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let started = Instant::now();
@@ -630,13 +638,9 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
     let request = if request.method() == Method::POST && pending.record.path.ends_with("/messages")
     {
         let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, 64 << 20)
-            .await
-            .unwrap_or_default();
-        pending.record.thread = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["thread"]["name"].as_str().map(str::to_owned));
-        Request::from_parts(parts, axum::body::Body::from(bytes))
+        let (body, json) = peek_json(body, 64 << 20).await;
+        pending.record.thread = json.and_then(|v| v["thread"]["name"].as_str().map(str::to_owned));
+        Request::from_parts(parts, body)
     } else {
         request
     };
@@ -668,13 +672,9 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
         // Keep Google's error message next to the call (what the playground
         // shows beside a message); error bodies are small JSON.
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, 1 << 20)
-            .await
-            .unwrap_or_default();
-        pending.record.error = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
-        Response::from_parts(parts, axum::body::Body::from(bytes))
+        let (body, json) = peek_json(body, 1 << 20).await;
+        pending.record.error = json.and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+        Response::from_parts(parts, body)
     } else {
         response
     };
