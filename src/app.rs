@@ -1,51 +1,661 @@
-//! The seam between the worker and the app: an [`App`] turns one [`Event`] into
-//! the replies to send. It sees domain types only, never Pub/Sub or HTTP.
+//! The app builder: typed async handlers registered per kind of event, a
+//! default handler, an error hook, middleware and shared state. An [`App`]
+//! is a [`Service`], so the worker, `chatworker dev` and the tests run it
+//! like any other.
+//!
+//! ```no_run
+//! use chatworker::{App, Command, Context, HandlerError, Message, Reply};
+//!
+//! struct Counter(std::sync::atomic::AtomicU64);
+//!
+//! async fn echo(_ctx: Context<Counter>, message: Message) -> Reply {
+//!     Reply::text(format!("You said: {}", message.text))
+//! }
+//!
+//! async fn count(ctx: Context<Counter>, _command: Command) -> Result<Reply, HandlerError> {
+//!     let n = ctx.state().0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+//!     Ok(Reply::text(format!("Counted {n}.")))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     let app = App::with_state(Counter(0.into()))
+//!         .message(echo)
+//!         .command("/count", count)
+//!         .added(|_ctx, _added| async { Reply::text("Hello! Try /count.").in_new_thread() });
+//!     chatworker::run(app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How an event finds its handler
+//!
+//! | Event | Tried in order |
+//! |---|---|
+//! | `MESSAGE` with a slash command | [`App::command`] by name, [`App::command_id`] by ID, [`App::app_command`] |
+//! | `MESSAGE` | [`App::message_matching`] patterns in the order registered, then [`App::message`] |
+//! | `APP_COMMAND` (slash, quick command) | [`App::command_id`], [`App::command`] when the message names it, [`App::app_command`] |
+//! | `ADDED_TO_SPACE` | [`App::added`] |
+//! | `REMOVED_FROM_SPACE` | [`App::removed`] |
+//! | `CARD_CLICKED` | [`App::action`] by type, [`App::action_named`] by name |
+//! | `WIDGET_UPDATED` | [`App::widget_updated`] by name |
+//!
+//! Anything else, and anything no handler matched, goes to
+//! [`App::fallback`]; without one it is acked and counted as `no_handler`
+//! (`unknown_type` for event types this version does not know).
+//! Registering the same command, ID or action again replaces the handler.
+//!
+//! Before routing, messages sent by other apps are skipped (two apps
+//! answering each other would never stop; [`App::answer_bots`] turns that
+//! off), then the [`Layer`]s run, outermost first. A handler's error goes
+//! to [`App::on_error`] when one is set, then to the worker, which nacks a
+//! transient error for redelivery and acks (or dead-letters) a permanent
+//! one.
 
+use crate::action::{CardAction, from_parameters};
 use crate::context::Context;
-use crate::event::Event;
+use crate::event::{Action, AppCommandType, Event, EventKind, Message, Space, UserKind};
+use crate::middleware::{AllowList, Layer, Next};
+use crate::names::MessageName;
 use crate::reply::Reply;
+use crate::service::{HandlerError, Service};
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
-/// A Chat app: given an event, the replies to send (possibly none).
-///
-/// The worker calls `handle` once per delivery, in order within a thread.
-/// The replies returned are sent after the handler finishes; `ctx` sends
-/// during it (a placeholder before slow work, then an update). A delivery
-/// may repeat (Pub/Sub delivers at least once), so `handle` should send and
-/// return the same things in the same order for the same event: each message
-/// gets an ID derived from the event and its position, and Chat refuses a
-/// second message with the same ID.
-pub trait App: Send + Sync + 'static {
-    /// Handles one event.
-    fn handle(
-        &self,
-        ctx: &Context<'_>,
-        event: &Event,
-    ) -> impl Future<Output = Result<Vec<Reply>, HandlerError>> + Send;
+/// What a handler may return: nothing, a reply, several, or a `Result` of
+/// those whose error converts into a [`HandlerError`].
+pub trait IntoReplies {
+    /// The replies to send after the handler, or its failure.
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError>;
 }
 
-/// A handler's failure, and what the worker does about it.
-#[derive(Debug, thiserror::Error)]
+impl IntoReplies for () {
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError> {
+        Ok(Vec::new())
+    }
+}
+
+impl IntoReplies for Reply {
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError> {
+        Ok(vec![self])
+    }
+}
+
+impl IntoReplies for Vec<Reply> {
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError> {
+        Ok(self)
+    }
+}
+
+impl IntoReplies for Option<Reply> {
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError> {
+        Ok(self.into_iter().collect())
+    }
+}
+
+impl IntoReplies for String {
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError> {
+        Ok(vec![Reply::text(self)])
+    }
+}
+
+impl IntoReplies for &'static str {
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError> {
+        Ok(vec![Reply::text(self)])
+    }
+}
+
+impl<T: IntoReplies, E: Into<HandlerError>> IntoReplies for Result<T, E> {
+    fn into_replies(self) -> Result<Vec<Reply>, HandlerError> {
+        self.map_err(Into::into).and_then(IntoReplies::into_replies)
+    }
+}
+
+/// A message matched by a pattern, with the pattern's captures.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
-pub enum HandlerError {
-    /// Retrying cannot help: the event is acked, logged and counted (and
-    /// dead-lettered when configured).
-    #[error("handler failed permanently: {0}")]
-    Permanent(String),
-    /// A later attempt may succeed (a backend was down): the event is nacked
-    /// and Pub/Sub redelivers it.
-    #[error("handler failed, will retry: {0}")]
-    Transient(String),
+pub struct Matched {
+    /// The message.
+    pub message: Message,
+    /// Capture groups by index; 0 is the whole match.
+    pub groups: Vec<Option<String>>,
+    /// Named capture groups that matched.
+    pub named: BTreeMap<String, String>,
 }
 
-/// A failed send inside a handler fails the handler the same way, so `?`
-/// works on [`Context`] calls.
-impl From<crate::chat::SendError> for HandlerError {
-    fn from(e: crate::chat::SendError) -> Self {
-        if e.is_transient() {
-            Self::Transient(e.to_string())
-        } else {
-            Self::Permanent(e.to_string())
+impl Matched {
+    /// Capture group `i` (0: the whole match), if it matched.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.groups.get(i).and_then(|g| g.as_deref())
+    }
+
+    /// The named capture group `name`, if it matched.
+    pub fn name(&self, name: &str) -> Option<&str> {
+        self.named.get(name).map(String::as_str)
+    }
+}
+
+/// A command: a slash command typed as a message, or an `APP_COMMAND`
+/// event (slash command, quick command or message action).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Command {
+    /// The command's name as typed, for example `/ticket`, when Chat said.
+    pub name: Option<String>,
+    /// The command ID configured in the Chat API console, when Chat said.
+    pub id: Option<i64>,
+    /// How it was invoked.
+    pub kind: AppCommandType,
+    /// What followed the command, trimmed (empty when nothing did).
+    pub text: String,
+    /// The message that carried it, if any.
+    pub message: Option<Message>,
+}
+
+/// The app was added to a space.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Added {
+    /// The space.
+    pub space: Space,
+    /// The message that added it, when it was added by an @mention; it
+    /// deserves an answer too.
+    pub message: Option<Message>,
+}
+
+/// The app was removed from a space; it can no longer post there.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Removed {
+    /// The space.
+    pub space: Space,
+}
+
+/// A card click or widget update, untyped.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Click {
+    /// The action's name and parameters.
+    pub action: Action,
+    /// The card message clicked, which [`Reply::in_place`] updates.
+    pub message: Option<MessageName>,
+}
+
+type Result2 = Result<Vec<Reply>, HandlerError>;
+type Erased<S, T> = Arc<dyn Fn(Context<S>, T) -> BoxFuture<'static, Result2> + Send + Sync>;
+
+fn erase<S, T, F, Fut>(handler: F) -> Erased<S, T>
+where
+    F: Fn(Context<S>, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output: IntoReplies> + Send + 'static,
+{
+    Arc::new(move |ctx, input| {
+        let fut = handler(ctx, input);
+        Box::pin(async move { fut.await.into_replies() })
+    })
+}
+
+/// A Chat app: handlers for the events it answers, middleware, and state
+/// `S` shared by every handler. See the [module documentation](self) for
+/// how an event finds its handler.
+pub struct App<S = ()> {
+    inner: Arc<Inner<S>>,
+}
+
+pub(crate) struct Inner<S> {
+    state: Arc<S>,
+    answer_bots: bool,
+    pub(crate) layers: Vec<Arc<dyn crate::middleware::DynLayer<S>>>,
+    messages: Option<Erased<S, Message>>,
+    patterns: Vec<(regex::Regex, Erased<S, Matched>)>,
+    commands: BTreeMap<String, Erased<S, Command>>,
+    command_ids: BTreeMap<i64, Erased<S, Command>>,
+    app_command: Option<Erased<S, Command>>,
+    added: Option<Erased<S, Added>>,
+    removed: Option<Erased<S, Removed>>,
+    actions: BTreeMap<String, Erased<S, Click>>,
+    widgets: BTreeMap<String, Erased<S, Click>>,
+    fallback: Option<Erased<S, Event>>,
+    on_error: Option<Erased<S, HandlerError>>,
+}
+
+impl App<()> {
+    /// An app without shared state.
+    pub fn new() -> Self {
+        Self::with_state(())
+    }
+}
+
+impl Default for App<()> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Send + Sync + 'static> App<S> {
+    /// An app whose handlers share `state` (through [`Context::state`]).
+    /// Handlers for another state type do not compile.
+    pub fn with_state(state: S) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Arc::new(state),
+                answer_bots: false,
+                layers: Vec::new(),
+                messages: None,
+                patterns: Vec::new(),
+                commands: BTreeMap::new(),
+                command_ids: BTreeMap::new(),
+                app_command: None,
+                added: None,
+                removed: None,
+                actions: BTreeMap::new(),
+                widgets: BTreeMap::new(),
+                fallback: None,
+                on_error: None,
+            }),
         }
+    }
+
+    fn edit(mut self, change: impl FnOnce(&mut Inner<S>)) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("an App is built before it is shared");
+        change(inner);
+        self
+    }
+
+    /// Handles every message no pattern or command claimed.
+    pub fn message<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| i.messages = Some(erase(handler)))
+    }
+
+    /// Handles messages whose text (without the app's @mention) matches
+    /// `pattern`; patterns are tried in the order registered, before
+    /// [`App::message`].
+    ///
+    /// ```
+    /// use chatworker::{App, Context, Matched};
+    ///
+    /// # fn main() -> Result<(), regex::Error> {
+    /// let app = App::new().message_matching(
+    ///     regex::Regex::new(r"^status (?<service>\w+)$")?,
+    ///     |_ctx: Context, m: Matched| async move {
+    ///         format!("{} is up.", m.name("service").unwrap_or("?"))
+    ///     },
+    /// );
+    /// # let _ = app;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn message_matching<F, Fut>(self, pattern: regex::Regex, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Matched) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| i.patterns.push((pattern, erase(handler))))
+    }
+
+    /// Handles the slash command `name` (`/ticket` or `ticket`), typed as a
+    /// message or sent as an `APP_COMMAND` event that names it.
+    pub fn command<F, Fut>(self, name: &str, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Command) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        let name = command_key(name);
+        self.edit(|i| {
+            i.commands.insert(name, erase(handler));
+        })
+    }
+
+    /// Handles the command with ID `id` (as configured in the Chat API
+    /// console): a slash command or a quick command.
+    pub fn command_id<F, Fut>(self, id: i64, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Command) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| {
+            i.command_ids.insert(id, erase(handler));
+        })
+    }
+
+    /// Handles every command (`APP_COMMAND` events and slash-command
+    /// messages) no name or ID matched.
+    pub fn app_command<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Command) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| i.app_command = Some(erase(handler)))
+    }
+
+    /// Handles the app being added to a space.
+    pub fn added<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Added) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| i.added = Some(erase(handler)))
+    }
+
+    /// Handles the app being removed from a space (it cannot reply there:
+    /// clean up, and return nothing).
+    pub fn removed<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Removed) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| i.removed = Some(erase(handler)))
+    }
+
+    /// Handles clicks on buttons made with
+    /// [`crate::card::Button::for_action`] for `A`: the handler receives
+    /// the parameters as an `A`. Parameters that do not read as an `A` fail
+    /// the event permanently, with the reason.
+    ///
+    /// ```
+    /// use chatworker::{App, CardAction, Context, HandlerError, Reply};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Close {
+    ///     ticket: u32,
+    /// }
+    /// impl CardAction for Close {
+    ///     const NAME: &'static str = "close";
+    /// }
+    ///
+    /// async fn close(_ctx: Context, close: Close) -> Result<Reply, HandlerError> {
+    ///     Ok(Reply::text(format!("Ticket {} closed.", close.ticket)).in_place())
+    /// }
+    ///
+    /// let app = App::new().action(close);
+    /// # let _ = app;
+    /// ```
+    pub fn action<A, F, Fut>(self, handler: F) -> Self
+    where
+        A: CardAction,
+        F: Fn(Context<S>, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let typed = move |ctx: Context<S>, click: Click| {
+            let handler = handler.clone();
+            async move {
+                let parameters: A = from_parameters(&click.action.parameters)?;
+                handler(ctx, parameters).await.into_replies()
+            }
+        };
+        self.edit(|i| {
+            i.actions.insert(A::NAME.to_owned(), erase(typed));
+        })
+    }
+
+    /// Handles clicks on buttons whose action function is `name`, with the
+    /// parameters as strings.
+    pub fn action_named<F, Fut>(self, name: &str, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Click) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        let name = name.to_owned();
+        self.edit(|i| {
+            i.actions.insert(name, erase(handler));
+        })
+    }
+
+    /// Handles `WIDGET_UPDATED` events for the widget action `name` (for
+    /// example an autocomplete field being typed into).
+    pub fn widget_updated<F, Fut>(self, name: &str, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Click) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        let name = name.to_owned();
+        self.edit(|i| {
+            i.widgets.insert(name, erase(handler));
+        })
+    }
+
+    /// Handles every event no other handler took, event types this version
+    /// does not know included.
+    pub fn fallback<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| i.fallback = Some(erase(handler)))
+    }
+
+    /// Called with any handler's (or layer's) error. Return replies to
+    /// recover (the event is then acked), or the error to let the worker
+    /// decide (transient: redelivered; permanent: acked and dead-lettered
+    /// when configured). Messages sent from the hook get deterministic IDs
+    /// like any other, so an apology is not repeated on redelivery.
+    ///
+    /// ```
+    /// use chatworker::{App, Context, HandlerError};
+    ///
+    /// let app = App::new().on_error(|ctx: Context, error: HandlerError| async move {
+    ///     if !error.is_transient() {
+    ///         ctx.send("Sorry, that did not work.").await?;
+    ///     }
+    ///     Err::<(), _>(error)
+    /// });
+    /// # let _ = app;
+    /// ```
+    pub fn on_error<F, Fut>(self, hook: F) -> Self
+    where
+        F: Fn(Context<S>, HandlerError) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        self.edit(|i| i.on_error = Some(erase(hook)))
+    }
+
+    /// Wraps every handler in `layer` (added first: outermost).
+    pub fn layer(self, layer: impl Layer<S>) -> Self {
+        self.edit(|i| i.layers.push(Arc::new(layer)))
+    }
+
+    /// Answers only in these spaces (`spaces/AAA` or `AAA`); other events
+    /// are acked and counted as `not_allowed`. Shorthand for
+    /// [`App::layer`] with [`AllowList::spaces`].
+    pub fn allow_spaces<I: IntoIterator<Item: AsRef<str>>>(self, spaces: I) -> Self {
+        self.layer(AllowList::new().spaces(spaces))
+    }
+
+    /// Answers only people whose email is in one of these domains;
+    /// shorthand for [`App::layer`] with [`AllowList::domains`].
+    pub fn allow_domains<I: IntoIterator<Item: AsRef<str>>>(self, domains: I) -> Self {
+        self.layer(AllowList::new().domains(domains))
+    }
+
+    /// Handles messages from other Chat apps too (skipped by default: two
+    /// apps answering each other would never stop).
+    pub fn answer_bots(self) -> Self {
+        self.edit(|i| i.answer_bots = true)
+    }
+}
+
+impl<S: Send + Sync + 'static> Service for App<S> {
+    async fn handle(&self, ctx: &Context, event: &Event) -> Result<Vec<Reply>, HandlerError> {
+        let inner = &self.inner;
+        if !inner.answer_bots && event.sender().is_some_and(|u| u.kind == UserKind::Bot) {
+            ctx.skip("bot_sender");
+            return Ok(Vec::new());
+        }
+        let ctx = ctx.with_state(inner.state.clone());
+        let result = Next::new(inner.clone()).run(ctx.clone()).await;
+        match (result, &inner.on_error) {
+            (Err(error), Some(hook)) => hook(ctx, error).await,
+            (result, _) => result,
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> Inner<S> {
+    /// Routes the event to its handler (the innermost step of [`Next`]).
+    pub(crate) async fn route(&self, ctx: Context<S>) -> Result2 {
+        let event = ctx.event().clone();
+        let message = event.message.clone();
+        let call = match &event.kind {
+            EventKind::Message => match &message {
+                Some(m) if m.slash_command.is_some() => self.command_for(&event, None),
+                Some(m) => self.message_for(m),
+                None => None,
+            },
+            EventKind::AppCommand(command) => self.command_for(&event, command.id),
+            EventKind::AddedToSpace => self.added.as_ref().map(|h| {
+                let added = Added {
+                    space: event.space.clone(),
+                    message,
+                };
+                Call::new(h, added)
+            }),
+            EventKind::RemovedFromSpace => self.removed.as_ref().map(|h| {
+                let removed = Removed {
+                    space: event.space.clone(),
+                };
+                Call::new(h, removed)
+            }),
+            EventKind::CardClicked(action) => self.click(&self.actions, action, &event),
+            EventKind::WidgetUpdated(action) => self.click(&self.widgets, action, &event),
+            _ => None,
+        };
+        match (call, &self.fallback) {
+            (Some(call), _) => call.with(ctx).await,
+            (None, Some(fallback)) => fallback(ctx, event).await,
+            (None, None) => {
+                tracing::debug!(kind = event.kind.label(), "no handler for this event");
+                ctx.skip(match event.kind {
+                    EventKind::Unknown { .. } => "unknown_type",
+                    _ => "no_handler",
+                });
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn message_for(&self, message: &Message) -> Option<Call<S>> {
+        let text = message
+            .argument_text
+            .as_deref()
+            .unwrap_or(&message.text)
+            .trim();
+        for (pattern, handler) in &self.patterns {
+            if let Some(captures) = pattern.captures(text) {
+                let groups = captures
+                    .iter()
+                    .map(|g| g.map(|g| g.as_str().to_owned()))
+                    .collect();
+                let named = pattern
+                    .capture_names()
+                    .flatten()
+                    .filter_map(|n| {
+                        captures
+                            .name(n)
+                            .map(|g| (n.to_owned(), g.as_str().to_owned()))
+                    })
+                    .collect();
+                let matched = Matched {
+                    message: message.clone(),
+                    groups,
+                    named,
+                };
+                return Some(Call::new(handler, matched));
+            }
+        }
+        self.messages
+            .as_ref()
+            .map(|h| Call::new(h, message.clone()))
+    }
+
+    fn command_for(&self, event: &Event, app_command_id: Option<i64>) -> Option<Call<S>> {
+        let message = event.message.clone();
+        let slash = message.as_ref().and_then(|m| m.slash_command.as_ref());
+        let name = slash.and_then(|s| s.name.clone());
+        let id = app_command_id.or_else(|| slash.and_then(|s| s.id.as_deref()?.parse().ok()));
+        let kind = match &event.kind {
+            EventKind::AppCommand(c) => c.command_type.clone(),
+            _ => AppCommandType::SlashCommand,
+        };
+        let text = message
+            .as_ref()
+            .map(|m| command_text(m, name.as_deref()))
+            .unwrap_or_default();
+        let by_name = name
+            .as_deref()
+            .and_then(|n| self.commands.get(&command_key(n)));
+        let by_id = id.and_then(|id| self.command_ids.get(&id));
+        // An APP_COMMAND event is identified by its ID first; a typed slash
+        // command by its name.
+        let handler = match event.kind {
+            EventKind::AppCommand(_) => by_id.or(by_name),
+            _ => by_name.or(by_id),
+        }
+        .or(self.app_command.as_ref())?;
+        let command = Command {
+            name,
+            id,
+            kind,
+            text,
+            message,
+        };
+        Some(Call::new(handler, command))
+    }
+
+    fn click(
+        &self,
+        handlers: &BTreeMap<String, Erased<S, Click>>,
+        action: &Action,
+        event: &Event,
+    ) -> Option<Call<S>> {
+        let handler = handlers.get(&action.name)?;
+        let click = Click {
+            action: action.clone(),
+            message: event.message.as_ref().and_then(|m| m.name.clone()),
+        };
+        Some(Call::new(handler, click))
+    }
+}
+
+/// A handler chosen with its input, waiting for the context.
+struct Call<S> {
+    run: Box<dyn FnOnce(Context<S>) -> BoxFuture<'static, Result2> + Send>,
+}
+
+impl<S: Send + Sync + 'static> Call<S> {
+    fn new<T: Send + 'static>(handler: &Erased<S, T>, input: T) -> Self {
+        let handler = handler.clone();
+        Self {
+            run: Box::new(move |ctx| handler(ctx, input)),
+        }
+    }
+
+    fn with(self, ctx: Context<S>) -> BoxFuture<'static, Result2> {
+        (self.run)(ctx)
+    }
+}
+
+/// Command names compare without their leading slash.
+fn command_key(name: &str) -> String {
+    name.trim().trim_start_matches('/').to_owned()
+}
+
+/// What followed the command in the message.
+fn command_text(message: &Message, name: Option<&str>) -> String {
+    let text = message
+        .argument_text
+        .as_deref()
+        .unwrap_or(&message.text)
+        .trim();
+    match name {
+        Some(name) => text.strip_prefix(name).unwrap_or(text).trim().to_owned(),
+        None => text.to_owned(),
     }
 }

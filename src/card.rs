@@ -269,6 +269,26 @@ impl Section {
 pub struct Button(m::Button);
 
 impl Button {
+    /// Sends the app a click for the typed action `action`: its
+    /// [`CardAction::NAME`](crate::action::CardAction::NAME) and its fields
+    /// as parameters. The handler registered with [`crate::App::action`]
+    /// for that type receives them back.
+    pub fn for_action<A: crate::action::CardAction>(
+        text: impl Into<String>,
+        action: &A,
+    ) -> Result<Self, crate::action::ActionError> {
+        Ok(Self::action(
+            text,
+            A::NAME,
+            crate::action::to_parameters(action)?,
+        ))
+    }
+
+    /// The button as the card model has it.
+    pub fn into_inner(self) -> m::Button {
+        self.0
+    }
+
     /// Opens `url` in the browser.
     pub fn link(text: impl Into<String>, url: impl Into<String>) -> Self {
         Self(

@@ -4,7 +4,7 @@
 
 use crate::config::ChatSettings;
 use crate::names::{ClientMessageId, SpaceName, ThreadName};
-use crate::reply::Card;
+use crate::reply::{Card, Markup, Notify};
 use google_chat_v1::client::ChatService;
 use google_chat_v1::model;
 use google_cloud_gax::options::RequestOptionsBuilder;
@@ -27,6 +27,28 @@ pub struct NewMessage {
     pub cards: Vec<(String, Card)>,
     /// Where it goes.
     pub thread: Threading,
+    /// Buttons under the message (accessory widgets).
+    pub accessory_buttons: Vec<google_apps_card_v1::model::Button>,
+    /// The one person who may see it, for a private message.
+    pub private_to: Option<crate::names::UserName>,
+    /// How people are notified.
+    pub notify: Notify,
+    /// How Chat reads the text; always sent, because new and old Chat apps
+    /// default differently.
+    pub markup: Markup,
+}
+
+/// The parts of a message an update writes over.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Content {
+    /// Text.
+    pub text: Option<String>,
+    /// Cards with their IDs.
+    pub cards: Vec<(String, Card)>,
+    /// Buttons under the message.
+    pub accessory_buttons: Vec<google_apps_card_v1::model::Button>,
+    /// How Chat reads the text.
+    pub markup: Markup,
 }
 
 /// Where a new message goes in its space.
@@ -147,24 +169,29 @@ impl ChatClient {
             .map_err(|e| e.to_string())
     }
 
-    /// Replaces the text and cards of the app's message `name` (patch with
-    /// `updateMask=text,cards_v2`): idempotent, so retrying is safe.
+    /// Replaces the text, cards and accessory buttons of the app's message
+    /// `name` (`updateMask=text,cards_v2,accessory_widgets`, with the markup
+    /// syntax set on the message as the API asks): idempotent, so retrying
+    /// is safe.
     pub async fn update(
         &self,
         name: &crate::names::MessageName,
-        text: Option<&str>,
-        cards: &[(String, Card)],
+        content: &Content,
     ) -> Result<Created, SendError> {
-        let mut body = model::Message::new().set_name(name.as_str());
-        if let Some(text) = text {
-            body = body.set_text(text);
+        let mut body = model::Message::new()
+            .set_name(name.as_str())
+            .set_markup_syntax(markup_syntax(content.markup));
+        if let Some(text) = &content.text {
+            body = body.set_text(text.clone());
         }
-        body = body.set_cards_v2(cards.iter().map(|(id, card)| {
-            model::CardWithId::new()
-                .set_card_id(id.clone())
-                .set_card(card.clone())
-        }));
-        let mask = google_cloud_wkt::FieldMask::default().set_paths(["text", "cards_v2"]);
+        body = body
+            .set_cards_v2(cards_v2(&content.cards))
+            .set_accessory_widgets(accessory_widgets(&content.accessory_buttons));
+        let mask = google_cloud_wkt::FieldMask::default().set_paths([
+            "text",
+            "cards_v2",
+            "accessory_widgets",
+        ]);
         match self
             .inner
             .update_message()
@@ -200,23 +227,36 @@ impl ChatClient {
 
     /// Creates one message.
     pub async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
+        use model::create_message_notification_options::NotificationType;
         use model::create_message_request::MessageReplyOption;
-        let mut body = model::Message::new();
+        let mut body = model::Message::new().set_markup_syntax(markup_syntax(message.markup));
         if let Some(text) = &message.text {
             body = body.set_text(text.clone());
         }
         if !message.cards.is_empty() {
-            body = body.set_cards_v2(message.cards.iter().map(|(id, card)| {
-                model::CardWithId::new()
-                    .set_card_id(id.clone())
-                    .set_card(card.clone())
-            }));
+            body = body.set_cards_v2(cards_v2(&message.cards));
+        }
+        if !message.accessory_buttons.is_empty() {
+            body = body.set_accessory_widgets(accessory_widgets(&message.accessory_buttons));
+        }
+        if let Some(user) = &message.private_to {
+            body = body.set_private_message_viewer(model::User::new().set_name(user.as_str()));
         }
         let mut request = self
             .inner
             .create_message()
             .set_parent(message.space.as_str())
             .with_attempt_timeout(self.timeout);
+        let notification = match message.notify {
+            Notify::Default => None,
+            Notify::Silent => Some(NotificationType::Silent),
+            Notify::Force => Some(NotificationType::ForceNotify),
+        };
+        if let Some(kind) = notification {
+            request = request.set_create_message_notification_options(
+                model::CreateMessageNotificationOptions::new().set_notification_type(kind),
+            );
+        }
         request = match &message.thread {
             Threading::Reply(thread) => {
                 body = body.set_thread(model::Thread::new().set_name(thread.as_str()));
@@ -243,6 +283,31 @@ impl ChatClient {
             Err(e) => Err(classify(&e)),
         }
     }
+}
+
+fn markup_syntax(markup: Markup) -> model::MarkupSyntax {
+    match markup {
+        Markup::Chat => model::MarkupSyntax::Chat,
+        Markup::Markdown => model::MarkupSyntax::Markdown,
+    }
+}
+
+fn cards_v2(cards: &[(String, Card)]) -> impl Iterator<Item = model::CardWithId> + '_ {
+    cards.iter().map(|(id, card)| {
+        model::CardWithId::new()
+            .set_card_id(id.clone())
+            .set_card(card.clone())
+    })
+}
+
+fn accessory_widgets(
+    buttons: &[google_apps_card_v1::model::Button],
+) -> Option<model::AccessoryWidget> {
+    (!buttons.is_empty()).then(|| {
+        model::AccessoryWidget::new().set_button_list(
+            google_apps_card_v1::model::ButtonList::new().set_buttons(buttons.iter().cloned()),
+        )
+    })
 }
 
 /// Permanent or transient, from what the client reports.

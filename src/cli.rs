@@ -4,7 +4,7 @@
 
 use crate::chat::{ChatClient, Created, NewMessage, Threading};
 use crate::config::Settings;
-use crate::default_app::DefaultApp;
+
 use crate::names::{ClientMessageId, SpaceName};
 use crate::reply::Card;
 use crate::sim::faults::ControlPatch;
@@ -256,7 +256,7 @@ async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     let settings = Settings::for_worker(config.as_deref()).map_err(usage)?;
-    let app = DefaultApp::new(settings.app.clone());
+    let app = crate::default_app::app(settings.app.clone());
     match crate::worker::run(settings, app, shutdown).await {
         Ok(_) => Ok(()),
         Err(crate::worker::WorkerError::Chat(e)) => Err(usage(e)),
@@ -293,6 +293,10 @@ async fn send(
         text,
         cards,
         thread: thread_key.map_or(Threading::New, Threading::Key),
+        accessory_buttons: Vec::new(),
+        private_to: None,
+        notify: crate::reply::Notify::Default,
+        markup: settings.chat.markup_syntax,
     };
     let client = ChatClient::new(&settings.chat).await.map_err(usage)?;
     match client.create(&message).await.map_err(runtime)? {
@@ -333,7 +337,7 @@ async fn dev(
         format,
         ..crate::dev::DevOptions::default()
     };
-    crate::dev::run(DefaultApp::new(settings.app), options, shutdown)
+    crate::dev::run(crate::default_app::app(settings.app), options, shutdown)
         .await
         .map_err(|e| match e {
             crate::dev::DevError::Config(e) => usage(e),

@@ -94,6 +94,9 @@ pub struct ChatSettings {
     pub space_writes_per_minute: u32,
     /// Client-side limit of message writes per minute per project (0: none).
     pub project_writes_per_minute: u32,
+    /// How Chat reads message text (`chat` or `markdown`), sent with every
+    /// message and update.
+    pub markup_syntax: crate::reply::Markup,
 }
 
 /// Processing.

@@ -1,154 +1,141 @@
 //! The app `chatworker run` serves out of the box, after the Chat developer
-//! guide's examples: onboarding on ADDED_TO_SPACE, a card with the sender's
-//! name and avatar for every message, `/help`, and silence on removal. Every
-//! text comes from the `[app]` settings (`config/default.toml`).
+//! guide's examples, built with [`App`] like any other: onboarding on
+//! ADDED_TO_SPACE, a card with the sender's name and avatar for every
+//! message, `/help` (by name or by command ID), a "helpful" button that
+//! updates its card in place, and silence on removal. Every text comes from
+//! the `[app]` settings (`config/default.toml`), which are the app's state.
 
-use crate::app::{App, HandlerError};
+use crate::action::CardAction;
+use crate::app::{Added, App, Command, Removed};
+use crate::card::Button;
 use crate::config::AppSettings;
-use crate::event::{AppCommandType, Event, EventKind, Message};
+use crate::context::Context;
+use crate::event::{Event, Message};
 use crate::reply::{Card, Reply};
 use google_apps_card_v1::model as card;
+use serde::{Deserialize, Serialize};
 
-/// The default app.
-#[derive(Clone, Debug)]
-pub struct DefaultApp {
-    settings: AppSettings,
+/// The default app, its texts from `settings`.
+pub fn app(settings: AppSettings) -> App<AppSettings> {
+    let (name, id) = (settings.help_command_name.clone(), settings.help_command_id);
+    App::with_state(settings)
+        .added(added)
+        .message(message)
+        .command(&name, help)
+        .command_id(id, help)
+        .app_command(help)
+        .action(helpful)
+        .removed(removed)
 }
 
-impl DefaultApp {
-    /// An app with these texts.
-    pub fn new(settings: AppSettings) -> Self {
-        Self { settings }
+async fn added(ctx: Context<AppSettings>, added: Added) -> Vec<Reply> {
+    // The onboarding text goes to the space; when the app was added by an
+    // @mention, that message is answered in its thread.
+    let settings = ctx.state();
+    let mut replies = vec![Reply::text(&settings.onboarding_text).in_new_thread()];
+    if let Some(message) = &added.message {
+        replies.push(answer(settings, ctx.event(), message));
     }
-
-    fn replies(&self, event: &Event) -> Vec<Reply> {
-        match &event.kind {
-            EventKind::AddedToSpace => {
-                // The onboarding text goes to the space; when the app was
-                // added by an @mention, that message is answered in its thread.
-                let mut replies = vec![Reply::text(&self.settings.onboarding_text).in_new_thread()];
-                if let Some(message) = &event.message {
-                    replies.push(self.answer(event, message));
-                }
-                replies
-            }
-            EventKind::Message => match &event.message {
-                Some(message) => vec![self.answer(event, message)],
-                None => Vec::new(),
-            },
-            EventKind::AppCommand(command)
-                if command.command_type == AppCommandType::SlashCommand
-                    && command.id == Some(self.settings.help_command_id) =>
-            {
-                vec![Reply::text(&self.settings.help_text)]
-            }
-            EventKind::CardClicked(action) if action.name == HELPFUL_ACTION => {
-                // The card updates in place: the app's own message, patched.
-                match event.message.as_ref().and_then(|m| m.name.clone()) {
-                    Some(name) => {
-                        vec![Reply::card("reply", self.clicked_card(event)).updating(name)]
-                    }
-                    None => Vec::new(),
-                }
-            }
-            EventKind::RemovedFromSpace => {
-                tracing::info!(space = %event.space.name, "removed from space; no reply possible");
-                Vec::new()
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// The help text for `/help`, a card for anything else.
-    fn answer(&self, event: &Event, message: &Message) -> Reply {
-        if self.is_help(message) {
-            return Reply::text(&self.settings.help_text);
-        }
-        Reply::card("reply", self.card(event, message))
-    }
-
-    fn is_help(&self, message: &Message) -> bool {
-        message.slash_command.as_ref().is_some_and(|c| {
-            c.name.as_deref() == Some(self.settings.help_command_name.as_str())
-                || c.id.as_deref() == Some(self.settings.help_command_id.to_string().as_str())
-        })
-    }
-
-    fn card(&self, event: &Event, message: &Message) -> Card {
-        let sender = event.sender();
-        let name = sender
-            .and_then(|u| u.display_name.as_deref())
-            .unwrap_or("there");
-        let said = quote(
-            message
-                .argument_text
-                .as_deref()
-                .unwrap_or(&message.text)
-                .trim(),
-            MAX_QUOTED_CHARS,
-        );
-        let name = &*quote(name, MAX_NAME_CHARS);
-        let text = self
-            .settings
-            .card_text
-            .replace("{name}", name)
-            .replace("{text}", &said);
-        let mut header = card::card::CardHeader::new()
-            .set_title(name)
-            .set_subtitle(self.settings.card_subtitle.clone());
-        if let Some(avatar) = sender.and_then(|u| u.avatar_url.as_deref()) {
-            header = header
-                .set_image_url(avatar)
-                .set_image_type(card::widget::ImageType::Circle)
-                .set_image_alt_text(format!("Avatar of {name}"));
-        }
-        let button = card::Button::new()
-            .set_text(self.settings.button_text.clone())
-            .set_on_click(
-                card::OnClick::new()
-                    .set_open_link(card::OpenLink::new().set_url(self.settings.button_url.clone())),
-            );
-        let helpful = card::Button::new()
-            .set_text(self.settings.action_button_text.clone())
-            .set_on_click(
-                card::OnClick::new().set_action(card::Action::new().set_function(HELPFUL_ACTION)),
-            );
-        Card::new()
-            .set_header(header)
-            .set_sections([card::card::Section::new().set_widgets([
-                card::Widget::new().set_text_paragraph(card::TextParagraph::new().set_text(text)),
-                card::Widget::new()
-                    .set_button_list(card::ButtonList::new().set_buttons([button, helpful])),
-            ])])
-    }
-
-    /// The card after its action button was clicked.
-    fn clicked_card(&self, event: &Event) -> Card {
-        let name = event
-            .sender()
-            .and_then(|u| u.display_name.as_deref())
-            .unwrap_or("Someone");
-        let text = self
-            .settings
-            .clicked_text
-            .replace("{name}", &quote(name, MAX_NAME_CHARS));
-        Card::new()
-            .set_header(
-                card::card::CardHeader::new()
-                    .set_title(self.settings.card_subtitle.clone())
-                    .set_subtitle("updated"),
-            )
-            .set_sections([card::card::Section::new().set_widgets([card::Widget::new()
-                .set_decorated_text(
-                    card::DecoratedText::new()
-                        .set_top_label("Feedback")
-                        .set_text(text),
-                )])])
-    }
+    replies
 }
 
-/// The function of the card's action button.
-const HELPFUL_ACTION: &str = "helpful";
+async fn message(ctx: Context<AppSettings>, message: Message) -> Reply {
+    answer(ctx.state(), ctx.event(), &message)
+}
+
+/// `/help`, and any command this app does not know.
+async fn help(ctx: Context<AppSettings>, _command: Command) -> Reply {
+    Reply::text(&ctx.state().help_text)
+}
+
+/// The card's second button; it carries no parameters.
+#[derive(Debug, Serialize, Deserialize)]
+struct Helpful {}
+
+impl CardAction for Helpful {
+    const NAME: &'static str = "helpful";
+}
+
+/// The card updates in place: the app's own message, patched.
+async fn helpful(ctx: Context<AppSettings>, _: Helpful) -> Reply {
+    Reply::card("reply", clicked_card(ctx.state(), ctx.event())).in_place()
+}
+
+async fn removed(_ctx: Context<AppSettings>, removed: Removed) {
+    tracing::info!(space = %removed.space.name, "removed from space; no reply possible");
+}
+
+/// A card quoting the message, with the sender's name and avatar.
+fn answer(settings: &AppSettings, event: &Event, message: &Message) -> Reply {
+    Reply::card("reply", answer_card(settings, event, message))
+}
+
+fn answer_card(settings: &AppSettings, event: &Event, message: &Message) -> Card {
+    let sender = event.sender();
+    let name = sender
+        .and_then(|u| u.display_name.as_deref())
+        .unwrap_or("there");
+    let said = quote(
+        message
+            .argument_text
+            .as_deref()
+            .unwrap_or(&message.text)
+            .trim(),
+        MAX_QUOTED_CHARS,
+    );
+    let name = &*quote(name, MAX_NAME_CHARS);
+    let text = settings
+        .card_text
+        .replace("{name}", name)
+        .replace("{text}", &said);
+    let mut header = card::card::CardHeader::new()
+        .set_title(name)
+        .set_subtitle(settings.card_subtitle.clone());
+    if let Some(avatar) = sender.and_then(|u| u.avatar_url.as_deref()) {
+        header = header
+            .set_image_url(avatar)
+            .set_image_type(card::widget::ImageType::Circle)
+            .set_image_alt_text(format!("Avatar of {name}"));
+    }
+    let link = Button::link(settings.button_text.clone(), settings.button_url.clone());
+    let no_parameters: [(&str, &str); 0] = [];
+    let helpful = Button::action(
+        settings.action_button_text.clone(),
+        Helpful::NAME,
+        no_parameters,
+    );
+    Card::new()
+        .set_header(header)
+        .set_sections([card::card::Section::new().set_widgets([
+            card::Widget::new().set_text_paragraph(card::TextParagraph::new().set_text(text)),
+            card::Widget::new().set_button_list(
+                card::ButtonList::new().set_buttons([link.into_inner(), helpful.into_inner()]),
+            ),
+        ])])
+}
+
+/// The card after its action button was clicked.
+fn clicked_card(settings: &AppSettings, event: &Event) -> Card {
+    let name = event
+        .sender()
+        .and_then(|u| u.display_name.as_deref())
+        .unwrap_or("Someone");
+    let text = settings
+        .clicked_text
+        .replace("{name}", &quote(name, MAX_NAME_CHARS));
+    Card::new()
+        .set_header(
+            card::card::CardHeader::new()
+                .set_title(settings.card_subtitle.clone())
+                .set_subtitle("updated"),
+        )
+        .set_sections([card::card::Section::new().set_widgets([card::Widget::new()
+            .set_decorated_text(
+                card::DecoratedText::new()
+                    .set_top_label("Feedback")
+                    .set_text(text),
+            )])])
+}
 
 /// How much of the user's text the card quotes: a card holds at most 32 KB,
 /// and a message may carry 32,000 bytes of text.
@@ -164,19 +151,13 @@ fn quote(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
-impl App for DefaultApp {
-    async fn handle(
-        &self,
-        _ctx: &crate::context::Context<'_>,
-        event: &Event,
-    ) -> Result<Vec<Reply>, HandlerError> {
-        Ok(self.replies(event))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
+    use crate::event::decode;
+    use crate::reply::{ReplyThread, Update};
+    use crate::service::Service;
 
     #[test]
     fn long_texts_are_quoted_in_part() {
@@ -184,29 +165,40 @@ mod tests {
         assert_eq!(quote("ééééé", 3), "ééé…");
         assert_eq!(quote(&"x".repeat(9_000_000), MAX_QUOTED_CHARS).len(), 2003);
     }
-    use crate::config::Settings;
-    use crate::event::decode;
-    use crate::reply::ReplyThread;
 
-    fn app() -> DefaultApp {
+    fn settings() -> AppSettings {
         let env = [(
             "CHATWORKER_PUBSUB__SUBSCRIPTION".to_owned(),
             "projects/p/subscriptions/sub".to_owned(),
         )];
-        DefaultApp::new(
-            Settings::load_from(None, env)
-                .expect("defaults are valid")
-                .app,
-        )
+        Settings::load_from(None, env)
+            .expect("defaults are valid")
+            .app
     }
 
-    fn replies(fixture: &str) -> Vec<Reply> {
+    fn fixture(name: &str) -> serde_json::Value {
         let path = format!(
-            "{}/tests/fixtures/events/{fixture}",
+            "{}/tests/fixtures/events/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
-        let event = decode(&std::fs::read(path).expect("fixture")).expect("decodes");
-        app().replies(&event)
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
+    }
+
+    /// The replies the app returns and the skip reason, if any.
+    fn handle(event: &serde_json::Value) -> (Vec<Reply>, Option<&'static str>) {
+        let event = decode(&serde_json::to_vec(event).expect("json")).expect("decodes");
+        let ctx = Context::for_test(event.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let replies = runtime
+            .block_on(app(settings()).handle(&ctx, &event))
+            .expect("handled");
+        (replies, ctx.skipped())
+    }
+
+    fn replies(name: &str) -> Vec<Reply> {
+        handle(&fixture(name)).0
     }
 
     #[test]
@@ -222,6 +214,7 @@ mod tests {
         let json = serde_json::to_string(card).expect("serializes");
         assert!(json.contains("You said: hello there"), "{json}");
         assert!(json.contains("openLink"), "{json}");
+        assert!(json.contains(r#""function":"helpful""#), "{json}");
     }
 
     #[test]
@@ -254,26 +247,27 @@ mod tests {
 
     #[test]
     fn removal_and_unknown_events_get_no_reply() {
-        assert!(replies("classic/removed_from_space.json").is_empty());
-        assert!(replies("classic/future_event_type.json").is_empty());
+        assert_eq!(handle(&fixture("classic/removed_from_space.json")).0, []);
+        let (r, skipped) = handle(&fixture("classic/future_event_type.json"));
+        assert!(r.is_empty());
+        assert_eq!(skipped, Some("unknown_type"));
+    }
+
+    #[test]
+    fn messages_from_bots_are_skipped() {
+        let mut event = fixture("classic/message.json");
+        event["user"]["type"] = "BOT".into();
+        event["message"]["sender"]["type"] = "BOT".into();
+        assert_eq!(handle(&event), (Vec::new(), Some("bot_sender")));
     }
 
     #[test]
     fn the_helpful_button_updates_the_clicked_card_in_place() {
-        let path = format!(
-            "{}/tests/fixtures/events/classic/card_clicked.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut event: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+        let mut event = fixture("classic/card_clicked.json");
         event["action"]["actionMethodName"] = "helpful".into();
-        let event = decode(&serde_json::to_vec(&event).expect("json")).expect("decodes");
-        let r = app().replies(&event);
+        let (r, _) = handle(&event);
         assert_eq!(r.len(), 1);
-        assert_eq!(
-            r[0].update.as_ref().map(|n| n.as_str()),
-            Some("spaces/AAAAtest/messages/CARD1.CARD1")
-        );
+        assert_eq!(r[0].update, Some(Update::EventMessage));
         let json = serde_json::to_string(&r[0].cards[0].1).expect("serializes");
         assert!(
             json.contains("Ada Lovelace marked this answer as helpful."),

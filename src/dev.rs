@@ -6,23 +6,20 @@
 //! From your own crate:
 //!
 //! ```no_run
-//! # struct MyApp;
-//! # impl chatworker::app::App for MyApp {
-//! #     async fn handle(&self, _: &chatworker::context::Context<'_>, _: &chatworker::event::Event)
-//! #         -> Result<Vec<chatworker::reply::Reply>, chatworker::app::HandlerError> { Ok(vec![]) }
-//! # }
+//! use chatworker::{App, Message, Reply};
+//!
 //! #[tokio::main]
 //! async fn main() -> Result<(), chatworker::dev::DevError> {
+//!     let app = App::new().message(|_ctx, m: Message| async move { Reply::text(m.text) });
 //!     let options = chatworker::dev::DevOptions::default();
-//!     chatworker::dev::run(MyApp, options, async {
-//!         let _ = tokio::signal::ctrl_c().await;
-//!     })
-//!     .await
+//!     chatworker::dev::run(app, options, chatworker::shutdown_signal()).await
 //! }
 //! ```
+//!
+//! [`crate::run`] does the same when the program's first argument is `dev`.
 
-use crate::app::App;
 use crate::config::{ConfigError, Settings};
+use crate::service::Service;
 use crate::sim::events::Format;
 use crate::sim::keys::issue_key_file;
 use crate::sim::{SimOptions, playground};
@@ -83,7 +80,7 @@ pub enum DevError {
 }
 
 /// Runs everything until `shutdown` completes.
-pub async fn run<A: App>(
+pub async fn run<A: Service>(
     app: A,
     options: DevOptions,
     shutdown: impl Future<Output = ()>,

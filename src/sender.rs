@@ -4,12 +4,11 @@
 //! bounded per delivery so that an event never sits on its lease for long.
 //! Knows the Chat client's result types; knows nothing of Pub/Sub.
 
-use crate::chat::{ChatClient, Created, NewMessage, SendError};
+use crate::chat::{ChatClient, Content, Created, NewMessage, SendError};
 use crate::config::ChatSettings;
 use crate::metrics::Metrics;
 use crate::names::{MessageName, SpaceName};
 use crate::quota::WriteQuota;
-use crate::reply::Card;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,15 +92,14 @@ impl Sender {
             .await
     }
 
-    /// Replaces the text and cards of the app's message `name`, like
-    /// [`Sender::create`] (an update is a write, within the same quotas).
+    /// Writes over the app's message `name`, like [`Sender::create`] (an
+    /// update is a write, within the same quotas).
     pub async fn update(
         &self,
         name: &MessageName,
-        text: Option<&str>,
-        cards: &[(String, Card)],
+        content: &Content,
     ) -> Result<Created, SendError> {
-        self.write(&name.space(), || self.chat.update(name, text, cards))
+        self.write(&name.space(), || self.chat.update(name, content))
             .await
     }
 

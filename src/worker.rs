@@ -1,5 +1,5 @@
 //! The worker: pulls deliveries from [`crate::source`], decodes them, hands them
-//! to the [`App`] through the [`Dispatcher`] (in order per thread), sends the
+//! to the [`Service`] (usually an [`crate::App`]) through the [`Dispatcher`] (in order per thread), sends the
 //! replies through [`crate::chat`], and settles each delivery only then.
 //!
 //! Shutdown is one future passed in by the caller (the binary passes
@@ -7,16 +7,16 @@
 //! in-flight events finish within the grace period, nacks the rest, flushes
 //! acks and returns.
 
-use crate::app::{App, HandlerError};
 use crate::chat::{ChatClient, NewMessage, SendError, Threading};
 use crate::config::Settings;
 use crate::context::Context;
 use crate::dispatch::Dispatcher;
-use crate::event::{DecodeError, Event, EventKind, UserKind, decode};
+use crate::event::{DecodeError, Event, EventKind, decode};
 use crate::ids::reply_id;
 use crate::metrics::{Metrics, Snapshot};
-use crate::reply::{Reply, ReplyThread};
+use crate::reply::{Markup, Reply, ReplyThread};
 use crate::sender::Sender;
+use crate::service::{HandlerError, Service};
 use crate::settle::{Outcome, Settlement, settle};
 use crate::source::{Delivery, Source, TopicPublisher};
 use futures::FutureExt;
@@ -47,7 +47,8 @@ pub enum WorkerError {
 /// Everything a job needs, shared by all of them.
 struct Shared<A> {
     app: A,
-    sender: Sender,
+    sender: Arc<Sender>,
+    markup: Markup,
     dead_letter: Option<TopicPublisher>,
     subscription: String,
     metrics: Arc<Metrics>,
@@ -55,7 +56,7 @@ struct Shared<A> {
 
 /// Runs until `shutdown` completes or the subscription fails for good.
 /// Returns the counters.
-pub async fn run<A: App>(
+pub async fn run<A: Service>(
     settings: Settings,
     app: A,
     shutdown: impl Future<Output = ()>,
@@ -70,7 +71,8 @@ pub async fn run<A: App>(
     let mut source = Source::open(&settings.pubsub, metrics.clone()).await?;
     let shared = Arc::new(Shared {
         app,
-        sender: Sender::new(chat, &settings.chat, metrics.clone()),
+        sender: Arc::new(Sender::new(chat, &settings.chat, metrics.clone())),
+        markup: settings.chat.markup_syntax,
         dead_letter,
         subscription: settings.pubsub.subscription.clone(),
         metrics,
@@ -166,13 +168,13 @@ fn lane_key(decoded: &Result<Event, DecodeError>, delivery: &Delivery) -> String
 }
 
 /// Handles one delivery end to end and settles it.
-async fn process<A: App>(
+async fn process<A: Service>(
     shared: Arc<Shared<A>>,
     delivery: Delivery,
     decoded: Result<Event, DecodeError>,
 ) {
     let (outcome, detail) = match decoded {
-        Ok(event) => handle(&shared, &delivery, &event).await,
+        Ok(event) => handle(&shared, &delivery, Arc::new(event)).await,
         Err(e) => {
             // The error text may quote the payload: details at debug only.
             tracing::warn!(message_id = %delivery.message_id, reason = e.reason(), "undecodable Pub/Sub message");
@@ -248,24 +250,25 @@ async fn dead_letter<A>(
 
 /// Runs the app and sends its replies. Returns the outcome and, for failures,
 /// a detail for the dead-letter attributes.
-async fn handle<A: App>(
+async fn handle<A: Service>(
     shared: &Shared<A>,
     delivery: &Delivery,
-    event: &Event,
+    event: Arc<Event>,
 ) -> (Outcome, String) {
     let id = &delivery.message_id;
     let kind = event.kind.label();
-    // Two apps answering each other would loop forever.
-    if event.sender().is_some_and(|u| u.kind == UserKind::Bot) {
-        tracing::debug!(message_id = %id, kind, "ignoring an event sent by a bot");
-        return (Outcome::Skipped("bot_sender"), String::new());
-    }
     if let EventKind::Unknown { type_name } = &event.kind {
         tracing::warn!(message_id = %id, type_name, "event type unknown to this version");
     }
     let identity = event.identity().unwrap_or_else(|| format!("pubsub/{id}"));
-    let ctx = Context::new(&shared.sender, event, identity, shared.metrics.clone());
-    let replies = match shared.app.handle(&ctx, event).await {
+    let ctx = Context::new(
+        shared.sender.clone(),
+        event.clone(),
+        identity,
+        shared.metrics.clone(),
+        shared.markup,
+    );
+    let replies = match shared.app.handle(&ctx, &event).await {
         Ok(replies) => replies,
         Err(HandlerError::Transient(e)) => {
             tracing::warn!(
@@ -283,10 +286,12 @@ async fn handle<A: App>(
         }
     };
     if replies.is_empty() && ctx.position() == 0 {
-        let reason = match event.kind {
-            EventKind::Unknown { .. } => "unknown_type",
-            _ => "no_reply",
+        let reason = match (ctx.skipped(), &event.kind) {
+            (Some(reason), _) => reason,
+            (None, EventKind::Unknown { .. }) => "unknown_type",
+            (None, _) => "no_reply",
         };
+        tracing::debug!(message_id = %id, kind, reason, "not answered");
         return (Outcome::Skipped(reason), String::new());
     }
     let mut permanent = None;
@@ -322,53 +327,66 @@ async fn handle<A: App>(
 }
 
 /// The messages of one reply: one, or several in the same thread when its
-/// text is longer than a message may carry (cards go with the last part).
-/// Part 0 keeps the reply's ID; part k's ID derives from the identity and k.
+/// text is longer than a message may carry (cards and buttons go with the
+/// last part). Part 0 keeps the reply's ID; part k's ID derives from it and k.
 pub(crate) fn new_messages(
     event: &Event,
     reply: Reply,
     identity: &str,
     index: usize,
+    markup: Markup,
 ) -> Vec<NewMessage> {
     let text = reply.text.clone().unwrap_or_default();
     let parts = crate::text::split(&text, crate::text::MAX_MESSAGE_TEXT_BYTES);
+    // A reply's own ID, or one derived from the event and the position.
+    let id = |k: usize| match (&reply.id, k) {
+        (Some(id), 0) => id.clone(),
+        (Some(id), k) => reply_id(&format!("{id}#part{k}"), 0),
+        (None, 0) => reply_id(identity, index),
+        (None, k) => reply_id(&format!("{identity}#part{k}"), index),
+    };
     if parts.len() <= 1 {
-        return vec![new_message(event, reply, reply_id(identity, index))];
+        let id = id(0);
+        return vec![new_message(event, reply, id, markup)];
     }
-    let first = new_message(event, reply, reply_id(identity, index));
+    let ids: Vec<_> = (0..parts.len()).map(id).collect();
+    let first = new_message(event, reply, ids[0].clone(), markup);
     // A reply that starts a thread: the parts share a key, so that the
     // first part starts the thread and the others follow it there.
     let thread = match &first.thread {
-        Threading::New => Threading::Key(
-            first
-                .id
-                .as_ref()
-                .map_or_else(String::new, |id| id.as_str().to_owned()),
-        ),
+        Threading::New => Threading::Key(ids[0].as_str().to_owned()),
         other => other.clone(),
     };
     let last = parts.len() - 1;
     parts
         .iter()
+        .zip(ids)
         .enumerate()
-        .map(|(k, part)| NewMessage {
-            space: first.space.clone(),
-            id: Some(match k {
-                0 => reply_id(identity, index),
-                k => reply_id(&format!("{identity}#part{k}"), index),
-            }),
+        .map(|(k, (part, id))| NewMessage {
+            id: Some(id),
             text: Some((*part).to_owned()),
             cards: if k == last {
                 first.cards.clone()
             } else {
                 Vec::new()
             },
+            accessory_buttons: if k == last {
+                first.accessory_buttons.clone()
+            } else {
+                Vec::new()
+            },
             thread: thread.clone(),
+            ..first.clone()
         })
         .collect()
 }
 
-fn new_message(event: &Event, reply: Reply, id: crate::names::ClientMessageId) -> NewMessage {
+fn new_message(
+    event: &Event,
+    reply: Reply,
+    id: crate::names::ClientMessageId,
+    markup: Markup,
+) -> NewMessage {
     let space = reply.space.unwrap_or_else(|| event.space.name.clone());
     let thread = match reply.thread {
         // The event's thread lives in the event's space only.
@@ -385,6 +403,10 @@ fn new_message(event: &Event, reply: Reply, id: crate::names::ClientMessageId) -
         text: reply.text,
         cards: reply.cards,
         thread,
+        accessory_buttons: reply.accessory_buttons,
+        private_to: reply.private_to,
+        notify: reply.notify,
+        markup: reply.markup.unwrap_or(markup),
     }
 }
 
@@ -402,14 +424,14 @@ mod tests {
     }
 
     fn threading(reply: Reply) -> (SpaceName, Threading) {
-        let message = new_message(&event(), reply, reply_id("x", 0));
+        let message = new_message(&event(), reply, reply_id("x", 0), Markup::Chat);
         (message.space, message.thread)
     }
 
     #[test]
     fn long_text_is_split_in_one_thread_with_distinct_stable_ids() {
         let long = format!("{}\n{}", "a".repeat(31_000), "b".repeat(5_000));
-        let parts = new_messages(&event(), Reply::text(&long), "id", 0);
+        let parts = new_messages(&event(), Reply::text(&long), "id", 0, Markup::Chat);
         assert_eq!(parts.len(), 2);
         assert_eq!(
             parts[0].id,
@@ -417,13 +439,19 @@ mod tests {
             "part 0 keeps the reply's ID"
         );
         assert_ne!(parts[0].id, parts[1].id);
-        let again = new_messages(&event(), Reply::text(&long), "id", 0);
+        let again = new_messages(&event(), Reply::text(&long), "id", 0, Markup::Chat);
         assert_eq!(parts[1].id, again[1].id);
         assert!(matches!(&parts[1].thread, Threading::Reply(_)));
         let texts: String = parts.iter().filter_map(|p| p.text.clone()).collect();
         assert_eq!(texts, long);
         // A new thread: the parts share a key, so they stay together.
-        let parts = new_messages(&event(), Reply::text(&long).in_new_thread(), "id", 0);
+        let parts = new_messages(
+            &event(),
+            Reply::text(&long).in_new_thread(),
+            "id",
+            0,
+            Markup::Chat,
+        );
         assert!(
             matches!(&parts[0].thread, Threading::Key(k) if Some(k.as_str()) == parts[0].id.as_ref().map(|i| i.as_str()))
         );

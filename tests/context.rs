@@ -4,33 +4,22 @@
 
 mod common;
 
-use chatworker::app::{App, HandlerError};
 use chatworker::config::Settings;
-use chatworker::context::Context;
-use chatworker::event::{Event, EventKind};
-use chatworker::reply::Reply;
+use chatworker::{App, Context, HandlerError, Message, Reply};
 use common::{Sim, Topic, await_app_messages, eventually, message_event};
 use std::time::Duration;
 
-/// Answers "Working…" at once, works for `work`, then replaces the answer.
-struct Slow {
-    work: Duration,
-}
-
-impl App for Slow {
-    async fn handle(&self, ctx: &Context<'_>, event: &Event) -> Result<Vec<Reply>, HandlerError> {
-        let (EventKind::Message, Some(message)) = (&event.kind, &event.message) else {
-            return Ok(Vec::new());
-        };
-        let placeholder = ctx.placeholder("Working…").await?;
-        tokio::time::sleep(self.work).await;
-        ctx.update(
-            &placeholder.name,
-            Reply::text(format!("Done: {}", message.text)),
-        )
-        .await?;
-        Ok(Vec::new())
-    }
+/// Answers "Working…" at once, works for the state's duration, then
+/// replaces the answer.
+async fn slow(ctx: Context<Duration>, message: Message) -> Result<(), HandlerError> {
+    let placeholder = ctx.placeholder("Working…").await?;
+    tokio::time::sleep(*ctx.state()).await;
+    ctx.update(
+        &placeholder.name,
+        Reply::text(format!("Done: {}", message.text)),
+    )
+    .await?;
+    Ok(())
 }
 
 fn settings(sim: &Sim, topic: &Topic) -> Settings {
@@ -60,9 +49,7 @@ async fn a_placeholder_is_updated_and_a_redelivery_sends_nothing_twice() {
     let sim = Sim::start().await;
     let topic = Topic::fresh("context").await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = Slow {
-        work: Duration::from_millis(1500),
-    };
+    let app = App::with_state(Duration::from_millis(1500)).message(slow);
     let worker = tokio::spawn(chatworker::worker::run(
         settings(&sim, &topic),
         app,
