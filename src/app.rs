@@ -32,7 +32,7 @@
 //!
 //! | Event | Tried in order |
 //! |---|---|
-//! | `MESSAGE` with a slash command | [`App::command`] by name, [`App::command_id`] by ID, [`App::app_command`] |
+//! | `MESSAGE` with a slash command | [`App::command`] or [`App::slash_command`] by name, [`App::command_id`] by ID, [`App::app_command`] |
 //! | `MESSAGE` | [`App::message_matching`] patterns in the order registered, then [`App::message`] |
 //! | `APP_COMMAND` (slash, quick command) | [`App::command_id`], [`App::command`] when the message names it, [`App::app_command`] |
 //! | `ADDED_TO_SPACE` | [`App::added`] |
@@ -219,6 +219,8 @@ pub(crate) struct Inner<S> {
     widgets: BTreeMap<String, Erased<S, Click>>,
     fallback: Option<Erased<S, Event>>,
     on_error: Option<Erased<S, HandlerError>>,
+    /// Slash commands registered by name, with their ID when known.
+    declared: Vec<(String, Option<i64>)>,
 }
 
 impl App<()> {
@@ -254,6 +256,7 @@ impl<S: Send + Sync + 'static> App<S> {
                 widgets: BTreeMap::new(),
                 fallback: None,
                 on_error: None,
+                declared: Vec::new(),
             }),
         }
     }
@@ -306,9 +309,28 @@ impl<S: Send + Sync + 'static> App<S> {
         F: Fn(Context<S>, Command) -> Fut + Send + Sync + 'static,
         Fut: Future<Output: IntoReplies> + Send + 'static,
     {
-        let name = command_key(name);
+        let key = command_key(name);
+        let name = format!("/{key}");
         self.edit(|i| {
-            i.commands.insert(name, erase(handler));
+            i.commands.insert(key, erase(handler));
+            i.declared.push((name, None));
+        })
+    }
+
+    /// Handles the slash command `name` whose ID is `id`, matched by
+    /// either: what most apps register, as the Chat API console gives every
+    /// command both.
+    pub fn slash_command<F, Fut>(self, name: &str, id: i64, handler: F) -> Self
+    where
+        F: Fn(Context<S>, Command) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output: IntoReplies> + Send + 'static,
+    {
+        let key = command_key(name);
+        let handler = erase(handler);
+        self.edit(|i| {
+            i.commands.insert(key.clone(), handler.clone());
+            i.command_ids.insert(id, handler);
+            i.declared.push((format!("/{key}"), Some(id)));
         })
     }
 
@@ -482,7 +504,23 @@ impl<S: Send + Sync + 'static> App<S> {
     }
 }
 
+/// Where the IDs given to commands registered by name only start, for the
+/// playground: far from the small IDs the Chat API console hands out.
+const UNNUMBERED_COMMAND_IDS: i64 = 1_000_000;
+
 impl<S: Send + Sync + 'static> Service for App<S> {
+    fn slash_commands(&self) -> Vec<(String, i64)> {
+        let declared = self.inner.declared.iter().enumerate();
+        declared
+            .map(|(i, (name, id))| {
+                (
+                    name.clone(),
+                    id.unwrap_or(UNNUMBERED_COMMAND_IDS + i as i64),
+                )
+            })
+            .collect()
+    }
+
     async fn handle(&self, ctx: &Context, event: &Event) -> Result<Vec<Reply>, HandlerError> {
         let inner = &self.inner;
         if !inner.answer_bots && event.sender().is_some_and(|u| u.kind == UserKind::Bot) {

@@ -107,12 +107,16 @@ pub async fn run<A: Service>(
         &format!("http://{addr}/token"),
     )
     .map_err(|e| DevError::Local(e.to_string()))?;
-    let commands = [(
-        settings.app.help_command_name.clone(),
-        settings.app.help_command_id,
-    )]
-    .into_iter()
-    .collect();
+    // The app's own commands; a bare Service that lists none gets the
+    // default app's /help.
+    let mut commands: std::collections::BTreeMap<String, i64> =
+        app.slash_commands().into_iter().collect();
+    if commands.is_empty() {
+        commands.insert(
+            settings.app.help_command_name.clone(),
+            settings.app.help_command_id,
+        );
+    }
     let sim_options = SimOptions {
         trust: vec![key],
         playground: Some(playground::Config {

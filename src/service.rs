@@ -45,6 +45,13 @@ pub trait Service: Send + Sync + 'static {
         ctx: &Context,
         event: &Event,
     ) -> impl Future<Output = Result<Vec<Reply>, HandlerError>> + Send;
+
+    /// The slash commands this service answers, as `(name, ID)`, for the
+    /// local playground to annotate typed commands as Chat would. None by
+    /// default; an [`crate::App`] lists the ones it registered.
+    fn slash_commands(&self) -> Vec<(String, i64)> {
+        Vec::new()
+    }
 }
 
 /// A handler's failure, and what the worker does about it.

@@ -99,17 +99,37 @@ pub fn check_body(name: &str, body: &Value, field: &str) -> Result<Value, Invali
     walk(schema, body, field)
 }
 
-/// An enum value as its name: a name in the list, or an integer index into it.
-/// (Proto enum numbers follow the order of the discovery document's list for
-/// the Chat and card enums; a gap would be refused here.)
+/// An enum value as its name: a name in the list, or its proto number.
+/// Proto enum numbers follow the order of the discovery document's list for
+/// the Chat and card enums, except where a number was retired: those are
+/// listed in [`RENUMBERED`]. Any other number is refused.
 fn enum_name(names: &[Value], value: &Value) -> Option<String> {
-    let index = match value {
+    let number = match value {
         Value::String(s) if names.iter().any(|n| n == s) => return Some(s.clone()),
-        Value::String(s) => s.parse::<usize>().ok()?,
-        Value::Number(n) => usize::try_from(n.as_u64()?).ok()?,
+        Value::String(s) => s.parse::<i64>().ok()?,
+        Value::Number(n) => n.as_i64()?,
         _ => return None,
     };
-    names.get(index)?.as_str().map(str::to_owned)
+    let names = names.iter().filter_map(Value::as_str).enumerate();
+    names
+        .map(|(index, name)| (proto_number(name, index), name))
+        .find(|(n, _)| *n == number)
+        .map(|(_, name)| name.to_owned())
+}
+
+/// Enum values whose proto number is not their position in the discovery
+/// document's list (a retired number left a gap), as generated into
+/// Google's clients (`google-chat-v1`'s `NotificationType::value`).
+const RENUMBERED: &[(&str, i64)] = &[
+    ("NOTIFICATION_TYPE_FORCE_NOTIFY", 2),
+    ("NOTIFICATION_TYPE_SILENT", 3),
+];
+
+fn proto_number(name: &str, index: usize) -> i64 {
+    RENUMBERED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(index as i64, |(_, number)| *number)
 }
 
 fn invalid(field: &str, description: String) -> Invalid {
@@ -295,5 +315,12 @@ mod tests {
             "path parameters are not query parameters"
         );
         assert!(check_query(create, &q(&[("foo", "1")])).is_err());
+        // A retired proto number: SILENT is 3, and 1 means nothing.
+        let notify = "createMessageNotificationOptions.notificationType";
+        let out = check_query(create, &q(&[(notify, "3")])).expect("silent");
+        assert_eq!(out[0].1, "NOTIFICATION_TYPE_SILENT");
+        let out = check_query(create, &q(&[(notify, "2")])).expect("force");
+        assert_eq!(out[0].1, "NOTIFICATION_TYPE_FORCE_NOTIFY");
+        assert!(check_query(create, &q(&[(notify, "1")])).is_err());
     }
 }

@@ -15,7 +15,7 @@ use google_cloud_pubsub::client::{Publisher, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::Message;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -212,6 +212,26 @@ pub struct Sim {
 
 impl Sim {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A simulator whose playground publishes people's actions to `topic`
+    /// through the emulator, knowing these slash commands.
+    pub async fn with_playground(topic: &str, commands: &[(&str, i64)]) -> Self {
+        Self::start_with(Some(chatworker::sim::playground::Config {
+            pubsub_url: format!("http://{}", emulator_host()),
+            topic: topic.to_owned(),
+            app_name: "chatworker".into(),
+            commands: commands
+                .iter()
+                .map(|(n, id)| ((*n).to_owned(), *id))
+                .collect(),
+            format: chatworker::sim::events::Format::Classic,
+        }))
+        .await
+    }
+
+    async fn start_with(playground: Option<chatworker::sim::playground::Config>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -226,6 +246,7 @@ impl Sim {
             listener,
             SimOptions {
                 trust: vec![key],
+                playground,
                 ..SimOptions::default()
             },
             async move {
@@ -304,6 +325,31 @@ impl Sim {
         assert!(r.status().is_success());
     }
 
+    /// Does what a person does in the playground (`kind`: message, added,
+    /// removed, click), as Ada in `space`; returns the simulator's answer.
+    pub async fn act(&self, space: &str, action: Value) -> Value {
+        let mut body = json!({
+            "space": {"name": space, "spaceType": "SPACE", "displayName": "Examples"},
+            "person": {"name": "users/1234567890", "displayName": "Ada Lovelace"},
+        });
+        for (k, v) in action.as_object().expect("an object") {
+            body[k] = v.clone();
+        }
+        let r = self
+            .http
+            .post(format!("{}/_sim/playground/act", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("act");
+        assert!(
+            r.status().is_success(),
+            "act {body}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        r.json().await.expect("act JSON")
+    }
+
     /// A message "written by a person" in `space` (`spaces/X`); returns it.
     pub async fn seed(&self, space: &str, text: &str, thread: Option<&str>) -> Value {
         let mut body = json!({
@@ -366,6 +412,33 @@ pub fn addon_message_event(message: &Value) -> Value {
     })
 }
 
+/// Builds the examples (once per test process) and returns where they are.
+/// `cargo test` builds them too, but not when a test is picked with
+/// `--test`, and a stale example would test old code.
+fn build_examples() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Tests run from <target>/<profile>/deps.
+            let exe = std::env::current_exe().expect("test binary");
+            let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+            let target_dir = profile_dir.parent().expect("target dir");
+            let mut cargo = std::process::Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--examples", "--locked", "--quiet"])
+                .arg("--target-dir")
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("cargo build --examples");
+            assert!(status.success(), "cargo build --examples failed");
+            profile_dir.join("examples")
+        })
+        .clone()
+}
+
 /// The `chatworker` binary, running.
 pub struct Worker {
     child: tokio::process::Child,
@@ -386,11 +459,44 @@ impl Worker {
 
     /// Starts the binary without waiting.
     pub fn spawn(sim: &Sim, subscription: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_program(
+            Path::new(env!("CARGO_BIN_EXE_chatworker")),
+            &["run"],
+            sim,
+            subscription,
+            env,
+        )
+    }
+
+    /// Starts the example `name` (built by `cargo test` with the tests) the
+    /// same way, and waits until it is pulling.
+    pub async fn start_example(
+        name: &str,
+        sim: &Sim,
+        subscription: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let program = build_examples().join(name);
+        let worker = Self::spawn_program(&program, &[], sim, subscription, env);
+        worker
+            .wait_for_log("worker started", Duration::from_secs(60))
+            .await;
+        worker
+    }
+
+    /// Starts `program` with `args` and the worker's environment.
+    pub fn spawn_program(
+        program: &Path,
+        args: &[&str],
+        sim: &Sim,
+        subscription: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("worker.log");
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatworker"));
+        let mut command = tokio::process::Command::new(program);
         command
-            .arg("run")
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
