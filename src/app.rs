@@ -697,3 +697,255 @@ fn command_text(message: &Message, name: Option<&str>) -> String {
         None => text.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::middleware::from_fn;
+    use serde::{Deserialize, Serialize};
+    use serde_json::Value;
+    use std::sync::Mutex;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/tests/fixtures/events/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
+    }
+
+    /// Runs `app` on `event`: its replies' texts (or the error) and the
+    /// skip reason.
+    fn run<S: Send + Sync + 'static>(
+        app: &App<S>,
+        event: &Value,
+    ) -> (Result<Vec<String>, String>, Option<&'static str>) {
+        let event =
+            crate::event::decode(&serde_json::to_vec(event).expect("json")).expect("decodes");
+        let ctx = Context::for_test(event.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let result = runtime.block_on(app.handle(&ctx, &event));
+        let texts = result
+            .map(|r| r.into_iter().map(|r| r.text.unwrap_or_default()).collect())
+            .map_err(|e| e.to_string());
+        (texts, ctx.skipped())
+    }
+
+    fn texts<S: Send + Sync + 'static>(app: &App<S>, event: &Value) -> Vec<String> {
+        run(app, event).0.expect("handled")
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Approve {
+        ticket: u32,
+    }
+    impl CardAction for Approve {
+        const NAME: &'static str = "approve";
+    }
+
+    fn routed() -> App<&'static str> {
+        App::with_state("state")
+            .message(|ctx: Context<&'static str>, m: Message| async move {
+                format!("{}: {}", ctx.state(), m.text)
+            })
+            .message_matching(
+                regex::Regex::new(r"^deploy (?<service>\w+)$").expect("regex"),
+                |_ctx, m: Matched| async move {
+                    format!("deploying {}", m.name("service").unwrap_or("?"))
+                },
+            )
+            .command("help", |_ctx, c: Command| async move {
+                format!("help by name {:?}", c.name)
+            })
+            .command_id(
+                7,
+                |_ctx, c: Command| async move { format!("seven: {}", c.text) },
+            )
+            .app_command(|_ctx, c: Command| async move { format!("other command {:?}", c.id) })
+            .action(|_ctx, a: Approve| async move { format!("approved {}", a.ticket) })
+            .widget_updated("suggest", |_ctx, c: Click| async move {
+                format!("widget {}", c.action.name)
+            })
+            .added(|_ctx, a: Added| async move { format!("added to {}", a.space.name) })
+            .removed(|_ctx, _r: Removed| async {})
+    }
+
+    #[test]
+    fn each_kind_of_event_reaches_its_handler() {
+        let app = routed();
+        let mut message = fixture("classic/message.json");
+        assert_eq!(texts(&app, &message), ["state: @chatworker hello there"]);
+        message["message"]["argumentText"] = " deploy api".into();
+        assert_eq!(
+            texts(&app, &message),
+            ["deploying api"],
+            "a pattern wins over the catch-all"
+        );
+        // /help typed, by name.
+        assert_eq!(
+            texts(&app, &fixture("classic/slash_command.json")),
+            [r#"help by name Some("/help")"#]
+        );
+        // APP_COMMAND 1 is registered neither by ID nor, in this event, by a
+        // name the message carries: the catch-all takes it.
+        assert_eq!(
+            texts(&app, &fixture("classic/app_command.json")),
+            ["other command Some(1)"]
+        );
+        let mut seven = fixture("classic/app_command.json");
+        seven["appCommandMetadata"]["appCommandId"] = 7.into();
+        seven["message"]["argumentText"] = " now".into();
+        assert_eq!(
+            texts(&app, &seven),
+            ["seven: now"],
+            "an APP_COMMAND goes by ID first"
+        );
+        seven["appCommandMetadata"]["appCommandId"] = 8.into();
+        seven["message"]["annotations"] = Value::Null;
+        seven["message"]["slashCommand"] = Value::Null;
+        assert_eq!(texts(&app, &seven), ["other command Some(8)"]);
+        assert_eq!(
+            texts(&app, &fixture("classic/card_clicked.json")),
+            ["approved 42"]
+        );
+        assert_eq!(
+            texts(&app, &fixture("classic/added_to_space.json")),
+            ["added to spaces/AAAAtest"]
+        );
+        assert_eq!(
+            run(&app, &fixture("classic/removed_from_space.json")),
+            (Ok(vec![]), None)
+        );
+    }
+
+    #[test]
+    fn unmatched_events_go_to_the_fallback_or_are_counted() {
+        let app = routed();
+        let mut click = fixture("classic/card_clicked.json");
+        click["action"]["actionMethodName"] = "reject".into();
+        assert_eq!(run(&app, &click), (Ok(vec![]), Some("no_handler")));
+        assert_eq!(
+            run(&app, &fixture("classic/future_event_type.json")).1,
+            Some("unknown_type")
+        );
+        let app = routed()
+            .fallback(|_ctx, e: Event| async move { format!("fallback {}", e.kind.label()) });
+        assert_eq!(texts(&app, &click), ["fallback CARD_CLICKED"]);
+        // Parameters that do not read as the action's type fail for good.
+        click["action"]["actionMethodName"] = "approve".into();
+        click["action"]["parameters"][0]["value"] = "forty-two".into();
+        let (result, _) = run(&app, &click);
+        assert!(result.expect_err("bad parameters").contains("forty-two"));
+    }
+
+    #[test]
+    fn bots_are_skipped_unless_the_app_answers_them() {
+        let bot = fixture("classic/bot_message.json");
+        assert_eq!(run(&routed(), &bot), (Ok(vec![]), Some("bot_sender")));
+        assert_eq!(texts(&routed().answer_bots(), &bot).len(), 1);
+    }
+
+    #[test]
+    fn allow_lists_refuse_other_spaces_and_domains() {
+        let message = fixture("classic/message.json");
+        let refused = (Ok(vec![]), Some("not_allowed"));
+        assert_eq!(run(&routed().allow_spaces(["OTHER"]), &message), refused);
+        assert_eq!(
+            texts(&routed().allow_spaces(["AAAAtest"]), &message).len(),
+            1
+        );
+        assert_eq!(
+            texts(&routed().allow_domains(["EXAMPLE.com"]), &message).len(),
+            1
+        );
+        assert_eq!(
+            run(&routed().allow_domains(["example.org"]), &message),
+            refused
+        );
+        let mut anonymous = message.clone();
+        anonymous["user"]["email"] = Value::Null;
+        anonymous["message"]["sender"]["email"] = Value::Null;
+        assert_eq!(
+            run(&routed().allow_domains(["example.com"]), &anonymous),
+            refused
+        );
+    }
+
+    #[test]
+    fn layers_wrap_in_order_and_see_the_result() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let layer = |name: &'static str, seen: Arc<Mutex<Vec<String>>>| {
+            from_fn(
+                move |ctx: Context<&'static str>, next: Next<&'static str>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().expect("lock").push(format!("{name} before"));
+                        let mut result = next.run(ctx).await;
+                        if let Ok(replies) = &mut result {
+                            replies.push(Reply::text(format!("{name} after")));
+                        }
+                        seen.lock().expect("lock").push(format!("{name} after"));
+                        result
+                    }
+                },
+            )
+        };
+        let app = routed()
+            .layer(layer("outer", seen.clone()))
+            .layer(layer("inner", seen.clone()));
+        let out = texts(&app, &fixture("classic/message.json"));
+        assert_eq!(
+            out,
+            [
+                "state: @chatworker hello there",
+                "inner after",
+                "outer after"
+            ]
+        );
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            ["outer before", "inner before", "inner after", "outer after"]
+        );
+        // A layer may answer instead of the handler.
+        let app = routed().layer(from_fn(|_ctx: Context<&'static str>, _next| async {
+            Ok(vec![Reply::text("no")])
+        }));
+        assert_eq!(texts(&app, &fixture("classic/message.json")), ["no"]);
+    }
+
+    #[test]
+    fn the_error_hook_recovers_or_passes_the_error_on() {
+        let failing = || {
+            App::new().message(|_ctx, _m: Message| async {
+                Err::<(), _>(HandlerError::transient("db down"))
+            })
+        };
+        let message = fixture("classic/message.json");
+        let (result, _) = run(&failing(), &message);
+        assert!(result.expect_err("fails").contains("db down"));
+        let recovered =
+            failing().on_error(|_ctx, e: HandlerError| async move { format!("sorry: {e}") });
+        assert_eq!(
+            texts(&recovered, &message),
+            ["sorry: handler failed, will retry: db down"]
+        );
+        let passed = failing().on_error(|_ctx, e: HandlerError| async move { Err::<(), _>(e) });
+        assert!(run(&passed, &message).0.is_err());
+    }
+
+    #[test]
+    fn the_playground_learns_the_registered_commands() {
+        let app = App::new()
+            .command("/a", |_ctx, _c: Command| async {})
+            .slash_command("b", 3, |_ctx, _c: Command| async {});
+        assert_eq!(
+            app.slash_commands(),
+            [
+                ("/a".to_owned(), UNNUMBERED_COMMAND_IDS),
+                ("/b".to_owned(), 3)
+            ]
+        );
+    }
+}

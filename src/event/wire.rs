@@ -43,7 +43,7 @@ pub(super) struct WireMessage {
     pub sender: Option<WireUser>,
     pub thread: Option<WireThread>,
     pub slash_command: Option<WireSlashCommand>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub annotations: Vec<WireAnnotation>,
 }
 
@@ -188,4 +188,14 @@ impl WireMessage {
             slash_command,
         })
     }
+}
+
+/// proto3 JSON: `null` stands for the default, an empty list.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    Option::<Vec<T>>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
