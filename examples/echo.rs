@@ -1,9 +1,9 @@
 //! Echo bot with a card: the smallest complete chatworker app.
 //!
 //! Shows an `App` with a message handler that answers every message in its
-//! thread with a card (the sender's avatar in the header, their text, a link
-//! button), a greeting when the app is added to a space, `/help` by name,
-//! a fallback for everything else, and the logging middleware.
+//! thread with a card (the sender's avatar in the header, their text) and a
+//! link button under it, a greeting when the app is added to a space, `/help`
+//! by name, a fallback for everything else, and the logging middleware.
 //!
 //! Try it locally (Pub/Sub emulator + Chat simulator, no Google account):
 //!
@@ -33,18 +33,15 @@ async fn echo(ctx: Context, message: Message) -> Result<Reply, HandlerError> {
         card = card.header_image(avatar, format!("Avatar of {name}"), true);
     }
     let card = card
-        .section(
-            Section::titled("You said")
-                .text(said)
-                .divider()
-                .buttons([Button::link(
-                    "How this works",
-                    "https://developers.google.com/workspace/chat",
-                )]),
-        )
+        .section(Section::titled("You said").text(said))
         // Refused here, before sending, if the quote made it over 32 KB.
         .build()?;
-    Ok(Reply::card("echo", card))
+    // A button under the message itself (an accessory widget).
+    let docs = Button::link(
+        "How this works",
+        "https://developers.google.com/workspace/chat",
+    );
+    Ok(Reply::card("echo", card).with_buttons([docs]))
 }
 
 /// The first message in a new space: a thread of its own.

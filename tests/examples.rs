@@ -55,6 +55,8 @@ async fn echo_answers_with_a_card_in_the_thread_and_greets_new_spaces() {
         records[0]["message"]["thread"]["name"], acted["event"]["message"]["thread"]["name"],
         "answered in the message's thread"
     );
+    let accessory = &records[0]["body"]["accessoryWidgets"][0]["buttonList"]["buttons"][0];
+    assert_eq!(accessory["text"], "How this works");
     // Every message says how its text is to be read.
     assert_eq!(records[0]["body"]["markupSyntax"], "MARKUP_SYNTAX_CHAT");
 
