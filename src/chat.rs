@@ -112,6 +112,7 @@ pub struct ChatClient {
     inner: ChatService,
     credentials: google_cloud_auth::credentials::Credentials,
     timeout: Duration,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// The client could not be built (for example an unreadable key file).
@@ -156,7 +157,29 @@ impl ChatClient {
             inner,
             credentials,
             timeout: settings.request_timeout,
+            metrics: None,
         })
+    }
+
+    /// Counts every call, by method and status, in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count<T>(&self, method: &'static str, result: &Result<T, google_cloud_gax::error::Error>) {
+        let Some(metrics) = &self.metrics else { return };
+        let status = match result {
+            Ok(_) => "200".to_owned(),
+            Err(e) => match e.http_status_code() {
+                Some(code) => code.to_string(),
+                None if e.is_timeout() => "timeout".to_owned(),
+                None if e.is_authentication() => "auth".to_owned(),
+                None if e.is_connect() || e.is_transport() || e.is_io() => "network".to_owned(),
+                None => "error".to_owned(),
+            },
+        };
+        metrics.chat_call(method, &status);
     }
 
     /// Obtains a token once. Building the client only reads configuration;
@@ -192,15 +215,16 @@ impl ChatClient {
             "cards_v2",
             "accessory_widgets",
         ]);
-        match self
+        let result = self
             .inner
             .update_message()
             .set_message(body)
             .set_update_mask(mask)
             .with_attempt_timeout(self.timeout)
             .send()
-            .await
-        {
+            .await;
+        self.count("update", &result);
+        match result {
             Ok(updated) => Ok(Created::Message(
                 serde_json::to_value(&updated).unwrap_or(serde_json::Value::Null),
             )),
@@ -211,14 +235,15 @@ impl ChatClient {
     /// Deletes the app's message `name`. A message already gone (404) counts
     /// as deleted, so that a retried delete succeeds.
     pub async fn delete(&self, name: &crate::names::MessageName) -> Result<(), SendError> {
-        match self
+        let result = self
             .inner
             .delete_message()
             .set_name(name.as_str())
             .with_attempt_timeout(self.timeout)
             .send()
-            .await
-        {
+            .await;
+        self.count("delete", &result);
+        match result {
             Ok(_) => Ok(()),
             Err(e) if e.http_status_code() == Some(404) => Ok(()),
             Err(e) => Err(classify(&e)),
@@ -273,7 +298,9 @@ impl ChatClient {
         if let Some(id) = &message.id {
             request = request.set_message_id(id.as_str());
         }
-        match request.set_message(body).send().await {
+        let result = request.set_message(body).send().await;
+        self.count("create", &result);
+        match result {
             Ok(created) => Ok(Created::Message(
                 serde_json::to_value(&created).unwrap_or(serde_json::Value::Null),
             )),

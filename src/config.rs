@@ -35,6 +35,20 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// The default app's texts.
     pub app: AppSettings,
+    /// The operations listener (health and metrics).
+    pub server: ServerSettings,
+}
+
+/// The operations listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `host:port` for `/healthz`, `/readyz` and `/metrics`; empty: off.
+    pub listen: String,
+    /// How long the pull loop may stall, or Pub/Sub stay unreachable,
+    /// before `/healthz` fails.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 /// The Pub/Sub side.

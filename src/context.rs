@@ -63,6 +63,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     markup: Markup,
     skipped: Mutex<Option<&'static str>>,
+    /// When Pub/Sub received the event, for the reply latency metric;
+    /// taken (once) by the first message created.
+    published: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl<S> Clone for Context<S> {
@@ -91,6 +94,7 @@ impl Context {
         identity: String,
         metrics: Arc<Metrics>,
         markup: Markup,
+        published: Option<std::time::SystemTime>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -101,6 +105,7 @@ impl Context {
                 metrics,
                 markup,
                 skipped: Mutex::new(None),
+                published: Mutex::new(published),
             }),
             state: Arc::new(()),
         }
@@ -136,6 +141,7 @@ impl Context {
                 metrics: Arc::new(Metrics::default()),
                 markup: Markup::default(),
                 skipped: Mutex::new(None),
+                published: Mutex::new(None),
             }),
             state: Arc::new(()),
         }
@@ -300,7 +306,18 @@ impl<S> Context<S> {
 
     async fn create(&self, message: &NewMessage) -> Result<(), SendError> {
         match self.sender()?.create(message).await? {
-            Created::Message(_) => self.inner.metrics.reply_created(),
+            Created::Message(_) => {
+                self.inner.metrics.reply_created();
+                let published = self
+                    .inner
+                    .published
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(latency) = published.and_then(|p| p.elapsed().ok()) {
+                    self.inner.metrics.first_reply(latency);
+                }
+            }
             Created::AlreadyExists => self.inner.metrics.reply_already_existed(),
         }
         Ok(())

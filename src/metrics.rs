@@ -1,14 +1,67 @@
-//! Counters of what the worker did, shared by every task. Logged as a summary
-//! when the worker stops.
+//! What the worker did, shared by every task: Prometheus metrics (served at
+//! `/metrics` by [`crate::server`], encoded by `prometheus-client`) and the
+//! totals logged as a summary when the worker stops.
+//!
+//! Labels are bounded: event types are [`crate::event::EventKind::label`]s,
+//! reasons are fixed strings from the code, Chat API methods are three, and
+//! statuses are HTTP codes or one of a few words.
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
-/// The worker's counters.
-#[derive(Debug, Default)]
+/// The event type of an event that could not be decoded.
+pub const UNDECODABLE: &str = "UNDECODABLE";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    r#type: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    status: String,
+}
+
+/// The worker's metrics.
+#[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
+    received: Family<TypeLabels, Counter>,
+    acked: Family<TypeLabels, Counter>,
+    nacked: Family<TypeLabels, Counter>,
+    dropped: Family<DropLabels, Counter>,
+    dead_lettered: Family<TypeLabels, Counter>,
+    chat_calls: Family<CallLabels, Counter>,
+    replies_created: Counter,
+    replies_already_existed: Counter,
+    reply_latency: Histogram,
+    chat_retries: Counter,
+    quota_waits: Counter,
+    quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    in_flight: Gauge,
+    stream_reconnects: Counter,
+    // The summary's totals.
+    totals: Totals,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
     received: AtomicU64,
     acked: AtomicU64,
     nacked: AtomicU64,
@@ -22,7 +75,7 @@ pub struct Metrics {
     dropped: Mutex<BTreeMap<String, u64>>,
 }
 
-/// A copy of the counters at one moment.
+/// A copy of the totals at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     /// Pub/Sub messages received (every delivery counts).
@@ -49,62 +102,255 @@ pub struct Snapshot {
     pub dropped: BTreeMap<String, u64>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("chatworker");
+        let received = Family::default();
+        let acked = Family::default();
+        let nacked = Family::default();
+        let dropped = Family::default();
+        let dead_lettered = Family::default();
+        let chat_calls = Family::default();
+        let replies_created = Counter::default();
+        let replies_already_existed = Counter::default();
+        // 50 ms to about 100 s: an answer within a second or two is the
+        // goal; quota waits and retries make the tail.
+        let reply_latency =
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]);
+        let chat_retries = Counter::default();
+        let quota_waits = Counter::default();
+        let quota_wait_seconds = Counter::default();
+        let in_flight = Gauge::default();
+        let stream_reconnects = Counter::default();
+        let r = &mut registry;
+        r.register(
+            "events_received",
+            "Pub/Sub messages received, by event type",
+            received.clone(),
+        );
+        r.register(
+            "events_acked",
+            "Pub/Sub messages acked, by event type",
+            acked.clone(),
+        );
+        r.register(
+            "events_nacked",
+            "Pub/Sub messages nacked for redelivery, by event type",
+            nacked.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Events acked without an answer, by event type and reason",
+            dropped.clone(),
+        );
+        r.register(
+            "events_dead_lettered",
+            "Events published to the dead-letter topic, by event type",
+            dead_lettered.clone(),
+        );
+        r.register(
+            "chat_api_calls",
+            "Chat API calls, by method (create, update, delete) and HTTP status (or timeout, network)",
+            chat_calls.clone(),
+        );
+        r.register(
+            "replies_created",
+            "Messages Chat created",
+            replies_created.clone(),
+        );
+        r.register(
+            "replies_already_existed",
+            "Messages Chat already held from an earlier delivery (409 on our ID)",
+            replies_already_existed.clone(),
+        );
+        r.register_with_unit(
+            "reply_latency",
+            "Time from the event's publication to its first message created",
+            prometheus_client::registry::Unit::Seconds,
+            reply_latency.clone(),
+        );
+        r.register(
+            "chat_retries",
+            "Chat API calls retried after a transient failure",
+            chat_retries.clone(),
+        );
+        r.register(
+            "quota_waits",
+            "Writes that waited for a quota slot",
+            quota_waits.clone(),
+        );
+        r.register_with_unit(
+            "quota_wait",
+            "Time writes waited for quota slots",
+            prometheus_client::registry::Unit::Seconds,
+            quota_wait_seconds.clone(),
+        );
+        r.register(
+            "events_in_flight",
+            "Events received and not yet settled",
+            in_flight.clone(),
+        );
+        r.register(
+            "stream_reconnects",
+            "Times the connection to Pub/Sub broke and was rebuilt (each incident once)",
+            stream_reconnects.clone(),
+        );
+        Self {
+            registry,
+            received,
+            acked,
+            nacked,
+            dropped,
+            dead_lettered,
+            chat_calls,
+            replies_created,
+            replies_already_existed,
+            reply_latency,
+            chat_retries,
+            quota_waits,
+            quota_wait_seconds,
+            in_flight,
+            stream_reconnects,
+            totals: Totals::default(),
+        }
+    }
+}
+
+fn kind(r#type: &'static str) -> TypeLabels {
+    TypeLabels { r#type }
+}
+
 impl Metrics {
-    pub(crate) fn received(&self) {
-        self.received.fetch_add(1, Relaxed);
+    pub(crate) fn received(&self, r#type: &'static str) {
+        self.received.get_or_create(&kind(r#type)).inc();
+        self.in_flight.inc();
+        self.totals.received.fetch_add(1, Relaxed);
     }
-    pub(crate) fn acked(&self) {
-        self.acked.fetch_add(1, Relaxed);
+    pub(crate) fn acked(&self, r#type: &'static str) {
+        self.acked.get_or_create(&kind(r#type)).inc();
+        self.in_flight.dec();
+        self.totals.acked.fetch_add(1, Relaxed);
     }
-    pub(crate) fn nacked(&self) {
-        self.nacked_many(1);
+    pub(crate) fn nacked(&self, r#type: &'static str) {
+        self.nacked_many(r#type, 1);
     }
-    pub(crate) fn nacked_many(&self, n: u64) {
-        self.nacked.fetch_add(n, Relaxed);
+    /// `n` events nacked at once (left unfinished at shutdown).
+    pub(crate) fn nacked_many(&self, r#type: &'static str, n: u64) {
+        self.nacked.get_or_create(&kind(r#type)).inc_by(n);
+        self.in_flight.set(self.in_flight.get() - n as i64);
+        self.totals.nacked.fetch_add(n, Relaxed);
     }
-    pub(crate) fn dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Relaxed);
+    pub(crate) fn dead_lettered(&self, r#type: &'static str) {
+        self.dead_lettered.get_or_create(&kind(r#type)).inc();
+        self.totals.dead_lettered.fetch_add(1, Relaxed);
     }
     pub(crate) fn reply_created(&self) {
-        self.replies_created.fetch_add(1, Relaxed);
+        self.replies_created.inc();
+        self.totals.replies_created.fetch_add(1, Relaxed);
+    }
+    /// The first message an event caused was created `latency` after the
+    /// event was published.
+    pub(crate) fn first_reply(&self, latency: Duration) {
+        self.reply_latency.observe(latency.as_secs_f64());
     }
     pub(crate) fn reply_already_existed(&self) {
-        self.replies_already_existed.fetch_add(1, Relaxed);
+        self.replies_already_existed.inc();
+        self.totals.replies_already_existed.fetch_add(1, Relaxed);
+    }
+    /// One Chat API call and how it ended: an HTTP status, or a word.
+    pub(crate) fn chat_call(&self, method: &'static str, status: &str) {
+        let labels = CallLabels {
+            method,
+            status: status.to_owned(),
+        };
+        self.chat_calls.get_or_create(&labels).inc();
     }
     pub(crate) fn chat_retried(&self) {
-        self.chat_retries.fetch_add(1, Relaxed);
+        self.chat_retries.inc();
+        self.totals.chat_retries.fetch_add(1, Relaxed);
     }
-    pub(crate) fn quota_waited(&self, waited: std::time::Duration) {
-        self.quota_waits.fetch_add(1, Relaxed);
+    pub(crate) fn quota_waited(&self, waited: Duration) {
+        self.quota_waits.inc();
+        self.quota_wait_seconds.inc_by(waited.as_secs_f64());
+        self.totals.quota_waits.fetch_add(1, Relaxed);
         let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-        self.quota_wait_ms.fetch_add(ms, Relaxed);
+        self.totals.quota_wait_ms.fetch_add(ms, Relaxed);
     }
     pub(crate) fn stream_incident(&self) {
-        self.stream_incidents.fetch_add(1, Relaxed);
+        self.stream_reconnects.inc();
+        self.totals.stream_incidents.fetch_add(1, Relaxed);
     }
-    pub(crate) fn dropped(&self, reason: &str) {
-        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn dropped(&self, r#type: &'static str, reason: &str) {
+        let labels = DropLabels {
+            r#type,
+            reason: reason.to_owned(),
+        };
+        self.dropped.get_or_create(&labels).inc();
+        let mut dropped = self
+            .totals
+            .dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *dropped.entry(reason.to_owned()).or_default() += 1;
     }
 
-    /// The counters now.
+    /// Everything, in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The totals now.
     pub fn snapshot(&self) -> Snapshot {
+        let t = &self.totals;
         Snapshot {
-            received: self.received.load(Relaxed),
-            acked: self.acked.load(Relaxed),
-            nacked: self.nacked.load(Relaxed),
-            dead_lettered: self.dead_lettered.load(Relaxed),
-            replies_created: self.replies_created.load(Relaxed),
-            replies_already_existed: self.replies_already_existed.load(Relaxed),
-            chat_retries: self.chat_retries.load(Relaxed),
-            quota_waits: self.quota_waits.load(Relaxed),
-            quota_wait_ms: self.quota_wait_ms.load(Relaxed),
-            stream_incidents: self.stream_incidents.load(Relaxed),
-            dropped: self
-                .dropped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            received: t.received.load(Relaxed),
+            acked: t.acked.load(Relaxed),
+            nacked: t.nacked.load(Relaxed),
+            dead_lettered: t.dead_lettered.load(Relaxed),
+            replies_created: t.replies_created.load(Relaxed),
+            replies_already_existed: t.replies_already_existed.load(Relaxed),
+            chat_retries: t.chat_retries.load(Relaxed),
+            quota_waits: t.quota_waits.load(Relaxed),
+            quota_wait_ms: t.quota_wait_ms.load(Relaxed),
+            stream_incidents: t.stream_incidents.load(Relaxed),
+            dropped: t.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_with_their_labels() {
+        let m = Metrics::default();
+        m.received("MESSAGE");
+        m.received(UNDECODABLE);
+        m.acked("MESSAGE");
+        m.dropped(UNDECODABLE, "not_json");
+        m.acked(UNDECODABLE);
+        m.chat_call("create", "200");
+        m.chat_call("create", "429");
+        m.first_reply(Duration::from_millis(300));
+        m.quota_waited(Duration::from_millis(1500));
+        let text = m.encode();
+        for line in [
+            r#"chatworker_events_received_total{type="MESSAGE"} 1"#,
+            r#"chatworker_events_dropped_total{type="UNDECODABLE",reason="not_json"} 1"#,
+            r#"chatworker_chat_api_calls_total{method="create",status="429"} 1"#,
+            r#"chatworker_reply_latency_seconds_bucket{le="0.5"} 1"#,
+            "chatworker_quota_wait_seconds_total 1.5",
+            "chatworker_events_in_flight 0",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        let s = m.snapshot();
+        assert_eq!((s.received, s.acked, s.quota_wait_ms), (2, 2, 1500));
+        assert_eq!(s.dropped.get("not_json"), Some(&1));
     }
 }

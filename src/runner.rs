@@ -49,16 +49,12 @@ pub async fn run(service: impl Service) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); does nothing
-/// when a subscriber is already set.
+/// Logs to stderr: readable text on a terminal, Google Cloud Logging's
+/// structured JSON elsewhere (`CHATWORKER_LOG_FORMAT=json|text` chooses),
+/// filtered by `RUST_LOG` (default `info`). Does nothing when a subscriber
+/// is already set.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::logging::init(crate::logging::Format::detect());
 }
 
 /// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).

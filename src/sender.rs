@@ -74,7 +74,7 @@ impl Sender {
     /// A sender over `chat` with the settings' quotas and retry policy.
     pub fn new(chat: ChatClient, settings: &ChatSettings, metrics: Arc<Metrics>) -> Self {
         Self {
-            chat,
+            chat: chat.with_metrics(metrics.clone()),
             quota: WriteQuota::new(
                 settings.space_writes_per_minute,
                 settings.project_writes_per_minute,

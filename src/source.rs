@@ -117,6 +117,7 @@ impl Source {
     pub async fn open(
         settings: &PubSubSettings,
         metrics: Arc<Metrics>,
+        status: Arc<crate::health::Status>,
     ) -> Result<Self, SourceError> {
         let mut builder = Subscriber::builder();
         let mut admin = SubscriptionAdmin::builder();
@@ -135,7 +136,7 @@ impl Source {
             .build()
             .await
             .map_err(|e| SourceError(e.to_string()))?;
-        let health = Arc::new(Health::new(metrics));
+        let health = Arc::new(Health::new(metrics, status));
         let probe = Probe {
             admin,
             subscription: settings.subscription.clone(),
@@ -143,7 +144,7 @@ impl Source {
         match probe.check().await {
             Err(ProbeError::Refused(e)) => return Err(SourceError(e)),
             Err(ProbeError::Unreachable(e)) => health.broken(&e, false),
-            Ok(()) => {}
+            Ok(()) => health.status.subscription_reachable(),
         }
         let watch = tokio_util::sync::CancellationToken::new();
         if !settings.probe_interval.is_zero() {
@@ -210,6 +211,7 @@ fn subscribe(subscriber: &Subscriber, settings: &PubSubSettings) -> MessageStrea
 struct Health {
     incident: Mutex<Option<Incident>>,
     metrics: Arc<Metrics>,
+    status: Arc<crate::health::Status>,
     /// The received count at the last probe.
     seen: AtomicU64,
 }
@@ -224,10 +226,11 @@ struct Incident {
 }
 
 impl Health {
-    fn new(metrics: Arc<Metrics>) -> Self {
+    fn new(metrics: Arc<Metrics>, status: Arc<crate::health::Status>) -> Self {
         Self {
             incident: Mutex::new(None),
             metrics,
+            status,
             seen: AtomicU64::new(0),
         }
     }
@@ -250,6 +253,7 @@ impl Health {
                     "Pub/Sub connection broken; reconnecting with backoff"
                 );
                 self.metrics.stream_incident();
+                self.status.outage_started();
                 *incident = Some(Incident {
                     since: Instant::now(),
                     failures: 1,
@@ -269,6 +273,8 @@ impl Health {
         let Some(closed) = incident.take() else {
             return false;
         };
+        self.status.outage_ended();
+        self.status.subscription_reachable();
         tracing::info!(
             down_for = ?closed.since.elapsed(),
             failed_attempts = closed.failures,

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::context::Context;
 use crate::dispatch::Dispatcher;
 use crate::event::{DecodeError, Event, EventKind, decode};
+use crate::health::Status;
 use crate::ids::reply_id;
 use crate::metrics::{Metrics, Snapshot};
 use crate::reply::{Markup, Reply, ReplyThread};
@@ -28,6 +29,9 @@ use std::time::Duration;
 /// Pub/Sub after in-flight work is stopped (acks are batched every 100 ms).
 const FLUSH_MARGIN: Duration = Duration::from_secs(2);
 
+/// How often the pull loop reports that it is alive while no event comes.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// How long the start-up credentials check may take before it is reported
 /// as failing; it runs beside the pull loop and delays nothing.
 const CREDENTIALS_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +46,9 @@ pub enum WorkerError {
     /// The subscription failed for good (deleted, no permission…).
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// The operations listener could not start.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
 }
 
 /// Everything a job needs, shared by all of them.
@@ -61,14 +68,28 @@ pub async fn run<A: Service>(
     app: A,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Snapshot, WorkerError> {
+    let status = Arc::new(Status::new(settings.server.stall_after));
+    let metrics = Arc::new(Metrics::default());
+    // Stops the operations listener once the worker has stopped.
+    let stopped = tokio_util::sync::CancellationToken::new();
+    let _stop_listener = stopped.clone().drop_guard();
+    if !settings.server.listen.is_empty() {
+        let done = stopped.clone();
+        crate::server::start(
+            &settings.server.listen,
+            status.clone(),
+            metrics.clone(),
+            async move { done.cancelled().await },
+        )
+        .await?;
+    }
     let chat = ChatClient::new(&settings.chat).await?;
-    tokio::spawn(check_credentials(chat.clone()));
+    tokio::spawn(check_credentials(chat.clone(), status.clone()));
     let dead_letter = match settings.pubsub.dead_letter_topic.as_str() {
         "" => None,
         topic => Some(TopicPublisher::new(&settings.pubsub, topic).await?),
     };
-    let metrics = Arc::new(Metrics::default());
-    let mut source = Source::open(&settings.pubsub, metrics.clone()).await?;
+    let mut source = Source::open(&settings.pubsub, metrics.clone(), status.clone()).await?;
     let shared = Arc::new(Shared {
         app,
         sender: Arc::new(Sender::new(chat, &settings.chat, metrics.clone())),
@@ -87,19 +108,25 @@ pub async fn run<A: Service>(
     );
 
     tokio::pin!(shutdown);
+    // The loop beats while it waits, so that /healthz tells a stalled loop
+    // from an idle one.
+    let mut beat = tokio::time::interval(HEARTBEAT);
     loop {
+        status.beat();
         let next = tokio::select! {
             // Biased: once shutdown is signalled, no new delivery is taken.
             biased;
             () = &mut shutdown => break,
+            _ = beat.tick() => continue,
             next = source.next() => next,
         };
         let Some(delivery) = next else { break };
-        shared.metrics.received();
         let decoded = decode(&delivery.data);
+        shared.metrics.received(event_type(&decoded));
         let key = lane_key(&decoded, &delivery);
         dispatcher.submit(key, process(shared.clone(), delivery, decoded).boxed());
     }
+    status.stopping();
     tracing::info!(
         in_flight = dispatcher.pending(),
         "shutting down: no longer pulling"
@@ -110,11 +137,11 @@ pub async fn run<A: Service>(
     let stopped = tokio::spawn(async move { stop.stop().await });
     let abandoned = dispatcher.drain(grace - margin).await;
     if abandoned > 0 {
+        // Each was counted as nacked when its work was dropped (`InFlight`).
         tracing::warn!(
             abandoned,
             "grace period over: unfinished events nacked for redelivery"
         );
-        shared.metrics.nacked_many(abandoned);
     }
     if tokio::time::timeout(margin, stopped).await.is_err() {
         tracing::warn!("Pub/Sub did not confirm the last acks in time; they may be redelivered");
@@ -140,8 +167,10 @@ pub async fn run<A: Service>(
 /// Reports once, at start-up, when no Chat API token can be obtained: every
 /// reply would fail and every event be redelivered until that is fixed, and
 /// one clear line says so better than a warning per event.
-async fn check_credentials(chat: ChatClient) {
-    match tokio::time::timeout(CREDENTIALS_CHECK_TIMEOUT, chat.check_credentials()).await {
+async fn check_credentials(chat: ChatClient, status: Arc<Status>) {
+    let result = tokio::time::timeout(CREDENTIALS_CHECK_TIMEOUT, chat.check_credentials()).await;
+    status.credentials(matches!(result, Ok(Ok(()))));
+    match result {
         Ok(Ok(())) => tracing::debug!("Chat API credentials obtained"),
         Ok(Err(e)) => tracing::warn!(
             error = %e,
@@ -167,12 +196,41 @@ fn lane_key(decoded: &Result<Event, DecodeError>, delivery: &Delivery) -> String
     }
 }
 
+fn event_type(decoded: &Result<Event, DecodeError>) -> &'static str {
+    match decoded {
+        Ok(event) => event.kind.label(),
+        Err(_) => crate::metrics::UNDECODABLE,
+    }
+}
+
+/// An event being processed. Work dropped before it settles (at the end of
+/// the grace period) nacks its delivery by dropping it; this counts that.
+struct InFlight {
+    metrics: Arc<Metrics>,
+    r#type: &'static str,
+    settled: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.metrics.nacked(self.r#type);
+        }
+    }
+}
+
 /// Handles one delivery end to end and settles it.
 async fn process<A: Service>(
     shared: Arc<Shared<A>>,
     delivery: Delivery,
     decoded: Result<Event, DecodeError>,
 ) {
+    let r#type = event_type(&decoded);
+    let mut in_flight = InFlight {
+        metrics: shared.metrics.clone(),
+        r#type,
+        settled: false,
+    };
     let (outcome, detail) = match decoded {
         Ok(event) => handle(&shared, &delivery, Arc::new(event)).await,
         Err(e) => {
@@ -185,25 +243,26 @@ async fn process<A: Service>(
     let metrics = &shared.metrics;
     let reason = outcome.reason();
     if let Some(reason) = reason {
-        metrics.dropped(reason);
+        metrics.dropped(r#type, reason);
     }
+    in_flight.settled = true;
     match (
         settle(&outcome, shared.dead_letter.is_some()),
         &shared.dead_letter,
     ) {
         (Settlement::DeadLetter, Some(topic)) => {
             let reason = reason.unwrap_or("unknown");
-            dead_letter(topic, &shared, delivery, reason, &detail).await;
+            dead_letter(topic, &shared, delivery, r#type, reason, &detail).await;
         }
         (Settlement::Ack, _) => {
             delivery.ack();
-            metrics.acked();
+            metrics.acked(r#type);
         }
         // settle() dead-letters only when a topic is configured; were that
         // ever broken, nacking keeps the event rather than dropping it.
         (Settlement::Nack, _) | (Settlement::DeadLetter, None) => {
             delivery.nack();
-            metrics.nacked();
+            metrics.nacked(r#type);
         }
     }
 }
@@ -214,6 +273,7 @@ async fn dead_letter<A>(
     topic: &TopicPublisher,
     shared: &Shared<A>,
     delivery: Delivery,
+    r#type: &'static str,
     reason: &'static str,
     detail: &str,
 ) {
@@ -237,13 +297,13 @@ async fn dead_letter<A>(
         Ok(_) => {
             tracing::warn!(message_id = %delivery.message_id, reason, "sent to the dead-letter topic");
             delivery.ack();
-            shared.metrics.dead_lettered();
-            shared.metrics.acked();
+            shared.metrics.dead_lettered(r#type);
+            shared.metrics.acked(r#type);
         }
         Err(e) => {
             tracing::warn!(message_id = %delivery.message_id, error = %e, "dead-letter publish failed; nacking");
             delivery.nack();
-            shared.metrics.nacked();
+            shared.metrics.nacked(r#type);
         }
     }
 }
@@ -267,6 +327,7 @@ async fn handle<A: Service>(
         identity,
         shared.metrics.clone(),
         shared.markup,
+        delivery.publish_time,
     );
     let replies = match shared.app.handle(&ctx, &event).await {
         Ok(replies) => replies,

@@ -267,11 +267,12 @@ async fn an_event_that_keeps_failing_is_dead_lettered_by_the_subscription_policy
     // One Chat call per delivery, each delivery numbered, then no more.
     assert_eq!(sim.calls().await.len(), 5);
     assert_eq!(worker.counter("nacked"), 5);
-    assert!(
-        worker.logs().contains("delivery_attempt=5"),
-        "{}",
-        worker.logs()
-    );
+    let attempts: Vec<Value> = worker
+        .entries("reply failed after retries; nacked for redelivery")
+        .iter()
+        .map(|e| e["delivery_attempt"].clone())
+        .collect();
+    assert!(attempts.contains(&Value::from(5)), "{attempts:?}");
     assert!(sim.app_messages().await.is_empty());
 }
 

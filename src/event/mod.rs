@@ -60,7 +60,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// A short, stable label for logs and metrics.
-    pub fn label(&self) -> &str {
+    pub fn label(&self) -> &'static str {
         match self {
             Self::Message => "MESSAGE",
             Self::AddedToSpace => "ADDED_TO_SPACE",

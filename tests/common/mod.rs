@@ -585,30 +585,32 @@ impl Worker {
     }
 
     /// The counters of the "worker stopped" log line.
+    /// The fields of the "worker stopped" summary. The worker's stderr is a
+    /// file, so it logs Cloud Logging JSON: one object per line.
     pub fn summary(&self) -> HashMap<String, String> {
         let logs = self.logs();
         let line = logs
             .lines()
-            .find(|l| l.contains("worker stopped"))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == "worker stopped")
             .unwrap_or_else(|| panic!("no summary in the log:\n{logs}"));
-        let fields = line
-            .split_once("worker stopped")
-            .map_or("", |(_, rest)| rest);
-        let mut map = HashMap::new();
-        let mut rest = fields.trim();
-        while let Some((key, value)) = rest.split_once('=') {
-            let key = key.trim().to_owned();
-            let value = value.trim_start();
-            // Values are bare words or {...} maps.
-            let end = if value.starts_with('{') {
-                value.find('}').map_or(value.len(), |i| i + 1)
-            } else {
-                value.find(' ').unwrap_or(value.len())
-            };
-            map.insert(key, value[..end].to_owned());
-            rest = value[end..].trim();
-        }
-        map
+        let fields = line.as_object().cloned().unwrap_or_default();
+        fields
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect()
+    }
+
+    /// The log's entries with this message.
+    pub fn entries(&self, message: &str) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["message"] == message)
+            .collect()
     }
 
     pub fn counter(&self, name: &str) -> u64 {
