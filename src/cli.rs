@@ -30,6 +30,21 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Create the topic, the subscription (retry policy, dead-letter
+    /// policy) and the dead-letter topic and subscription; print the IAM
+    /// grants it cannot make. Safe to run again.
+    Setup {
+        /// Settings file (default: ./config/default.toml if present).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Check everything the worker needs (configuration, a Chat token, the
+    /// subscription and the right to pull from it) without sending anything.
+    Check {
+        /// Settings file (default: ./config/default.toml if present).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Send one message with the app's credentials and print it as JSON.
     Send {
         /// Settings file (for chat.endpoint and chat.request_timeout).
@@ -207,6 +222,8 @@ impl Cli {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> ExitCode {
         let result = match self.command {
             Command::Run { config } => run(config, shutdown).await,
+            Command::Setup { config } => setup(config).await,
+            Command::Check { config } => check(config).await,
             Command::Send {
                 config,
                 space,
@@ -261,6 +278,51 @@ async fn run(
         Ok(_) => Ok(()),
         Err(crate::worker::WorkerError::Chat(e)) => Err(usage(e)),
         Err(e) => Err(runtime(e)),
+    }
+}
+
+async fn setup(config: Option<PathBuf>) -> Result<(), Failure> {
+    let settings = Settings::load(config.as_deref())
+        .and_then(Settings::require_subscription)
+        .map_err(usage)?;
+    if settings.pubsub.topic.is_empty() {
+        return Err(usage(
+            "configuration error: pubsub.topic (CHATWORKER_PUBSUB__TOPIC): is required for setup; set it to the topic Chat publishes to, projects/PROJECT/topics/TOPIC",
+        ));
+    }
+    let report = crate::provision::setup(&settings.pubsub)
+        .await
+        .map_err(runtime)?;
+    for line in &report.done {
+        println!("{line}");
+    }
+    if settings.pubsub.emulator_host.is_some() {
+        println!("\nOn the emulator there is no IAM. On Google Cloud, grant:");
+    } else {
+        println!("\nGrants setup cannot make (run them as an IAM administrator):");
+    }
+    for grant in &report.grants {
+        println!("  {grant}");
+    }
+    Ok(())
+}
+
+async fn check(config: Option<PathBuf>) -> Result<(), Failure> {
+    let settings = Settings::for_worker(config.as_deref()).map_err(usage)?;
+    let findings = crate::provision::check(&settings).await;
+    let mut failed = 0;
+    for finding in &findings {
+        match &finding.result {
+            Ok(found) => println!("ok    {}: {found}", finding.name),
+            Err(problem) => {
+                failed += 1;
+                println!("FAIL  {}: {problem}", finding.name);
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(runtime(format!("{n} of {} checks failed", findings.len()))),
     }
 }
 

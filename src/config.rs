@@ -55,11 +55,29 @@ pub struct ServerSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PubSubSettings {
+    /// `projects/P/topics/T`: where Chat publishes the app's events. Only
+    /// `chatworker setup` needs it.
+    #[serde(default)]
+    pub topic: String,
     /// `projects/P/subscriptions/S`.
     pub subscription: String,
     /// `projects/P/topics/T`, or empty for none.
     #[serde(default)]
     pub dead_letter_topic: String,
+    /// `projects/P/subscriptions/S` on the dead-letter topic, for reading
+    /// what landed there; empty: the dead-letter topic's ID plus `-sub`.
+    #[serde(default)]
+    pub dead_letter_subscription: String,
+    /// `chatworker setup`: the subscription's retry policy, shortest delay
+    /// before a nacked event comes back.
+    #[serde(with = "humantime_serde")]
+    pub min_retry_delay: Duration,
+    /// `chatworker setup`: the retry policy's longest delay.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+    /// `chatworker setup`: deliveries before Pub/Sub forwards an event to
+    /// the dead-letter topic (5 to 100).
+    pub max_delivery_attempts: i32,
     /// Flow control: events held at once.
     pub max_outstanding_messages: i64,
     /// Flow control: bytes of payload held at once.
@@ -263,6 +281,34 @@ impl Settings {
             return Err(ConfigError::new(
                 "pubsub.dead_letter_topic",
                 format!("{dlq:?} is not of the form projects/PROJECT/topics/TOPIC"),
+            ));
+        }
+        for (setting, value, kind) in [
+            ("pubsub.topic", &self.pubsub.topic, "topics"),
+            (
+                "pubsub.dead_letter_subscription",
+                &self.pubsub.dead_letter_subscription,
+                "subscriptions",
+            ),
+        ] {
+            if !value.is_empty() && !is_resource(value, kind) {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("{value:?} is not of the form projects/PROJECT/{kind}/ID"),
+                ));
+            }
+        }
+        let (min, max) = (self.pubsub.min_retry_delay, self.pubsub.max_retry_delay);
+        if min > max || max > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "pubsub.max_retry_delay",
+                "must be at least pubsub.min_retry_delay and at most 600s (Pub/Sub's limits)",
+            ));
+        }
+        if !(5..=100).contains(&self.pubsub.max_delivery_attempts) {
+            return Err(ConfigError::new(
+                "pubsub.max_delivery_attempts",
+                "must be between 5 and 100 (Pub/Sub's limits)",
             ));
         }
         if self.pubsub.max_outstanding_messages < 1 {

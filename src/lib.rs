@@ -76,6 +76,7 @@ pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod names;
+pub mod provision;
 pub mod quota;
 pub mod reply;
 mod runner;

@@ -91,7 +91,7 @@ impl StopHandle {
 
 /// Credentials and endpoint: the emulator's when `PUBSUB_EMULATOR_HOST` is
 /// set (the Google crates ignore that variable), else Google's with ADC.
-fn connection(settings: &PubSubSettings) -> Option<(String, Credentials)> {
+pub(crate) fn connection(settings: &PubSubSettings) -> Option<(String, Credentials)> {
     settings
         .emulator_host
         .as_ref()

@@ -132,3 +132,164 @@ async fn a_port_in_use_fails_the_start_with_one_line() {
     let logs = worker.logs();
     assert!(logs.contains("CHATWORKER_SERVER__LISTEN"), "{logs}");
 }
+
+/// Runs `chatworker ARGS` to completion with the test environment plus
+/// `env`; returns the exit code and stdout + stderr.
+fn chatworker(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chatworker"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("PUBSUB_EMULATOR_HOST", emulator_host())
+        .current_dir(dir.path());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("chatworker runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+async fn rest(path: &str) -> Value {
+    reqwest::get(format!("http://{}/v1/{path}", emulator_host()))
+        .await
+        .expect("emulator")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_creates_what_is_missing_and_converges() {
+    let id = format!("setup-{}", std::process::id());
+    let topic = format!("projects/{PROJECT}/topics/{id}");
+    let subscription = format!("projects/{PROJECT}/subscriptions/{id}");
+    let dead = format!("projects/{PROJECT}/topics/{id}-dead");
+    let env = [
+        ("CHATWORKER_PUBSUB__TOPIC", topic.as_str()),
+        ("CHATWORKER_PUBSUB__SUBSCRIPTION", subscription.as_str()),
+        ("CHATWORKER_PUBSUB__DEAD_LETTER_TOPIC", dead.as_str()),
+    ];
+    let (code, out) = chatworker(&["setup"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("created subscription {subscription}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            &format!("created subscription {dead}-sub").replace("/topics/", "/subscriptions/")
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "serviceAccount:chat-api-push@system.gserviceaccount.com --role=roles/pubsub.publisher"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("gcp-sa-pubsub.iam.gserviceaccount.com"),
+        "{out}"
+    );
+    let created = rest(&subscription).await;
+    assert_eq!(created["topic"], topic.as_str());
+    assert_eq!(created["retryPolicy"]["minimumBackoff"], "10s");
+    assert_eq!(created["retryPolicy"]["maximumBackoff"], "600s");
+    assert_eq!(
+        created["deadLetterPolicy"]["deadLetterTopic"],
+        dead.as_str()
+    );
+    assert_eq!(created["deadLetterPolicy"]["maxDeliveryAttempts"], 10);
+
+    // Again: nothing to do.
+    let (code, out) = chatworker(&["setup"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        !out.contains("created") && !out.contains("updated"),
+        "{out}"
+    );
+
+    // Changed settings: the policies follow.
+    let mut changed = env.to_vec();
+    changed.push(("CHATWORKER_PUBSUB__MAX_DELIVERY_ATTEMPTS", "7"));
+    changed.push(("CHATWORKER_PUBSUB__MIN_RETRY_DELAY", "30s"));
+    let (code, out) = chatworker(&["setup"], &changed);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("updated the retry and dead-letter policies"),
+        "{out}"
+    );
+    let updated = rest(&subscription).await;
+    assert_eq!(updated["deadLetterPolicy"]["maxDeliveryAttempts"], 7);
+    assert_eq!(updated["retryPolicy"]["minimumBackoff"], "30s");
+
+    // Without the topic, one line says what to set.
+    let (code, out) = chatworker(&["setup"], &env[1..]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("CHATWORKER_PUBSUB__TOPIC"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_when_all_is_well_and_explains_each_failure() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("check").await;
+    let key = sim.key_path.display().to_string();
+    let good = [
+        (
+            "CHATWORKER_PUBSUB__SUBSCRIPTION",
+            topic.subscription.as_str(),
+        ),
+        ("CHATWORKER_CHAT__ENDPOINT", sim.url.as_str()),
+        ("CHATWORKER_CHAT__CREDENTIALS_FILE", key.as_str()),
+    ];
+    let (code, out) = chatworker(&["check"], &good);
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "ok    configuration",
+        "ok    chat token: obtained",
+        "ok    subscription:",
+        "ok    pull permission: not checked: the emulator has no IAM",
+    ] {
+        assert!(out.contains(line), "{line} in\n{out}");
+    }
+    assert!(
+        sim.calls().await.iter().all(|c| c["method"] != "POST"),
+        "sends nothing"
+    );
+
+    let missing = format!(
+        "projects/{PROJECT}/subscriptions/missing-{}",
+        std::process::id()
+    );
+    let bad = [
+        ("CHATWORKER_PUBSUB__SUBSCRIPTION", missing.as_str()),
+        ("CHATWORKER_CHAT__ENDPOINT", sim.url.as_str()),
+        ("GCE_METADATA_HOST", "127.0.0.1:9"),
+    ];
+    let (code, out) = chatworker(&["check"], &bad);
+    assert_eq!(code, Some(1), "{out}");
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 2, "{out}");
+    assert!(
+        fails[0].starts_with("FAIL  chat token:")
+            && fails[0].contains("fix: set chat.credentials_file"),
+        "{out}"
+    );
+    assert!(
+        fails[1].contains("does not exist; fix: chatworker setup"),
+        "{out}"
+    );
+    assert!(out.contains("2 of 3 checks failed"), "{out}");
+
+    // Invalid configuration: exit 2 before any check.
+    let (code, out) = chatworker(&["check"], &[("CHATWORKER_PUBSUB__SUBSCRIPTION", "nope")]);
+    assert_eq!(code, Some(2), "{out}");
+}
