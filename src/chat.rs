@@ -124,9 +124,15 @@ impl ChatClient {
     /// Builds the client with Application Default Credentials and the
     /// `chat.bot` scope.
     pub async fn new(settings: &ChatSettings) -> Result<Self, ClientError> {
+        let impersonate = settings.impersonate_service_account.as_str();
+        // Impersonating, the worker's own credentials only need to call IAM.
+        let scope = match impersonate {
+            "" => CHAT_BOT_SCOPE,
+            _ => crate::impersonation::Impersonated::SOURCE_SCOPE,
+        };
         let credentials = match settings.credentials_file.as_str() {
             "" => google_cloud_auth::credentials::Builder::default()
-                .with_scopes([CHAT_BOT_SCOPE])
+                .with_scopes([scope])
                 .build()
                 .map_err(|e| ClientError(e.to_string()))?,
             path => {
@@ -136,12 +142,21 @@ impl ChatClient {
                     .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
                     .map_err(|e| ClientError(format!("chat.credentials_file {path}: {e}")))?;
                 service_account::Builder::new(key)
-                    .with_access_specifier(service_account::AccessSpecifier::from_scopes([
-                        CHAT_BOT_SCOPE,
-                    ]))
+                    .with_access_specifier(service_account::AccessSpecifier::from_scopes([scope]))
                     .build()
                     .map_err(|e| ClientError(format!("chat.credentials_file {path}: {e}")))?
             }
+        };
+        let credentials = match impersonate {
+            "" => credentials,
+            target => google_cloud_auth::credentials::Credentials::from(
+                crate::impersonation::Impersonated::new(
+                    credentials,
+                    &settings.iam_endpoint,
+                    target,
+                    CHAT_BOT_SCOPE,
+                ),
+            ),
         };
         let inner = ChatService::builder()
             .with_endpoint(settings.endpoint.trim_end_matches('/'))

@@ -107,6 +107,14 @@ pub struct ChatSettings {
     /// Credentials.
     #[serde(default)]
     pub credentials_file: String,
+    /// A service account to mint `chat.bot` tokens for (keyless, on GKE):
+    /// the credentials above, with `cloud-platform`, call IAM Credentials'
+    /// `generateAccessToken` for it. Empty: the credentials call Chat
+    /// themselves.
+    #[serde(default)]
+    pub impersonate_service_account: String,
+    /// The IAM Credentials API's base URL, for impersonation.
+    pub iam_endpoint: String,
     /// Timeout of one API call.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -330,11 +338,24 @@ impl Settings {
                 "must be between 10s and 600s (Pub/Sub's limits)",
             ));
         }
-        let endpoint = &self.chat.endpoint;
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        for (setting, url) in [
+            ("chat.endpoint", &self.chat.endpoint),
+            ("chat.iam_endpoint", &self.chat.iam_endpoint),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        let target = &self.chat.impersonate_service_account;
+        if !target.is_empty() && !target.contains('@') {
             return Err(ConfigError::new(
-                "chat.endpoint",
-                format!("{endpoint:?} is not an http:// or https:// URL"),
+                "chat.impersonate_service_account",
+                format!(
+                    "{target:?} is not a service account email (NAME@PROJECT.iam.gserviceaccount.com)"
+                ),
             ));
         }
         if self.chat.request_timeout.is_zero() {

@@ -72,6 +72,7 @@ pub mod dispatch;
 pub mod event;
 pub mod health;
 pub mod ids;
+pub mod impersonation;
 pub mod logging;
 pub mod metrics;
 pub mod middleware;

@@ -293,3 +293,56 @@ async fn check_passes_when_all_is_well_and_explains_each_failure() {
     let (code, out) = chatworker(&["check"], &[("CHATWORKER_PUBSUB__SUBSCRIPTION", "nope")]);
     assert_eq!(code, Some(2), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_on_gke_the_metadata_token_mints_a_chat_token_by_impersonation() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("keyless").await;
+    let home = tempfile::tempdir().expect("home");
+    // No key file: the simulator plays the GKE metadata server (a
+    // cloud-platform token for the pod's account) and IAM Credentials.
+    let metadata = sim.url.trim_start_matches("http://").to_owned();
+    let bot = "chat-app@chatworker-tests.iam.gserviceaccount.com";
+    let env = [
+        ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+        ("HOME", home.path().to_str().expect("utf-8")),
+        ("GCE_METADATA_HOST", metadata.as_str()),
+        ("CHATWORKER_CHAT__IMPERSONATE_SERVICE_ACCOUNT", bot),
+        ("CHATWORKER_CHAT__IAM_ENDPOINT", sim.url.as_str()),
+    ];
+    let mut worker = Worker::start(&sim, &topic.subscription, &env).await;
+    let seeded = sim.seed("spaces/KEYLESS", "hello", None).await;
+    topic.publish_json(&message_event(&seeded)).await;
+    let records = await_app_messages(&sim, 1, DEADLINE).await;
+    // Posted as the impersonated account, not the pod's.
+    assert_eq!(records[0]["message"]["sender"]["displayName"], "chat-app");
+    let calls = sim.calls().await;
+    let minted: Vec<&Value> = calls
+        .iter()
+        .filter(|c| {
+            c["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(&format!("{bot}:generateAccessToken")))
+        })
+        .collect();
+    assert_eq!(minted.len(), 1, "one token, cached: {calls:#?}");
+    assert_eq!(minted[0]["status"], 200);
+    let (status, _) = worker.terminate(DEADLINE).await;
+    assert!(status.success());
+
+    // check says the same before anything runs.
+    let (code, out) = chatworker(
+        &["check"],
+        &[
+            (
+                "CHATWORKER_PUBSUB__SUBSCRIPTION",
+                topic.subscription.as_str(),
+            ),
+            ("CHATWORKER_CHAT__ENDPOINT", sim.url.as_str()),
+            ("GCE_METADATA_HOST", metadata.as_str()),
+            ("CHATWORKER_CHAT__IMPERSONATE_SERVICE_ACCOUNT", bot),
+            ("CHATWORKER_CHAT__IAM_ENDPOINT", sim.url.as_str()),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+}

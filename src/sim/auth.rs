@@ -130,6 +130,29 @@ impl Authenticator {
         Ok(claims)
     }
 
+    /// Checks an `Authorization` header for an API that takes `scope`
+    /// (IAM Credentials takes `cloud-platform`).
+    pub fn authorize_scope(&self, header: Option<&str>, scope: &str) -> Result<Principal, Refusal> {
+        let unauthenticated = |why: &str| Refusal::Unauthenticated(why.to_owned());
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthenticated("no bearer token"))?;
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let issued = tokens
+            .get(token)
+            .ok_or_else(|| unauthenticated("unknown access token"))?;
+        if issued.expires < SystemTime::now() {
+            return Err(unauthenticated("access token expired"));
+        }
+        if !issued.scopes.iter().any(|s| s == scope) {
+            return Err(Refusal::InsufficientScope);
+        }
+        Ok(Principal {
+            email: issued.email.clone(),
+        })
+    }
+
     /// Checks an `Authorization` header for the Chat API.
     pub fn authorize(&self, header: Option<&str>) -> Result<Principal, Refusal> {
         let unauthenticated = |why: &str| Refusal::Unauthenticated(why.to_owned());

@@ -173,6 +173,10 @@ fn router(state: Shared) -> Router {
         )
         .route("/token", post(token))
         .route(
+            "/v1/projects/{project}/serviceAccounts/{account}",
+            post(generate_access_token),
+        )
+        .route(
             "/computeMetadata/v1/instance/service-accounts/default/token",
             get(metadata_token),
         )
@@ -555,6 +559,74 @@ async fn metadata_token(
         .into_response()
 }
 
+/// IAM Credentials' `generateAccessToken`: a caller holding a
+/// `cloud-platform` token (the metadata server's, on GKE) mints a token for
+/// another service account, with the scopes it asks for. The simulator lets
+/// any trusted caller impersonate any account (real IAM asks for
+/// `roles/iam.serviceAccountTokenCreator`).
+async fn generate_access_token(
+    State(state): State<Shared>,
+    Path((_project, account)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(email) = account.strip_suffix(":generateAccessToken") else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("The simulator does not serve {account}."),
+        );
+    };
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(refusal) = state
+        .auth
+        .authorize_scope(header, "https://www.googleapis.com/auth/cloud-platform")
+    {
+        return refused(refusal);
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        #[serde(default)]
+        scope: Vec<String>,
+        #[serde(default)]
+        lifetime: Option<String>,
+    }
+    let request: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return invalid(schema::Invalid {
+                field: "body".into(),
+                description: format!("Invalid JSON payload received. {e}"),
+            });
+        }
+    };
+    if request.scope.is_empty() || !email.contains('@') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "generateAccessToken needs a service account email and at least one scope.",
+        );
+    }
+    let asked = request
+        .lifetime
+        .as_deref()
+        .and_then(|l| l.strip_suffix('s')?.parse::<u64>().ok())
+        .map_or(
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs,
+        );
+    let lifetime = asked.min(lock(&state.faults).token_lifetime());
+    let token = state.auth.issue(email, request.scope, lifetime);
+    let expires = chrono::Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
+    Json(json!({
+        "accessToken": token,
+        "expireTime": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+    .into_response()
+}
+
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -565,7 +637,10 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
 
 /// What a call is, from its method and path.
 fn call_kind<'a>(method: &Method, path: &'a str) -> CallKind<'a> {
-    if path == "/token" || path.starts_with("/computeMetadata/") {
+    if path == "/token"
+        || path.starts_with("/computeMetadata/")
+        || path.ends_with(":generateAccessToken")
+    {
         return CallKind::Token;
     }
     let write = matches!(
