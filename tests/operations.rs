@@ -346,3 +346,22 @@ async fn keyless_on_gke_the_metadata_token_mints_a_chat_token_by_impersonation()
     );
     assert_eq!(code, Some(0), "{out}");
 }
+
+#[test]
+fn the_kubernetes_settings_load() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/base/chatworker.toml"
+    );
+    let settings = chatworker::config::Settings::load_from(Some(std::path::Path::new(path)), [])
+        .and_then(chatworker::config::Settings::require_subscription)
+        .expect("the pod's settings are valid");
+    assert_eq!(settings.server.listen, "0.0.0.0:9090");
+    assert!(
+        settings
+            .chat
+            .impersonate_service_account
+            .ends_with(".iam.gserviceaccount.com")
+    );
+    assert_eq!(settings.chat.credentials_file, "", "keyless");
+}

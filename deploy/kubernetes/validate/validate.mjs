@@ -1,0 +1,91 @@
+// Validates the Kubernetes manifests offline: builds the kustomize base
+// (with `kubectl kustomize` when kubectl is installed, else from the files
+// the kustomization lists), checks every resource against the Kubernetes
+// and KEDA schemas shipped in kubernetes-models, and checks what the schemas
+// cannot: the grace periods agree and the probes reach the listener.
+//
+//   cd deploy/kubernetes/validate && npm ci && node validate.mjs
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseAllDocuments } from "yaml";
+
+const base = join(dirname(fileURLToPath(import.meta.url)), "..", "base");
+
+function build() {
+  try {
+    const out = execFileSync("kubectl", ["kustomize", base], { encoding: "utf8" });
+    console.log("built with kubectl kustomize");
+    return out;
+  } catch (e) {
+    if (e.code !== "ENOENT") throw new Error(`kubectl kustomize failed: ${e.stderr || e.message}`);
+  }
+  console.log("kubectl not installed: validating the listed resources as written");
+  const kustomization = parseAllDocuments(readFileSync(join(base, "kustomization.yaml"), "utf8"))[0].toJS();
+  return kustomization.resources.map((f) => readFileSync(join(base, f), "utf8")).join("\n---\n");
+}
+
+/** The kubernetes-models class for a resource. */
+async function model(apiVersion, kind) {
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  const path = group === "keda.sh"
+    ? `@kubernetes-models/keda/keda.sh/${version}/${kind}`
+    : `kubernetes-models/${group ? `${group}/` : ""}${version}/${kind}`;
+  try {
+    return (await import(path))[kind];
+  } catch {
+    throw new Error(`no schema for ${apiVersion} ${kind}`);
+  }
+}
+
+const docs = parseAllDocuments(build())
+  .map((d) => d.toJS())
+  .filter((d) => d);
+let failures = 0;
+const seen = {};
+for (const doc of docs) {
+  const name = `${doc.kind}/${doc.metadata?.name}`;
+  try {
+    const Model = await model(doc.apiVersion, doc.kind);
+    new Model(doc).validate();
+    seen[doc.kind] = doc;
+    console.log(`ok    ${name}`);
+  } catch (e) {
+    failures += 1;
+    console.log(`FAIL  ${name}: ${e.message}`);
+  }
+}
+
+function check(ok, what) {
+  console.log(`${ok ? "ok  " : "FAIL"}  ${what}`);
+  if (!ok) failures += 1;
+}
+
+for (const kind of ["Deployment", "ServiceAccount", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication", "ConfigMap"]) {
+  check(kind in seen, `the base has a ${kind}`);
+}
+const deployment = seen.Deployment;
+if (deployment && seen.ConfigMap) {
+  const pod = deployment.spec.template.spec;
+  const toml = seen.ConfigMap.data["default.toml"];
+  const grace = Number((toml.match(/shutdown_grace\s*=\s*"(\d+)s"/) || [])[1] ?? 20);
+  check(pod.terminationGracePeriodSeconds > grace + 2,
+    `terminationGracePeriodSeconds (${pod.terminationGracePeriodSeconds}) is above worker.shutdown_grace (${grace}s) plus time to flush acks`);
+  const listen = (toml.match(/listen\s*=\s*"([^"]*)"/) || [])[1] ?? "";
+  const container = pod.containers[0];
+  const port = container.ports.find((p) => p.name === container.livenessProbe.httpGet.port);
+  check(listen.startsWith("0.0.0.0:") && port && listen.endsWith(`:${port.containerPort}`),
+    `server.listen (${listen}) is the probes' port on all interfaces`);
+  check(container.securityContext.readOnlyRootFilesystem === true && pod.securityContext.runAsNonRoot === true,
+    "read-only root filesystem, non-root user");
+  check(seen.ServiceAccount?.metadata.annotations?.["iam.gke.io/gcp-service-account"]?.endsWith(".iam.gserviceaccount.com") === true,
+    "the ServiceAccount is annotated for Workload Identity");
+  check(seen.ScaledObject?.spec.scaleTargetRef.name === deployment.metadata.name,
+    "the ScaledObject scales the Deployment");
+}
+if (failures > 0) {
+  console.log(`${failures} problem(s)`);
+  process.exit(1);
+}
+console.log("manifests valid");
