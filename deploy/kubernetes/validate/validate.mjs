@@ -21,9 +21,18 @@ function build() {
   } catch (e) {
     if (e.code !== "ENOENT") throw new Error(`kubectl kustomize failed: ${e.stderr || e.message}`);
   }
-  console.log("kubectl not installed: validating the listed resources as written");
+  console.log("kubectl not installed: validating the listed resources and generated ConfigMaps as written");
   const kustomization = parseAllDocuments(readFileSync(join(base, "kustomization.yaml"), "utf8"))[0].toJS();
-  return kustomization.resources.map((f) => readFileSync(join(base, f), "utf8")).join("\n---\n");
+  const docs = kustomization.resources.map((f) => readFileSync(join(base, f), "utf8"));
+  for (const generator of kustomization.configMapGenerator ?? []) {
+    const data = {};
+    for (const entry of generator.files ?? []) {
+      const [key, file] = entry.includes("=") ? entry.split("=") : [entry, entry];
+      data[key] = readFileSync(join(base, file), "utf8");
+    }
+    docs.push(JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: generator.name }, data }));
+  }
+  return docs.join("\n---\n");
 }
 
 /** The kubernetes-models class for a resource. */
