@@ -349,19 +349,20 @@ async fn keyless_on_gke_the_metadata_token_mints_a_chat_token_by_impersonation()
 
 #[test]
 fn the_kubernetes_settings_load() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/kubernetes/base/chatworker.toml"
-    );
-    let settings = chatworker::config::Settings::load_from(Some(std::path::Path::new(path)), [])
-        .and_then(chatworker::config::Settings::require_subscription)
-        .expect("the pod's settings are valid");
-    assert_eq!(settings.server.listen, "0.0.0.0:9090");
-    assert!(
-        settings
-            .chat
-            .impersonate_service_account
-            .ends_with(".iam.gserviceaccount.com")
-    );
-    assert_eq!(settings.chat.credentials_file, "", "keyless");
+    for file in ["base/chatworker.toml", "overlays/example/chatworker.toml"] {
+        let path = format!("{}/deploy/kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
+        let settings =
+            chatworker::config::Settings::load_from(Some(std::path::Path::new(&path)), [])
+                .and_then(chatworker::config::Settings::require_subscription)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(settings.server.listen, "0.0.0.0:9090", "{file}");
+        assert!(
+            settings
+                .chat
+                .impersonate_service_account
+                .ends_with(".iam.gserviceaccount.com"),
+            "{file}"
+        );
+        assert_eq!(settings.chat.credentials_file, "", "{file}: keyless");
+    }
 }
