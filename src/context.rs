@@ -66,6 +66,9 @@ struct Inner {
     /// When Pub/Sub received the event, for the reply latency metric;
     /// taken (once) by the first message created.
     published: Mutex<Option<std::time::SystemTime>>,
+    /// When the worker received the event, for the handling latency metric;
+    /// taken (once) by the first Chat request.
+    received: Mutex<Option<std::time::Instant>>,
 }
 
 impl<S> Clone for Context<S> {
@@ -95,6 +98,7 @@ impl Context {
         metrics: Arc<Metrics>,
         markup: Markup,
         published: Option<std::time::SystemTime>,
+        received: Option<std::time::Instant>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -106,6 +110,7 @@ impl Context {
                 markup,
                 skipped: Mutex::new(None),
                 published: Mutex::new(published),
+                received: Mutex::new(received),
             }),
             state: Arc::new(()),
         }
@@ -142,6 +147,7 @@ impl Context {
                 markup: Markup::default(),
                 skipped: Mutex::new(None),
                 published: Mutex::new(None),
+                received: Mutex::new(None),
             }),
             state: Arc::new(()),
         }
@@ -149,7 +155,17 @@ impl Context {
 }
 
 impl<S> Context<S> {
+    /// The sender, for a request about to go out.
     fn sender(&self) -> Result<&Sender, SendError> {
+        let received = self
+            .inner
+            .received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(received) = received {
+            self.inner.metrics.first_request(received.elapsed());
+        }
         self.inner.sender.as_deref().ok_or_else(|| {
             SendError::Permanent("a test context (Context::for_test) sends nothing".into())
         })

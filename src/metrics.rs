@@ -51,6 +51,7 @@ pub struct Metrics {
     replies_created: Counter,
     replies_already_existed: Counter,
     reply_latency: Histogram,
+    handling_latency: Histogram,
     chat_retries: Counter,
     quota_waits: Counter,
     quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
@@ -117,6 +118,12 @@ impl Default for Metrics {
         // goal; quota waits and retries make the tail.
         let reply_latency =
             Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]);
+        // Fine buckets under 10 ms: the worker's own share of the latency
+        // should stay in the low milliseconds.
+        let handling_latency = Histogram::new([
+            0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5, 5.0, 10.0,
+        ]);
         let chat_retries = Counter::default();
         let quota_waits = Counter::default();
         let quota_wait_seconds = Counter::default();
@@ -206,6 +213,7 @@ impl Default for Metrics {
             replies_created,
             replies_already_existed,
             reply_latency,
+            handling_latency,
             chat_retries,
             quota_waits,
             quota_wait_seconds,
@@ -252,6 +260,11 @@ impl Metrics {
     /// event was published.
     pub(crate) fn first_reply(&self, latency: Duration) {
         self.reply_latency.observe(latency.as_secs_f64());
+    }
+    /// The first Chat request of an event is about to be sent, `latency`
+    /// after the worker received the event.
+    pub(crate) fn first_request(&self, latency: Duration) {
+        self.handling_latency.observe(latency.as_secs_f64());
     }
     pub(crate) fn reply_already_existed(&self) {
         self.replies_already_existed.inc();

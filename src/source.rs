@@ -33,6 +33,8 @@ pub struct Delivery {
     pub data: Bytes,
     /// The message's attributes.
     pub attributes: HashMap<String, String>,
+    /// When the worker received it, for the handling latency metric.
+    pub received: Instant,
     handler: Handler,
 }
 
@@ -365,6 +367,7 @@ fn delivery(message: Message, handler: Handler) -> Delivery {
             .and_then(|t| SystemTime::try_from(t).ok()),
         data: message.data,
         attributes: message.attributes,
+        received: Instant::now(),
         handler,
     }
 }

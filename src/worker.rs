@@ -111,14 +111,22 @@ pub async fn run<A: Service>(
     // The loop beats while it waits, so that /healthz tells a stalled loop
     // from an idle one.
     let mut beat = tokio::time::interval(HEARTBEAT);
-    loop {
-        status.beat();
-        let next = tokio::select! {
-            // Biased: once shutdown is signalled, no new delivery is taken.
-            biased;
-            () = &mut shutdown => break,
-            _ = beat.tick() => continue,
-            next = source.next() => next,
+    'pull: loop {
+        // The same `next` future is polled across beats: dropping it while
+        // the subscriber opens its stream would abandon that stream, and
+        // the emulator then hands messages to the abandoned stream until
+        // their ack deadline passes (seen: 20 s delays, and worse).
+        let next = source.next();
+        tokio::pin!(next);
+        let next = loop {
+            status.beat();
+            tokio::select! {
+                // Biased: once shutdown is signalled, no new delivery is taken.
+                biased;
+                () = &mut shutdown => break 'pull,
+                _ = beat.tick() => {}
+                next = &mut next => break next,
+            }
         };
         let Some(delivery) = next else { break };
         let decoded = decode(&delivery.data);
@@ -328,6 +336,7 @@ async fn handle<A: Service>(
         shared.metrics.clone(),
         shared.markup,
         delivery.publish_time,
+        Some(delivery.received),
     );
     let replies = match shared.app.handle(&ctx, &event).await {
         Ok(replies) => replies,

@@ -194,6 +194,7 @@ fn router(state: Shared) -> Router {
         .route("/_sim/health", get(|| async { "ok" }))
         .route("/_sim/messages", get(inspect_messages))
         .route("/_sim/requests", get(inspect_calls))
+        .route("/_sim/stats", get(inspect_stats))
         .route("/_sim/spaces/{space}/messages", post(seed_message))
         .route("/_sim/control", get(get_control).post(set_control))
         .merge(playground::routes())
@@ -789,6 +790,28 @@ async fn inspect_calls(State(state): State<Shared>) -> Response {
     let calls = lock(&state.calls).clone();
     let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
     Json(json!({"requests": calls, "inFlight": in_flight})).into_response()
+}
+
+/// Counts, cheap to poll: API calls by status, messages created by apps,
+/// calls in flight.
+async fn inspect_stats(State(state): State<Shared>) -> Response {
+    let calls = lock(&state.calls);
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut created = 0_u64;
+    for call in calls.iter() {
+        *statuses.entry(call.status.to_string()).or_default() += 1;
+        if call.method == "POST" && call.status == 200 && call.path.ends_with("/messages") {
+            created += 1;
+        }
+    }
+    let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({
+        "calls": calls.len(),
+        "created": created,
+        "statuses": statuses,
+        "inFlight": in_flight,
+    }))
+    .into_response()
 }
 
 /// Records a message as if a person had written it in Chat, so that an event
