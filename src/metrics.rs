@@ -187,6 +187,12 @@ impl Default for Metrics {
             quota_waits.clone(),
         );
         r.register_with_unit(
+            "handling_latency",
+            "Time from the worker receiving an event to sending its first Chat API request (queueing and the handler included)",
+            prometheus_client::registry::Unit::Seconds,
+            handling_latency.clone(),
+        );
+        r.register_with_unit(
             "quota_wait",
             "Time writes waited for quota slots",
             prometheus_client::registry::Unit::Seconds,
@@ -349,6 +355,7 @@ mod tests {
         m.chat_call("create", "200");
         m.chat_call("create", "429");
         m.first_reply(Duration::from_millis(300));
+        m.first_request(Duration::from_micros(1500));
         m.quota_waited(Duration::from_millis(1500));
         let text = m.encode();
         for line in [
@@ -356,6 +363,7 @@ mod tests {
             r#"chatworker_events_dropped_total{type="UNDECODABLE",reason="not_json"} 1"#,
             r#"chatworker_chat_api_calls_total{method="create",status="429"} 1"#,
             r#"chatworker_reply_latency_seconds_bucket{le="0.5"} 1"#,
+            r#"chatworker_handling_latency_seconds_bucket{le="0.002"} 1"#,
             "chatworker_quota_wait_seconds_total 1.5",
             "chatworker_events_in_flight 0",
             "# EOF",

@@ -59,6 +59,7 @@ async fn health_readiness_and_metrics_are_served() {
         r#"chatworker_events_dropped_total{type="UNDECODABLE",reason="not_json"} 1"#,
         r#"chatworker_chat_api_calls_total{method="create",status="200"} 1"#,
         "chatworker_reply_latency_seconds_count 1",
+        "chatworker_handling_latency_seconds_count 1",
         "chatworker_events_in_flight 0",
         "chatworker_stream_reconnects_total 0",
         "# TYPE chatworker_quota_waits counter",

@@ -365,13 +365,17 @@ impl Worker {
     }
 
     async fn metrics(&self) -> Option<String> {
-        let url = self.metrics_url.as_ref()?;
-        reqwest::get(format!("{url}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
+        let Some(url) = self.metrics_url.as_ref() else {
+            eprintln!("the worker never answered /readyz: worker-added latency not measured");
+            return None;
+        };
+        match reqwest::get(format!("{url}/metrics")).await {
+            Ok(r) => r.text().await.ok(),
+            Err(e) => {
+                eprintln!("cannot read the worker's /metrics: {e}");
+                None
+            }
+        }
     }
 
     async fn stop(mut self) -> Result<()> {
