@@ -130,9 +130,19 @@ pub async fn run<A: Service>(
         };
         let Some(delivery) = next else { break };
         let decoded = decode(&delivery.data);
-        shared.metrics.received(event_type(&decoded));
+        let r#type = event_type(&decoded);
+        shared.metrics.received(r#type);
+        // Made now, not when the job first runs: a job still queued at the
+        // end of the grace period is dropped unpolled, and its delivery's
+        // nack must be counted too.
+        let in_flight = InFlight {
+            metrics: shared.metrics.clone(),
+            r#type,
+            settled: false,
+        };
         let key = lane_key(&decoded, &delivery);
-        dispatcher.submit(key, process(shared.clone(), delivery, decoded).boxed());
+        let job = process(shared.clone(), delivery, decoded, in_flight);
+        dispatcher.submit(key, job.boxed());
     }
     status.stopping();
     tracing::info!(
@@ -212,7 +222,8 @@ fn event_type(decoded: &Result<Event, DecodeError>) -> &'static str {
 }
 
 /// An event being processed. Work dropped before it settles (at the end of
-/// the grace period) nacks its delivery by dropping it; this counts that.
+/// the grace period, running or still queued) nacks its delivery by
+/// dropping it; this counts that.
 struct InFlight {
     metrics: Arc<Metrics>,
     r#type: &'static str,
@@ -232,13 +243,9 @@ async fn process<A: Service>(
     shared: Arc<Shared<A>>,
     delivery: Delivery,
     decoded: Result<Event, DecodeError>,
+    mut in_flight: InFlight,
 ) {
-    let r#type = event_type(&decoded);
-    let mut in_flight = InFlight {
-        metrics: shared.metrics.clone(),
-        r#type,
-        settled: false,
-    };
+    let r#type = in_flight.r#type;
     let (outcome, detail) = match decoded {
         Ok(event) => handle(&shared, &delivery, Arc::new(event)).await,
         Err(e) => {
