@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Sim, Topic, Worker, eventually};
+use common::{Sim, Topic, Worker, await_answers_of, eventually};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -19,24 +19,6 @@ fn shown(record: &Value) -> String {
         m["text"].as_str().unwrap_or_default(),
         m["cardsV2"]
     )
-}
-
-/// Waits for `n` app messages; on a timeout, shows the bot's log too.
-async fn await_app_messages(sim: &Sim, bot: &Worker, n: usize) -> Vec<Value> {
-    let found = eventually(DEADLINE, || async {
-        let messages = sim.app_messages().await;
-        (messages.len() >= n).then_some(messages)
-    })
-    .await;
-    match found {
-        Some(m) => m,
-        None => panic!(
-            "expected {n} app messages, have {:#?}\nthe bot's log:\n{}\nthe simulator's calls: {:#?}",
-            sim.app_messages().await,
-            bot.logs(),
-            sim.calls().await
-        ),
-    }
 }
 
 /// The app message whose text or cards contain `needle`.
@@ -71,7 +53,7 @@ async fn echo_answers_with_a_card_in_the_thread_and_greets_new_spaces() {
             json!({"kind": "message", "text": "hello there"}),
         )
         .await;
-    let records = await_app_messages(&sim, &bot, 1).await;
+    let records = await_answers_of(&sim, &bot, 1, DEADLINE).await;
     let card = shown(&records[0]);
     assert!(
         card.contains("Hello, Ada Lovelace") && card.contains("hello there"),
@@ -92,7 +74,7 @@ async fn echo_answers_with_a_card_in_the_thread_and_greets_new_spaces() {
     sim.act("spaces/ECHO", json!({"kind": "message", "text": "/help"}))
         .await;
     sim.act("spaces/ECHO", json!({"kind": "added"})).await;
-    let records = await_app_messages(&sim, &bot, 3).await;
+    let records = await_answers_of(&sim, &bot, 3, DEADLINE).await;
     find(&records, "I answer every message with a card");
     find(&records, "Thanks for adding me");
 
@@ -118,7 +100,7 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
         json!({"kind": "message", "text": "/ticket Printer on fire"}),
     )
     .await;
-    await_app_messages(&sim, &bot, 1).await;
+    await_answers_of(&sim, &bot, 1, DEADLINE).await;
     let card = message_with_id(&sim, "client-ticket-1").await;
     let name = card["message"]["name"].as_str().expect("name").to_owned();
     assert!(shown(&card).contains("Printer on fire") && shown(&card).contains("Open"));
@@ -143,7 +125,7 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
     // /tickets is registered by its command ID.
     sim.act(space, json!({"kind": "message", "text": "/tickets"}))
         .await;
-    let records = await_app_messages(&sim, &bot, 2).await;
+    let records = await_answers_of(&sim, &bot, 2, DEADLINE).await;
     assert!(
         shown(&records[1]).contains("#1 Printer on fire"),
         "{}",
@@ -153,7 +135,7 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
     // /close updates the card through its client ID, from another event.
     sim.act(space, json!({"kind": "message", "text": "/close 1"}))
         .await;
-    let records = await_app_messages(&sim, &bot, 3).await;
+    let records = await_answers_of(&sim, &bot, 3, DEADLINE).await;
     assert!(shown(&records[2]).contains("Closed ticket #1."));
     let closed = message_with_id(&sim, "client-ticket-1").await;
     assert!(shown(&closed).contains("Closed") && !shown(&closed).contains("Take it"));
@@ -166,7 +148,7 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
                "parameters": {"ticket": "one"}}),
     )
     .await;
-    let records = await_app_messages(&sim, &bot, 4).await;
+    let records = await_answers_of(&sim, &bot, 4, DEADLINE).await;
     assert!(
         shown(&records[3]).contains("That did not work"),
         "{}",
@@ -197,9 +179,9 @@ async fn a_long_job_edits_its_placeholder_until_the_result_is_in() {
     )
     .await;
     // The placeholder is there before the job is done.
-    let records = await_app_messages(&sim, &bot, 1).await;
+    let records = await_answers_of(&sim, &bot, 1, DEADLINE).await;
     assert_eq!(records[0]["body"]["text"], "Working on the sales report…");
-    let records = await_app_messages(&sim, &bot, 2).await;
+    let records = await_answers_of(&sim, &bot, 2, DEADLINE).await;
     let report = shown(&records[0]);
     assert!(
         report.contains("The sales report is ready.") && report.contains("Report: sales"),

@@ -378,6 +378,18 @@ impl Worker {
         }
     }
 
+    /// Stops the worker and returns what it cost since `cpu_before`: CPU
+    /// seconds, peak RSS in MB, and its /metrics text if it serves one.
+    async fn finish(self, cpu_before: f64) -> Result<Usage> {
+        let usage = Usage {
+            cpu: self.cpu_seconds() - cpu_before,
+            peak_rss_mb: self.peak_rss_mb(),
+            metrics: self.metrics().await,
+        };
+        self.stop().await?;
+        Ok(usage)
+    }
+
     async fn stop(mut self) -> Result<()> {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
@@ -390,6 +402,43 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// What a worker cost during a scenario.
+struct Usage {
+    cpu: f64,
+    peak_rss_mb: f64,
+    metrics: Option<String>,
+}
+
+impl Outcome {
+    /// Fills in what every scenario measures the same way.
+    fn measured(&mut self, answered: u64, seconds: f64, usage: &Usage) {
+        self.answered = answered;
+        self.seconds = seconds;
+        self.events_per_second = answered as f64 / seconds;
+        self.worker_latency_ms = usage
+            .metrics
+            .as_deref()
+            .and_then(|m| histogram_quantiles(m, "chatworker_handling_latency_seconds"));
+        self.cpu_seconds = usage.cpu;
+        self.cpu_seconds_per_1000 = usage.cpu / (answered.max(1) as f64) * 1000.0;
+        self.peak_rss_mb = usage.peak_rss_mb;
+    }
+}
+
+/// Milliseconds from each event's publication to its reply's creation.
+fn latencies_ms(
+    replies: &[(String, String, SystemTime)],
+    sent: &HashMap<String, SystemTime>,
+) -> Vec<f64> {
+    replies
+        .iter()
+        .filter_map(|(_, thread, created)| {
+            let at = sent.get(thread)?;
+            Some(created.duration_since(*at).ok()?.as_secs_f64() * 1000.0)
+        })
+        .collect()
 }
 
 /// `pid` and its descendants.
@@ -564,40 +613,21 @@ impl Bench {
         let cpu_before = worker.cpu_seconds();
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
-        let cpu = worker.cpu_seconds() - cpu_before;
-        let peak = worker.peak_rss_mb();
-        let metrics = worker.metrics().await;
-        worker.stop().await?;
+        let usage = worker.finish(cpu_before).await?;
         let mut outcome = self.outcome("drain", n, k);
-        outcome.answered = answered;
-        outcome.seconds = seconds;
-        outcome.events_per_second = answered as f64 / seconds;
+        outcome.measured(answered, seconds, &usage);
         let replies = replies(&sim).await?;
-        let latencies: Vec<f64> = replies
+        outcome.latency_ms = quantiles(latencies_ms(&replies, &sent));
+        // Throughput from the worker's start to its last reply: the backlog
+        // was there before it started.
+        let last = replies
             .iter()
-            .filter_map(|(_, thread, created)| {
-                let at = sent.get(thread)?;
-                Some(created.duration_since(*at).ok()?.as_secs_f64() * 1000.0)
-            })
-            .collect();
-        outcome.latency_ms = quantiles(latencies);
-        // Since the worker started, too: the backlog was there before it.
-        let since_start: Vec<f64> = replies
-            .iter()
-            .filter_map(|(_, _, created)| {
-                Some(created.duration_since(started_at).ok()?.as_secs_f64())
-            })
-            .collect();
-        if let Some(last) = since_start.iter().copied().reduce(f64::max) {
-            outcome.seconds = last;
-            outcome.events_per_second = answered as f64 / last;
+            .filter_map(|(_, _, created)| created.duration_since(started_at).ok())
+            .max();
+        if let Some(last) = last {
+            outcome.seconds = last.as_secs_f64();
+            outcome.events_per_second = answered as f64 / outcome.seconds;
         }
-        outcome.worker_latency_ms = metrics
-            .as_deref()
-            .and_then(|m| histogram_quantiles(m, "chatworker_handling_latency_seconds"));
-        outcome.cpu_seconds = cpu;
-        outcome.cpu_seconds_per_1000 = cpu / (answered.max(1) as f64) * 1000.0;
-        outcome.peak_rss_mb = peak;
         outcome.statuses = statuses(&sim).await?;
         Ok(outcome)
     }
@@ -628,29 +658,10 @@ impl Bench {
         }
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
-        let cpu = worker.cpu_seconds() - cpu_before;
-        let peak = worker.peak_rss_mb();
-        let metrics = worker.metrics().await;
-        worker.stop().await?;
+        let usage = worker.finish(cpu_before).await?;
         let mut outcome = self.outcome("paced", n, k);
-        outcome.answered = answered;
-        outcome.seconds = seconds;
-        outcome.events_per_second = answered as f64 / seconds;
-        let latencies: Vec<f64> = replies(&sim)
-            .await?
-            .iter()
-            .filter_map(|(_, thread, created)| {
-                let at = sent.get(thread)?;
-                Some(created.duration_since(*at).ok()?.as_secs_f64() * 1000.0)
-            })
-            .collect();
-        outcome.latency_ms = quantiles(latencies);
-        outcome.worker_latency_ms = metrics
-            .as_deref()
-            .and_then(|m| histogram_quantiles(m, "chatworker_handling_latency_seconds"));
-        outcome.cpu_seconds = cpu;
-        outcome.cpu_seconds_per_1000 = cpu / (answered.max(1) as f64) * 1000.0;
-        outcome.peak_rss_mb = peak;
+        outcome.measured(answered, seconds, &usage);
+        outcome.latency_ms = quantiles(latencies_ms(&replies(&sim).await?, &sent));
         outcome.statuses = statuses(&sim).await?;
         Ok(outcome)
     }
@@ -683,9 +694,7 @@ impl Bench {
         let cpu_before = worker.cpu_seconds();
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
-        let cpu = worker.cpu_seconds() - cpu_before;
-        let peak = worker.peak_rss_mb();
-        worker.stop().await?;
+        let usage = worker.finish(cpu_before).await?;
         let mut by_space: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
         for (space, _, created) in replies(&sim).await? {
             by_space.entry(space).or_default().push(created);
@@ -705,12 +714,7 @@ impl Bench {
             .collect();
         let statuses = statuses(&sim).await?;
         let mut outcome = self.outcome("quota", n, k);
-        outcome.answered = answered;
-        outcome.seconds = seconds;
-        outcome.events_per_second = answered as f64 / seconds;
-        outcome.cpu_seconds = cpu;
-        outcome.cpu_seconds_per_1000 = cpu / (answered.max(1) as f64) * 1000.0;
-        outcome.peak_rss_mb = peak;
+        outcome.measured(answered, seconds, &usage);
         let min = rates.iter().copied().reduce(f64::min).unwrap_or(0.0);
         let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
         outcome.quota = Some(QuotaUse {

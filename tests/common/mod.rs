@@ -654,16 +654,38 @@ where
 
 /// Waits until the simulator holds `n` app messages (failing after `deadline`).
 pub async fn await_app_messages(sim: &Sim, n: usize, deadline: Duration) -> Vec<Value> {
-    let found = eventually(deadline, || async {
-        let messages = sim.app_messages().await;
-        (messages.len() >= n).then_some(messages)
-    })
-    .await;
-    match found {
+    match poll_app_messages(sim, n, deadline).await {
         Some(m) => m,
         None => panic!(
             "expected {n} app messages, have {:#?}",
             sim.app_messages().await
         ),
     }
+}
+
+/// As [`await_app_messages`], and on a timeout shows `worker`'s log and the
+/// API calls the simulator answered too.
+pub async fn await_answers_of(
+    sim: &Sim,
+    worker: &Worker,
+    n: usize,
+    deadline: Duration,
+) -> Vec<Value> {
+    match poll_app_messages(sim, n, deadline).await {
+        Some(m) => m,
+        None => panic!(
+            "expected {n} app messages, have {:#?}\nthe worker's log:\n{}\nthe simulator's calls: {:#?}",
+            sim.app_messages().await,
+            worker.logs(),
+            sim.calls().await
+        ),
+    }
+}
+
+async fn poll_app_messages(sim: &Sim, n: usize, deadline: Duration) -> Option<Vec<Value>> {
+    eventually(deadline, || async {
+        let messages = sim.app_messages().await;
+        (messages.len() >= n).then_some(messages)
+    })
+    .await
 }
