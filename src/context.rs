@@ -157,13 +157,7 @@ impl Context {
 impl<S> Context<S> {
     /// The sender, for a request about to go out.
     fn sender(&self) -> Result<&Sender, SendError> {
-        let received = self
-            .inner
-            .received
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(received) = received {
+        if let Some(received) = take_once(&self.inner.received) {
             self.inner.metrics.first_request(received.elapsed());
         }
         self.inner.sender.as_deref().ok_or_else(|| {
@@ -324,12 +318,7 @@ impl<S> Context<S> {
         match self.sender()?.create(message).await? {
             Created::Message(_) => {
                 self.inner.metrics.reply_created();
-                let published = self
-                    .inner
-                    .published
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
+                let published = take_once(&self.inner.published);
                 if let Some(latency) = published.and_then(|p| p.elapsed().ok()) {
                     self.inner.metrics.first_reply(latency);
                 }
@@ -338,6 +327,14 @@ impl<S> Context<S> {
         }
         Ok(())
     }
+}
+
+/// What `slot` holds, taken so that only the first caller gets it (each
+/// latency metric is observed once per event).
+fn take_once<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
 }
 
 fn check_cards(reply: &Reply) -> Result<(), SendError> {
