@@ -62,11 +62,29 @@ pub enum Threading {
     New,
 }
 
+/// A message as Chat returned it. Kept as the client decoded it: turning
+/// it into JSON costs as much as decoding it did, and only `chatworker send`
+/// prints it.
+#[derive(Clone, Debug)]
+pub struct ChatMessage(Box<model::Message>);
+
+impl ChatMessage {
+    /// Its resource name, `spaces/S/messages/M`.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The message as JSON, in the API's field names.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// A created message.
 #[derive(Clone, Debug)]
 pub enum Created {
-    /// Chat created it; the message as Chat returned it, as JSON.
-    Message(serde_json::Value),
+    /// Chat created (or updated) it, and returned it.
+    Message(ChatMessage),
     /// Chat already holds a message with our ID (409 ALREADY_EXISTS): an
     /// earlier delivery of this event created it, so it counts as delivered.
     AlreadyExists,
@@ -240,9 +258,7 @@ impl ChatClient {
             .await;
         self.count("update", &result);
         match result {
-            Ok(updated) => Ok(Created::Message(
-                serde_json::to_value(&updated).unwrap_or(serde_json::Value::Null),
-            )),
+            Ok(updated) => Ok(Created::Message(ChatMessage(Box::new(updated)))),
             Err(e) => Err(classify(&e)),
         }
     }
@@ -316,9 +332,7 @@ impl ChatClient {
         let result = request.set_message(body).send().await;
         self.count("create", &result);
         match result {
-            Ok(created) => Ok(Created::Message(
-                serde_json::to_value(&created).unwrap_or(serde_json::Value::Null),
-            )),
+            Ok(created) => Ok(Created::Message(ChatMessage(Box::new(created)))),
             Err(e) if message.id.is_some() && e.http_status_code() == Some(409) => {
                 Ok(Created::AlreadyExists)
             }

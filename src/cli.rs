@@ -362,10 +362,10 @@ async fn send(
     };
     let client = ChatClient::new(&settings.chat).await.map_err(usage)?;
     match client.create(&message).await.map_err(runtime)? {
-        Created::Message(json) => {
+        Created::Message(created) => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json).unwrap_or_default()
+                serde_json::to_string_pretty(&created.to_json()).unwrap_or_default()
             );
             Ok(())
         }
