@@ -623,7 +623,7 @@ impl Bench {
         let k = self.args.spaces.max(1);
         let dir = self.scenario_dir(name)?;
         let sim = Sim::start(&dir, ControlPatch::default()).await?;
-        let topic = Topic::fresh(&self.emulator, "drain").await?;
+        let topic = Topic::fresh(&self.emulator, name).await?;
         let events: Vec<Value> = (0..n).map(|i| event(i % k, i)).collect();
         eprintln!("{name}: publishing {n} events over {k} spaces");
         let published = topic.publish(&events).await?;
