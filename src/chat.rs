@@ -62,18 +62,13 @@ pub enum Threading {
     New,
 }
 
-/// A message as Chat returned it. Kept as the client decoded it: turning
-/// it into JSON costs as much as decoding it did, and only `chatworker send`
-/// prints it.
+/// A message as Chat returned it, kept as the client decoded it: turning
+/// every reply into JSON would serialize it again, cards included, for
+/// `chatworker send` alone.
 #[derive(Clone, Debug)]
 pub struct ChatMessage(Box<model::Message>);
 
 impl ChatMessage {
-    /// Its resource name, `spaces/S/messages/M`.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
-
     /// The message as JSON, in the API's field names.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&*self.0).unwrap_or(serde_json::Value::Null)

@@ -188,7 +188,7 @@ impl Default for Metrics {
         );
         r.register_with_unit(
             "handling_latency",
-            "Time from the worker receiving an event to sending its first Chat API request (queueing and the handler included)",
+            "Time from the worker receiving an event to the start of its first Chat API request (queueing and the handler included; quota waits not)",
             prometheus_client::registry::Unit::Seconds,
             handling_latency.clone(),
         );

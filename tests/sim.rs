@@ -427,3 +427,19 @@ fn fault_flags_are_checked_before_serving() {
     );
     assert!(out.stdout.is_empty(), "it never said it was listening");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_what_apps_created_and_every_answer() {
+    let sim = Sim::start().await;
+    let bearer = self_signed(&sim, SCOPE, 600);
+    sim.seed("spaces/SIM", "a person's message", None).await;
+    let (status, _) = create(&sim, Some(&bearer), "", json!({"text": "from the app"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = create(&sim, None, "", json!({"text": "no token"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let stats = sim.get("/_sim/stats").await;
+    // The seeded message is not the app's; the refused call created nothing.
+    assert_eq!(stats["created"], 1, "{stats}");
+    assert_eq!(stats["statuses"]["200"], 1, "{stats}");
+    assert_eq!(stats["statuses"]["401"], 1, "{stats}");
+}

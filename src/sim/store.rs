@@ -466,6 +466,14 @@ impl Store {
         })
     }
 
+    /// How many messages apps created, deleted ones included.
+    pub fn app_message_count(&self) -> usize {
+        self.spaces
+            .values()
+            .map(|space| space.records.iter().filter(|r| r.by_app).count())
+            .sum()
+    }
+
     /// Every message in creation order, with the request that made it.
     pub fn records(&self) -> Vec<Record> {
         self.order

@@ -266,7 +266,8 @@ impl Sim {
         self.dir.path()
     }
 
-    async fn get(&self, path: &str) -> Value {
+    /// GET one of the simulator's endpoints, as JSON.
+    pub async fn get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}{path}", self.url))
             .send()
