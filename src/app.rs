@@ -540,9 +540,10 @@ impl<S: Send + Sync + 'static> Inner<S> {
     /// Routes the event to its handler (the innermost step of [`Next`]).
     pub(crate) async fn route(&self, ctx: Context<S>) -> Result2 {
         let event = ctx.event().clone();
-        let message = event.message.clone();
+        // Each handler's input takes its own copy of what it needs, once: a
+        // message can carry megabytes of text.
         let call = match &event.kind {
-            EventKind::Message => match &message {
+            EventKind::Message => match &event.message {
                 Some(m) if m.slash_command.is_some() => self.command_for(&event, None),
                 Some(m) => self.message_for(m),
                 None => None,
@@ -551,7 +552,7 @@ impl<S: Send + Sync + 'static> Inner<S> {
             EventKind::AddedToSpace => self.added.as_ref().map(|h| {
                 let added = Added {
                     space: event.space.clone(),
-                    message,
+                    message: event.message.clone(),
                 };
                 Call::new(h, added)
             }),

@@ -128,8 +128,13 @@ pub async fn run<A: Service>(
                 next = &mut next => break next,
             }
         };
-        let Some(delivery) = next else { break };
+        let Some(mut delivery) = next else { break };
         let decoded = decode(&delivery.data);
+        if shared.dead_letter.is_none() {
+            // Only a dead letter would quote the payload again; without a
+            // topic for them, the decoded event is the one copy kept.
+            delivery.data = bytes::Bytes::new();
+        }
         let r#type = event_type(&decoded);
         shared.metrics.received(r#type);
         // Made now, not when the job first runs: a job still queued at the
