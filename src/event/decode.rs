@@ -39,22 +39,23 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty);
     }
-    // Parse once into a tree to choose the format. serde_json bounds nesting
-    // (128 levels), so hostile input cannot overflow the stack.
-    let value: serde_json::Value =
-        serde_json::from_slice(data).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let Some(object) = value.as_object() else {
-        return Err(DecodeError::NotJson(
-            "the top level is not an object".into(),
-        ));
-    };
+    // A first pass notes which top-level keys are present and keeps
+    // nothing else; the second decodes the format found, with no tree in
+    // between (an event's decoding is on every event's path). serde_json
+    // bounds nesting (128 levels), so hostile input cannot overflow the stack.
+    let keys: TopLevel = serde_json::from_slice(data).map_err(|e| {
+        DecodeError::NotJson(match e.classify() {
+            serde_json::error::Category::Data => "the top level is not an object".into(),
+            _ => e.to_string(),
+        })
+    })?;
     let shape = |e: serde_json::Error| DecodeError::Shape(e.to_string());
-    let event = if object.contains_key("type") {
-        serde_json::from_value::<ClassicEvent>(value)
+    let event = if keys.r#type {
+        serde_json::from_slice::<ClassicEvent>(data)
             .map_err(shape)?
             .into_domain()
-    } else if object.contains_key("chat") {
-        serde_json::from_value::<AddOnEvent>(value)
+    } else if keys.chat {
+        serde_json::from_slice::<AddOnEvent>(data)
             .map_err(shape)?
             .into_domain()
     } else {
@@ -64,4 +65,92 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
         ));
     };
     event.map_err(|e| DecodeError::Shape(e.0))
+}
+
+/// Which of the keys that tell the formats apart a JSON object has.
+#[derive(Default)]
+struct TopLevel {
+    r#type: bool,
+    chat: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<TopLevel, M::Error> {
+                // Identifiers are compared where they lie, not copied.
+                #[derive(serde::Deserialize)]
+                #[serde(field_identifier, rename_all = "lowercase")]
+                enum Key {
+                    Type,
+                    Chat,
+                    #[serde(other)]
+                    Other,
+                }
+                let mut keys = TopLevel::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Type => keys.r#type = true,
+                        Key::Chat => keys.chat = true,
+                        Key::Other => {}
+                    }
+                    map.next_value::<Skip>()?;
+                }
+                Ok(keys)
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
+/// Any JSON value, read and dropped. Unlike `serde::de::IgnoredAny`, it
+/// descends through `deserialize_any`, so serde_json's nesting limit still
+/// refuses hostile input, as it would have building a tree.
+struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Any;
+        impl<'de> serde::de::Visitor<'de> for Any {
+            type Value = Skip;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        deserializer.deserialize_any(Any)
+    }
 }
