@@ -1,6 +1,13 @@
 //! The Chat API client: the only module that knows the Chat REST client
 //! (`google-chat-v1`) and its error type. It creates messages and classifies
 //! every failure as permanent or transient, which decides ack versus nack.
+//!
+//! `spaces.messages.create`, the call every event makes, goes over a plain
+//! `reqwest` client with the typed client's request body (`model::Message`),
+//! query and credentials: the typed client decodes every answer into a
+//! `Message`, cards and all, which the worker never reads. Profiling the
+//! benchmark put that decoding at a tenth of the worker's CPU (`BENCHMARKS.md`).
+//! The rarer calls (update, delete) use the typed client.
 
 use crate::config::ChatSettings;
 use crate::names::{ClientMessageId, SpaceName, ThreadName};
@@ -62,16 +69,28 @@ pub enum Threading {
     New,
 }
 
-/// A message as Chat returned it, kept as the client decoded it: turning
-/// every reply into JSON would serialize it again, cards included, for
-/// `chatworker send` alone.
+/// A message as Chat returned it, kept as it came: only `chatworker send`
+/// reads it, so the worker never pays for decoding it.
 #[derive(Clone, Debug)]
-pub struct ChatMessage(Box<model::Message>);
+pub struct ChatMessage(Answer);
+
+#[derive(Clone, Debug)]
+enum Answer {
+    /// As the typed client decoded it.
+    Typed(Box<model::Message>),
+    /// Chat's JSON, undecoded.
+    Json(bytes::Bytes),
+}
 
 impl ChatMessage {
-    /// The message as JSON, in the API's field names.
+    /// The message as JSON, in the API's field names (`null` if Chat's
+    /// answer was not JSON).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(&*self.0).unwrap_or(serde_json::Value::Null)
+        match &self.0 {
+            Answer::Typed(message) => serde_json::to_value(&**message),
+            Answer::Json(body) => serde_json::from_slice(body),
+        }
+        .unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -123,6 +142,11 @@ impl SendError {
 #[derive(Clone, Debug)]
 pub struct ChatClient {
     inner: ChatService,
+    /// For `create`; HTTP/1.1 with a connection per request in flight, as the
+    /// typed client does.
+    http: reqwest::Client,
+    /// The endpoint, for `create`'s URL.
+    endpoint: reqwest::Url,
     credentials: google_cloud_auth::credentials::Credentials,
     timeout: Duration,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
@@ -171,8 +195,16 @@ impl ChatClient {
                 ),
             ),
         };
+        let endpoint = settings.endpoint.trim_end_matches('/');
+        let base = reqwest::Url::parse(endpoint)
+            .map_err(|e| ClientError(format!("chat.endpoint {endpoint}: {e}")))?;
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .user_agent(concat!("chatworker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError(e.to_string()))?;
         let inner = ChatService::builder()
-            .with_endpoint(settings.endpoint.trim_end_matches('/'))
+            .with_endpoint(endpoint)
             .with_credentials(credentials.clone())
             // One attempt per call: `crate::sender` retries, because it
             // honours Retry-After, waits for quota slots between attempts and
@@ -183,6 +215,8 @@ impl ChatClient {
             .map_err(|e| ClientError(e.to_string()))?;
         Ok(Self {
             inner,
+            http,
+            endpoint: base,
             credentials,
             timeout: settings.request_timeout,
             metrics: None,
@@ -253,7 +287,9 @@ impl ChatClient {
             .await;
         self.count("update", &result);
         match result {
-            Ok(updated) => Ok(Created::Message(ChatMessage(Box::new(updated)))),
+            Ok(updated) => Ok(Created::Message(ChatMessage(Answer::Typed(Box::new(
+                updated,
+            ))))),
             Err(e) => Err(classify(&e)),
         }
     }
@@ -278,61 +314,136 @@ impl ChatClient {
 
     /// Creates one message.
     pub async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
-        use model::create_message_notification_options::NotificationType;
-        use model::create_message_request::MessageReplyOption;
-        let mut body = model::Message::new().set_markup_syntax(markup_syntax(message.markup));
-        if let Some(text) = &message.text {
-            body = body.set_text(text.clone());
+        let body = serde_json::to_vec(&create_body(message))
+            .map_err(|e| SendError::Permanent(format!("cannot encode the message: {e}")))?;
+        let answer = self.post(create_url(&self.endpoint, message), body).await;
+        let metrics = self.metrics.as_deref();
+        match answer {
+            Err((label, error)) => {
+                metrics.inspect(|m| m.chat_call("create", label));
+                Err(error)
+            }
+            Ok(answer) => {
+                metrics.inspect(|m| m.chat_call("create", answer.status.as_str()));
+                match answer.status.as_u16() {
+                    200..=299 => Ok(Created::Message(ChatMessage(Answer::Json(answer.body)))),
+                    409 if message.id.is_some() => Ok(Created::AlreadyExists),
+                    code => Err(classify_status(
+                        code,
+                        answer.retry_after,
+                        summarize_answer(code, &answer.body),
+                    )),
+                }
+            }
         }
-        if !message.cards.is_empty() {
-            body = body.set_cards_v2(cards_v2(&message.cards));
+    }
+
+    /// One authenticated POST of a JSON body: Chat's answer, or why there
+    /// was none (with its metrics label).
+    async fn post(
+        &self,
+        url: reqwest::Url,
+        body: Vec<u8>,
+    ) -> Result<HttpAnswer, (&'static str, SendError)> {
+        use google_cloud_auth::credentials::CacheableResource;
+        let auth = match self.credentials.headers(http::Extensions::new()).await {
+            Ok(CacheableResource::New { data, .. }) => data,
+            // Only asked for with an entity tag, which this call never sends.
+            Ok(CacheableResource::NotModified) => {
+                let e = "the credentials returned no headers".to_owned();
+                return Err(("auth", SendError::transient(e)));
+            }
+            // The token endpoint may be down for a while: a retry can succeed.
+            Err(e) => return Err(("auth", SendError::transient(format!("credentials: {e}")))),
+        };
+        let failed = |e: reqwest::Error| {
+            let label = if e.is_timeout() { "timeout" } else { "network" };
+            let error = if e.is_builder() {
+                SendError::Permanent(format!("cannot build the request: {e}"))
+            } else {
+                SendError::transient(format!("{label}: {e}"))
+            };
+            (label, error)
+        };
+        let response = self
+            .http
+            .post(url)
+            .headers(auth)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .timeout(self.timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = response.bytes().await.map_err(failed)?;
+        Ok(HttpAnswer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// What Chat answered over the plain HTTP path.
+struct HttpAnswer {
+    status: http::StatusCode,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
+}
+
+/// `…/v1/{space}/messages` and its query, with enums by name as the API
+/// reference writes them.
+fn create_url(endpoint: &reqwest::Url, message: &NewMessage) -> reqwest::Url {
+    let mut url = endpoint.clone();
+    let path = format!(
+        "{}/v1/{}/messages",
+        url.path().trim_end_matches('/'),
+        message.space.as_str()
+    );
+    url.set_path(&path);
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(id) = &message.id {
+            query.append_pair("messageId", id.as_str());
         }
-        if !message.accessory_buttons.is_empty() {
-            body = body.set_accessory_widgets(accessory_widgets(&message.accessory_buttons));
+        if !matches!(message.thread, Threading::New) {
+            query.append_pair("messageReplyOption", "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
         }
-        if let Some(user) = &message.private_to {
-            body = body.set_private_message_viewer(model::User::new().set_name(user.as_str()));
-        }
-        let mut request = self
-            .inner
-            .create_message()
-            .set_parent(message.space.as_str())
-            .with_attempt_timeout(self.timeout);
         let notification = match message.notify {
             Notify::Default => None,
-            Notify::Silent => Some(NotificationType::Silent),
-            Notify::Force => Some(NotificationType::ForceNotify),
+            Notify::Silent => Some("NOTIFICATION_TYPE_SILENT"),
+            Notify::Force => Some("NOTIFICATION_TYPE_FORCE_NOTIFY"),
         };
         if let Some(kind) = notification {
-            request = request.set_create_message_notification_options(
-                model::CreateMessageNotificationOptions::new().set_notification_type(kind),
-            );
+            query.append_pair("createMessageNotificationOptions.notificationType", kind);
         }
-        request = match &message.thread {
-            Threading::Reply(thread) => {
-                body = body.set_thread(model::Thread::new().set_name(thread.as_str()));
-                request
-                    .set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
-            }
-            Threading::Key(key) => {
-                body = body.set_thread(model::Thread::new().set_thread_key(key.clone()));
-                request
-                    .set_message_reply_option(MessageReplyOption::ReplyMessageFallbackToNewThread)
-            }
-            Threading::New => request,
-        };
-        if let Some(id) = &message.id {
-            request = request.set_message_id(id.as_str());
-        }
-        let result = request.set_message(body).send().await;
-        self.count("create", &result);
-        match result {
-            Ok(created) => Ok(Created::Message(ChatMessage(Box::new(created)))),
-            Err(e) if message.id.is_some() && e.http_status_code() == Some(409) => {
-                Ok(Created::AlreadyExists)
-            }
-            Err(e) => Err(classify(&e)),
-        }
+        // The body's enums are numbers, as the typed client writes them.
+        query.append_pair("$alt", "json;enum-encoding=int");
+    }
+    url
+}
+
+/// The body of `spaces.messages.create`.
+fn create_body(message: &NewMessage) -> model::Message {
+    let mut body = model::Message::new().set_markup_syntax(markup_syntax(message.markup));
+    if let Some(text) = &message.text {
+        body = body.set_text(text.clone());
+    }
+    if !message.cards.is_empty() {
+        body = body.set_cards_v2(cards_v2(&message.cards));
+    }
+    if !message.accessory_buttons.is_empty() {
+        body = body.set_accessory_widgets(accessory_widgets(&message.accessory_buttons));
+    }
+    if let Some(user) = &message.private_to {
+        body = body.set_private_message_viewer(model::User::new().set_name(user.as_str()));
+    }
+    match &message.thread {
+        Threading::Reply(thread) => body.set_thread(model::Thread::new().set_name(thread.as_str())),
+        Threading::Key(key) => body.set_thread(model::Thread::new().set_thread_key(key.clone())),
+        Threading::New => body,
     }
 }
 
@@ -365,15 +476,7 @@ fn accessory_widgets(
 fn classify(e: &google_cloud_gax::error::Error) -> SendError {
     let text = summarize(e);
     if let Some(code) = e.http_status_code() {
-        return match code {
-            // 401: the token was rejected; a refreshed token (or a fixed
-            // deployment) can succeed, and acking would lose the event.
-            401 | 408 | 429 | 500..=599 => SendError::Transient {
-                detail: text,
-                retry_after: e.http_headers().and_then(retry_after),
-            },
-            _ => SendError::Permanent(text),
-        };
+        return classify_status(code, e.http_headers().and_then(retry_after), text);
     }
     if e.is_timeout()
         || e.is_connect()
@@ -387,6 +490,19 @@ fn classify(e: &google_cloud_gax::error::Error) -> SendError {
         // Binding, serialization or a response we cannot read: the request
         // itself is wrong, so a redelivery would fail the same way.
         SendError::Permanent(text)
+    }
+}
+
+/// Permanent or transient, from the status Chat answered with.
+fn classify_status(code: u16, retry_after: Option<Duration>, detail: String) -> SendError {
+    match code {
+        // 401: the token was rejected; a refreshed token (or a fixed
+        // deployment) can succeed, and acking would lose the event.
+        401 | 408 | 429 | 500..=599 => SendError::Transient {
+            detail,
+            retry_after,
+        },
+        _ => SendError::Permanent(detail),
     }
 }
 
@@ -414,9 +530,31 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 /// The status and Google's message, never the request body or a token.
 fn summarize(e: &google_cloud_gax::error::Error) -> String {
     match (e.http_status_code(), e.status()) {
-        (Some(code), Some(status)) => format!("HTTP {code} {:?}: {}", status.code, status.message),
+        (Some(code), Some(status)) => {
+            format!("HTTP {code} {}: {}", status.code.name(), status.message)
+        }
         (Some(code), None) => format!("HTTP {code}"),
         _ => e.to_string(),
+    }
+}
+
+/// The status and Google's message from an error answer
+/// (`{"error": {"status": …, "message": …}}`), never the request body.
+fn summarize_answer(code: u16, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Status,
+    }
+    #[derive(serde::Deserialize)]
+    struct Status {
+        #[serde(default)]
+        status: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(Answer { error }) => format!("HTTP {code} {}: {}", error.status, error.message),
+        Err(_) => format!("HTTP {code}"),
     }
 }
 
@@ -471,5 +609,67 @@ mod tests {
             assert!(!classify(&answered(code)).is_transient(), "{code}");
         }
         assert!(!classify(&Error::deser("garbled")).is_transient());
+    }
+
+    #[test]
+    fn error_answers_are_summarized_by_status_and_message() {
+        let body = br#"{"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "The caller does not have permission"}}"#;
+        assert_eq!(
+            summarize_answer(403, body),
+            "HTTP 403 PERMISSION_DENIED: The caller does not have permission"
+        );
+        assert_eq!(
+            summarize_answer(502, b"<html>Bad Gateway</html>"),
+            "HTTP 502"
+        );
+        assert_eq!(summarize_answer(500, b""), "HTTP 500");
+    }
+
+    #[test]
+    fn create_asks_for_the_thread_the_id_and_the_notification() {
+        let endpoint = reqwest::Url::parse("https://proxy.example/chat/").expect("url");
+        let message = NewMessage {
+            space: SpaceName::parse("spaces/AAA").expect("space"),
+            id: Some(ClientMessageId::new("client-1").expect("id")),
+            text: Some("hi".into()),
+            cards: Vec::new(),
+            thread: Threading::Key("k".into()),
+            accessory_buttons: Vec::new(),
+            private_to: None,
+            notify: Notify::Force,
+            markup: Markup::Chat,
+        };
+        let url = create_url(&endpoint, &message);
+        assert_eq!(url.path(), "/chat/v1/spaces/AAA/messages");
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let pairs = [
+            ("messageId", "client-1"),
+            ("messageReplyOption", "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"),
+            (
+                "createMessageNotificationOptions.notificationType",
+                "NOTIFICATION_TYPE_FORCE_NOTIFY",
+            ),
+            ("$alt", "json;enum-encoding=int"),
+        ];
+        let expected: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(query, expected);
+        assert_eq!(
+            create_body(&message).thread.map(|t| t.thread_key),
+            Some("k".to_owned())
+        );
+
+        // A new thread: no reply option, and Chat picks the ID when none is given.
+        let fresh = NewMessage {
+            id: None,
+            thread: Threading::New,
+            notify: Notify::Default,
+            ..message
+        };
+        let url = create_url(&endpoint, &fresh);
+        assert_eq!(url.query(), Some("%24alt=json%3Benum-encoding%3Dint"));
+        assert!(create_body(&fresh).thread.is_none());
     }
 }

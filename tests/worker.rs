@@ -295,12 +295,10 @@ async fn onboarding_and_help() {
             .unwrap_or_default()
             .contains("/help")
     );
-    // Onboarding starts a thread of its own: no thread named, default option.
+    // Onboarding starts a thread of its own: no thread named, and no reply
+    // option (the default, a new thread).
     assert_eq!(onboarding["body"]["thread"], Value::Null);
-    assert_eq!(
-        query(onboarding, "messageReplyOption"),
-        "MESSAGE_REPLY_OPTION_UNSPECIFIED"
-    );
+    assert_eq!(query(onboarding, "messageReplyOption"), "");
     assert_ne!(
         onboarding["message"]["thread"]["name"],
         mention["thread"]["name"]
