@@ -18,6 +18,9 @@ use tokio_util::task::TaskTracker;
 /// A unit of work. Dropping it unrun must be safe (it nacks its delivery).
 pub type Job = BoxFuture<'static, ()>;
 
+/// Called each time a job is ready to run but every slot is taken.
+type OnWait = Arc<dyn Fn() + Send + Sync>;
+
 /// Runs jobs in per-key order with bounded concurrency.
 pub struct Dispatcher {
     queues: Arc<Mutex<HashMap<String, VecDeque<Job>>>>,
@@ -25,6 +28,7 @@ pub struct Dispatcher {
     tracker: TaskTracker,
     abort: CancellationToken,
     abandoned: Arc<AtomicU64>,
+    on_wait: OnWait,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -44,7 +48,16 @@ impl Dispatcher {
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
             abandoned: Arc::default(),
+            on_wait: Arc::new(|| {}),
         }
+    }
+
+    /// Calls `on_wait` whenever a job is ready to run (first in its key's
+    /// queue) but all `concurrency` slots are taken: the sign that the
+    /// limit, not the work, holds events back.
+    pub fn on_wait(mut self, on_wait: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_wait = Arc::new(on_wait);
+        self
     }
 
     /// Queues `job` behind every earlier job with the same key.
@@ -63,6 +76,7 @@ impl Dispatcher {
             self.permits.clone(),
             self.abort.clone(),
             self.abandoned.clone(),
+            self.on_wait.clone(),
         ));
     }
 
@@ -99,6 +113,7 @@ async fn lane(
     permits: Arc<Semaphore>,
     abort: CancellationToken,
     abandoned: Arc<AtomicU64>,
+    on_wait: OnWait,
 ) {
     loop {
         let finished = tokio::select! {
@@ -107,7 +122,13 @@ async fn lane(
             _ = abort.cancelled() => false,
             _ = async {
                 // The semaphore is never closed, so acquire cannot fail.
-                let _permit = permits.acquire().await;
+                let _permit = match permits.try_acquire() {
+                    Ok(permit) => Ok(permit),
+                    Err(_) => {
+                        on_wait();
+                        permits.acquire().await
+                    }
+                };
                 job.await;
             } => true,
         };
@@ -191,6 +212,38 @@ mod tests {
         }
         d.drain(Duration::from_secs(5)).await;
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_that_wait_for_a_slot_are_reported() {
+        let waits = Arc::new(AtomicU64::new(0));
+        let counted = waits.clone();
+        let d = Dispatcher::new(2).on_wait(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let (tx, _rx) = mpsc::unbounded_channel();
+        // Five keys, two slots: c, d and e wait for a slot. The second job
+        // of a waits for a1 first, which is not reported; then, ready, it
+        // finds the freed slots promised to c and d, and waits again.
+        for key in ["a", "b", "c", "d", "e"] {
+            d.submit(key.into(), recorder(&tx, key, 1, 10));
+        }
+        d.submit("a".into(), recorder(&tx, "a", 2, 10));
+        assert_eq!(d.drain(Duration::from_secs(5)).await, 0);
+        assert_eq!(waits.load(Ordering::SeqCst), 4);
+
+        // Within the limit, nothing waits.
+        let waits = Arc::new(AtomicU64::new(0));
+        let counted = waits.clone();
+        let d = Dispatcher::new(8).on_wait(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        for key in ["a", "b", "c"] {
+            d.submit(key.into(), recorder(&tx, key, 1, 10));
+        }
+        d.submit("a".into(), recorder(&tx, "a", 2, 10));
+        d.drain(Duration::from_secs(5)).await;
+        assert_eq!(waits.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]

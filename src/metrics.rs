@@ -54,6 +54,7 @@ pub struct Metrics {
     handling_latency: Histogram,
     chat_retries: Counter,
     quota_waits: Counter,
+    lane_waits: Counter,
     quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     in_flight: Gauge,
     stream_reconnects: Counter,
@@ -71,6 +72,7 @@ struct Totals {
     replies_already_existed: AtomicU64,
     chat_retries: AtomicU64,
     quota_waits: AtomicU64,
+    lane_waits: AtomicU64,
     quota_wait_ms: AtomicU64,
     stream_incidents: AtomicU64,
     dropped: Mutex<BTreeMap<String, u64>>,
@@ -97,6 +99,9 @@ pub struct Snapshot {
     pub quota_waits: u64,
     /// Total time writes waited for quota slots, in milliseconds.
     pub quota_wait_ms: u64,
+    /// Events that were ready to run but waited for a free lane
+    /// (`worker.concurrency` reached).
+    pub lane_waits: u64,
     /// Times the connection to Pub/Sub broke (each incident once).
     pub stream_incidents: u64,
     /// Events acked without a reply, by reason.
@@ -126,6 +131,7 @@ impl Default for Metrics {
         ]);
         let chat_retries = Counter::default();
         let quota_waits = Counter::default();
+        let lane_waits = Counter::default();
         let quota_wait_seconds = Counter::default();
         let in_flight = Gauge::default();
         let stream_reconnects = Counter::default();
@@ -186,6 +192,11 @@ impl Default for Metrics {
             "Writes that waited for a quota slot",
             quota_waits.clone(),
         );
+        r.register(
+            "lane_waits",
+            "Events ready to run that waited for a free lane: worker.concurrency was reached",
+            lane_waits.clone(),
+        );
         r.register_with_unit(
             "handling_latency",
             "Time from the worker receiving an event to the start of its first Chat API request (queueing and the handler included; quota waits not)",
@@ -222,6 +233,7 @@ impl Default for Metrics {
             handling_latency,
             chat_retries,
             quota_waits,
+            lane_waits,
             quota_wait_seconds,
             in_flight,
             stream_reconnects,
@@ -295,6 +307,10 @@ impl Metrics {
         let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
         self.totals.quota_wait_ms.fetch_add(ms, Relaxed);
     }
+    pub(crate) fn lane_waited(&self) {
+        self.lane_waits.inc();
+        self.totals.lane_waits.fetch_add(1, Relaxed);
+    }
     pub(crate) fn stream_incident(&self) {
         self.stream_reconnects.inc();
         self.totals.stream_incidents.fetch_add(1, Relaxed);
@@ -333,6 +349,7 @@ impl Metrics {
             replies_already_existed: t.replies_already_existed.load(Relaxed),
             chat_retries: t.chat_retries.load(Relaxed),
             quota_waits: t.quota_waits.load(Relaxed),
+            lane_waits: t.lane_waits.load(Relaxed),
             quota_wait_ms: t.quota_wait_ms.load(Relaxed),
             stream_incidents: t.stream_incidents.load(Relaxed),
             dropped: t.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),

@@ -98,7 +98,9 @@ pub async fn run<A: Service>(
         subscription: settings.pubsub.subscription.clone(),
         metrics,
     });
-    let dispatcher = Dispatcher::new(settings.worker.concurrency);
+    let waits = shared.metrics.clone();
+    let dispatcher =
+        Dispatcher::new(settings.worker.concurrency).on_wait(move || waits.lane_waited());
     tracing::info!(
         subscription = %settings.pubsub.subscription,
         chat_endpoint = %settings.chat.endpoint,
@@ -180,6 +182,7 @@ pub async fn run<A: Service>(
         chat_retries = snapshot.chat_retries,
         quota_waits = snapshot.quota_waits,
         quota_wait_ms = snapshot.quota_wait_ms,
+        lane_waits = snapshot.lane_waits,
         stream_incidents = snapshot.stream_incidents,
         dropped = ?snapshot.dropped,
         "worker stopped"
