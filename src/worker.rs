@@ -33,8 +33,13 @@ const FLUSH_MARGIN: Duration = Duration::from_secs(2);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// How long the start-up credentials check may take before it is reported
-/// as failing; it runs beside the pull loop and delays nothing.
+/// as failing; past `FIRST_TOKEN_WAIT` it runs beside the pull loop.
 const CREDENTIALS_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the worker waits for its first Chat API token before it starts
+/// pulling; past that it pulls anyway, and the check goes on in the
+/// background.
+const FIRST_TOKEN_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +89,12 @@ pub async fn run<A: Service>(
         .await?;
     }
     let chat = ChatClient::new(&settings.chat).await?;
-    tokio::spawn(check_credentials(chat.clone(), status.clone()));
+    // Events are pulled once the first token is there (or has been waited
+    // for long enough): it costs the most (a key's first signature seeds the
+    // crypto library's random generator, about 0.1 s of CPU), and obtained
+    // while the first events arrive it would hold up their replies.
+    let mut credentials = tokio::spawn(check_credentials(chat.clone(), status.clone()));
+    let _ = tokio::time::timeout(FIRST_TOKEN_WAIT, &mut credentials).await;
     let dead_letter = match settings.pubsub.dead_letter_topic.as_str() {
         "" => None,
         topic => Some(TopicPublisher::new(&settings.pubsub, topic).await?),
