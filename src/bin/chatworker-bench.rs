@@ -105,6 +105,12 @@ struct Outcome {
     cpu_seconds: f64,
     cpu_seconds_per_1000: f64,
     peak_rss_mb: f64,
+    /// Times the kernel took the CPU from the worker while it could run
+    /// (involuntary context switches): each one can hold up a whole burst.
+    preempted: u64,
+    /// Events that waited for a free lane (`chatworker_lane_waits_total`),
+    /// for a worker that reports it.
+    lane_waits: Option<u64>,
     statuses: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quota: Option<QuotaUse>,
@@ -376,6 +382,31 @@ impl Worker {
             .sum()
     }
 
+    /// Involuntary context switches of all the worker's threads (and its
+    /// children's) so far.
+    fn preempted(&self) -> u64 {
+        process_tree(self.pid)
+            .iter()
+            .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+            .flat_map(|tasks| tasks.flatten())
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .filter_map(|status| {
+                let line = status
+                    .lines()
+                    .find(|l| l.starts_with("nonvoluntary_ctxt_switches:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    /// What `finish` measures from.
+    fn counters(&self) -> Counters {
+        Counters {
+            cpu: self.cpu_seconds(),
+            preempted: self.preempted(),
+        }
+    }
+
     /// The peak resident set (VmHWM) of the worker and its children, in MB.
     fn peak_rss_mb(&self) -> f64 {
         process_tree(self.pid)
@@ -403,11 +434,13 @@ impl Worker {
         }
     }
 
-    /// Stops the worker and returns what it cost since `cpu_before`: CPU
-    /// seconds, peak RSS in MB, and its /metrics text if it serves one.
-    async fn finish(self, cpu_before: f64) -> Result<Usage> {
+    /// Stops the worker and returns what it cost since `before`: CPU
+    /// seconds, preemptions, peak RSS in MB, and its /metrics text if it
+    /// serves one.
+    async fn finish(self, before: Counters) -> Result<Usage> {
         let usage = Usage {
-            cpu: self.cpu_seconds() - cpu_before,
+            cpu: self.cpu_seconds() - before.cpu,
+            preempted: self.preempted().saturating_sub(before.preempted),
             peak_rss_mb: self.peak_rss_mb(),
             metrics: self.metrics().await,
         };
@@ -429,9 +462,16 @@ impl Worker {
     }
 }
 
+/// A worker's running totals at the start of a scenario.
+struct Counters {
+    cpu: f64,
+    preempted: u64,
+}
+
 /// What a worker cost during a scenario.
 struct Usage {
     cpu: f64,
+    preempted: u64,
     peak_rss_mb: f64,
     metrics: Option<String>,
 }
@@ -449,6 +489,11 @@ impl Outcome {
         self.cpu_seconds = usage.cpu;
         self.cpu_seconds_per_1000 = usage.cpu / (answered.max(1) as f64) * 1000.0;
         self.peak_rss_mb = usage.peak_rss_mb;
+        self.preempted = usage.preempted;
+        self.lane_waits = usage
+            .metrics
+            .as_deref()
+            .and_then(|m| counter_value(m, "chatworker_lane_waits_total"));
     }
 }
 
@@ -498,6 +543,14 @@ fn process_tree(pid: u32) -> Vec<u32> {
 
 /// Quantiles of a Prometheus histogram (`name_bucket{le=…}` lines), in
 /// milliseconds, interpolated within buckets.
+/// A counter without labels from Prometheus text.
+fn counter_value(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
 fn histogram_quantiles(text: &str, name: &str) -> Option<Quantiles> {
     let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = text
@@ -642,10 +695,10 @@ impl Bench {
         let started_at = SystemTime::now();
         let mut worker =
             Worker::spawn(&self.args, &self.command, &topic, &sim, &dir, (0, 0)).await?;
-        let cpu_before = worker.cpu_seconds();
+        let before = worker.counters();
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
-        let usage = worker.finish(cpu_before).await?;
+        let usage = worker.finish(before).await?;
         let mut outcome = self.outcome(name, n, k);
         outcome.measured(answered, seconds, &usage);
         let replies = replies(&sim).await?;
@@ -674,7 +727,7 @@ impl Bench {
         let topic = Topic::fresh(&self.emulator, "paced").await?;
         let mut worker =
             Worker::spawn(&self.args, &self.command, &topic, &sim, &dir, (0, 0)).await?;
-        let cpu_before = worker.cpu_seconds();
+        let before = worker.counters();
         eprintln!("paced: {n} events at {}/s", self.args.paced_rate);
         let started = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / self.args.paced_rate.max(0.1));
@@ -691,7 +744,7 @@ impl Bench {
         }
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
-        let usage = worker.finish(cpu_before).await?;
+        let usage = worker.finish(before).await?;
         let mut outcome = self.outcome("paced", n, k);
         outcome.measured(answered, seconds, &usage);
         outcome.latency_ms = quantiles(latencies_ms(&replies(&sim).await?, &sent));
@@ -725,10 +778,10 @@ impl Bench {
         let started = Instant::now();
         let mut worker =
             Worker::spawn(&self.args, &self.command, &topic, &sim, &dir, (quota, 3000)).await?;
-        let cpu_before = worker.cpu_seconds();
+        let before = worker.counters();
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
-        let usage = worker.finish(cpu_before).await?;
+        let usage = worker.finish(before).await?;
         let mut by_space: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
         for (space, _, created) in replies(&sim).await? {
             by_space.entry(space).or_default().push(created);
@@ -806,8 +859,8 @@ fn markdown(outcomes: &[Outcome], machine: &str, command: &str) -> String {
         "Run on {} by `{command}`, on {machine}.\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     ));
-    md.push_str("| scenario (run) | worker | events (spaces) | answered | events/s | latency p50 / p95 / p99 (ms) | worker-added p50 / p95 / p99 (ms) | CPU s per 1,000 | peak RSS (MB) | Chat answers |\n");
-    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    md.push_str("| scenario (run) | worker | events (spaces) | answered | events/s | latency p50 / p95 / p99 (ms) | worker-added p50 / p95 / p99 (ms) | CPU s per 1,000 | peak RSS (MB) | preempted | lane waits | Chat answers |\n");
+    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for o in outcomes {
         let statuses: Vec<String> = o
             .statuses
@@ -815,7 +868,7 @@ fn markdown(outcomes: &[Outcome], machine: &str, command: &str) -> String {
             .map(|(s, n)| format!("{s}: {n}"))
             .collect();
         md.push_str(&format!(
-            "| {} ({}) | {} | {} ({}) | {} | {:.0} | {} | {} | {:.3} | {:.1} | {} |\n",
+            "| {} ({}) | {} | {} ({}) | {} | {:.0} | {} | {} | {:.3} | {:.1} | {} | {} | {} |\n",
             o.scenario,
             o.run,
             o.worker,
@@ -827,6 +880,8 @@ fn markdown(outcomes: &[Outcome], machine: &str, command: &str) -> String {
             ms(o.worker_latency_ms),
             o.cpu_seconds_per_1000,
             o.peak_rss_mb,
+            o.preempted,
+            o.lane_waits.map_or("n/a".into(), |n| n.to_string()),
             statuses.join(", ")
         ));
     }
@@ -944,4 +999,19 @@ async fn main() -> Result<()> {
         bench.args.json.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_is_read_by_its_exact_name() {
+        let text = "# HELP chatworker_lane_waits Events that waited.\n\
+                    # TYPE chatworker_lane_waits counter\n\
+                    chatworker_lane_waits_total_other 9\n\
+                    chatworker_lane_waits_total 12\n";
+        assert_eq!(counter_value(text, "chatworker_lane_waits_total"), Some(12));
+        assert_eq!(counter_value(text, "chatworker_quota_waits_total"), None);
+    }
 }
