@@ -106,7 +106,7 @@ struct Outcome {
     cpu_seconds_per_1000: f64,
     peak_rss_mb: f64,
     /// Times the kernel took the CPU from the worker while it could run
-    /// (involuntary context switches): each one can hold up a whole burst.
+    /// (involuntary context switches): a burst waits while that lasts.
     preempted: u64,
     /// Events that waited for a free lane (`chatworker_lane_waits_total`),
     /// for a worker that reports it.
