@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # chatworker: a small, non-root image that runs `chatworker run`.
 #
 #   docker build -t chatworker .
@@ -7,22 +8,20 @@
 # The same image runs `chatworker setup` and `chatworker check` (override CMD).
 # It listens on nothing unless CHATWORKER_SERVER__LISTEN is set (the
 # Kubernetes manifests in deploy/kubernetes set 0.0.0.0:9090).
+#
+# Only the CLI is built, without its `dev` feature: no `chatworker dev` or
+# `chatworker sim`, so no Chat simulator, playground page or discovery
+# document in the binary.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, in a layer of their own: it is rebuilt only when
-# Cargo.toml or Cargo.lock change.
-# Cargo.toml names tests/faults.rs, so a stub stands in for it too.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src tests \
-    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > tests/faults.rs \
-    && cargo build --release --locked --bin chatworker \
-    && rm -rf src
-COPY src src
-COPY config config
-COPY reference reference
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin chatworker
+COPY . .
+# The registry and the target directory are BuildKit caches, so a rebuild
+# after a source change recompiles only the workspace's own crates.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p chatworker-cli --no-default-features \
+    && cp target/release/chatworker /usr/local/bin/chatworker
 
 FROM debian:bookworm-slim
 # ca-certificates is left unpinned on purpose: it should follow the base
@@ -34,9 +33,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chatworker
 WORKDIR /app
-COPY --from=build /src/target/release/chatworker /usr/local/bin/chatworker
-# The defaults are compiled in; this copy is the file to override by mounting
-# /app/config/default.toml (or use CHATWORKER_* variables).
+COPY --from=build /usr/local/bin/chatworker /usr/local/bin/chatworker
+# The defaults are compiled in; these copies are the files to override by
+# mounting /app/config/default.toml (or use CHATWORKER_* variables).
 COPY config /app/config
 EXPOSE 9090
 USER 10001

@@ -1,0 +1,5 @@
+//! The shared harness (`chatworker-testkit`).
+
+#![allow(unused_imports)]
+
+pub use chatworker_testkit::*;

@@ -1,0 +1,239 @@
+//! What a handler can do while it runs: reply now (a "working…" placeholder
+//! before slow work, say), update or delete the app's own messages, and
+//! reach the app's shared state.
+//!
+//! Every message sent through the context gets a deterministic `client-` ID
+//! from the event and the send's position, so a redelivered event that sends
+//! the same things in the same order creates nothing twice: Chat answers 409
+//! and the context returns the message already there. Where the messages go
+//! is the context's [`Outlet`]: the worker's (quota, retries, Chat) or a
+//! test's ([`super::testing`]), which records them.
+
+use crate::event::Event;
+use crate::names::{ClientMessageId, MessageName, SpaceName};
+use crate::reply::compose::{Content, Created, NewMessage, check_cards, compose};
+use crate::reply::{Markup, Reply, SendError, Update};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What an [`Outlet`] call comes to.
+pub(crate) type OutletFuture<'a, T> = BoxFuture<'a, Result<T, SendError>>;
+
+/// Where a context's messages go: the worker sends them to Chat (within the
+/// quotas, with retries), a test records them. Object-safe, so that the
+/// context, and with it every handler, knows neither.
+pub(crate) trait Outlet: Send + Sync + 'static {
+    /// Creates one message.
+    fn create<'a>(&'a self, message: &'a NewMessage) -> OutletFuture<'a, Created>;
+    /// Writes `content` over the app's message `name`.
+    fn update<'a>(&'a self, name: &'a MessageName, content: &'a Content) -> OutletFuture<'a, ()>;
+    /// Deletes the app's message `name`.
+    fn delete<'a>(&'a self, name: &'a MessageName) -> OutletFuture<'a, ()>;
+}
+
+/// A message the context sent (or found already sent by an earlier
+/// delivery of the same event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The message's name with its client-assigned ID,
+    /// `spaces/S/messages/client-…`, usable to update or delete it.
+    pub name: MessageName,
+}
+
+/// The handler's side of one event's processing, with the app's state `S`.
+///
+/// Cheap to clone; clones share the event, the position of the next message
+/// and the state. A [`crate::App`] hands every handler a `Context<S>` with
+/// the state given to [`crate::App::with_state`].
+///
+/// ```no_run
+/// use chatworker::{Context, HandlerError, Message, Reply};
+///
+/// struct Jobs;
+/// impl Jobs {
+///     async fn run(&self, _what: &str) -> Result<String, HandlerError> {
+///         Ok("done".into())
+///     }
+/// }
+///
+/// async fn build(ctx: Context<Jobs>, message: Message) -> Result<(), HandlerError> {
+///     let working = ctx.placeholder("Working…").await?;
+///     let result = ctx.state().run(message.argument()).await?;
+///     ctx.update(&working.name, Reply::text(result)).await?;
+///     Ok(())
+/// }
+/// ```
+pub struct Context<S = ()> {
+    inner: Arc<Inner>,
+    state: Arc<S>,
+}
+
+struct Inner {
+    outlet: Arc<dyn Outlet>,
+    event: Arc<Event>,
+    identity: String,
+    next: AtomicUsize,
+    markup: Markup,
+}
+
+impl<S> Clone for Context<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Context<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("event", &self.inner.event.kind.label())
+            .field("space", &self.inner.event.space.name)
+            .field("next", &self.position())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for `event`, whose messages go to `outlet`; `identity` is
+    /// what their IDs derive from.
+    pub(crate) fn new(
+        outlet: Arc<dyn Outlet>,
+        event: Arc<Event>,
+        identity: String,
+        markup: Markup,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                outlet,
+                event,
+                identity,
+                next: AtomicUsize::new(0),
+                markup,
+            }),
+            state: Arc::new(()),
+        }
+    }
+}
+
+impl<S> Context<S> {
+    /// The same context carrying another state: how an [`crate::App`] gives
+    /// its handlers their state.
+    pub fn with_state<T>(&self, state: Arc<T>) -> Context<T> {
+        Context {
+            inner: self.inner.clone(),
+            state,
+        }
+    }
+
+    /// The app's shared state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The app's shared state, to move into a spawned task.
+    pub fn state_arc(&self) -> Arc<S> {
+        self.state.clone()
+    }
+
+    /// The event being handled.
+    pub fn event(&self) -> &Event {
+        &self.inner.event
+    }
+
+    /// How many messages were sent so far (the position the next one
+    /// takes); replies returned by the handler continue from here.
+    pub fn position(&self) -> usize {
+        self.inner.next.load(Ordering::SeqCst)
+    }
+
+    /// Sends `reply` now (in the event's thread unless it says otherwise)
+    /// and returns its name. Long text is split into several messages in
+    /// one thread; the name is the first one's. A reply built with
+    /// [`Reply::updating`] or [`Reply::in_place`] updates that message
+    /// instead.
+    pub async fn send(&self, reply: impl Into<Reply>) -> Result<Sent, SendError> {
+        let reply = reply.into();
+        if let Some(update) = &reply.update {
+            let name = match update {
+                Update::Message(name) => name.clone(),
+                Update::EventMessage => self.event_message()?,
+            };
+            self.update(&name, reply).await?;
+            return Ok(Sent { name });
+        }
+        let index = self.inner.next.fetch_add(1, Ordering::SeqCst);
+        check_cards(&reply.cards)?;
+        let inner = &self.inner;
+        let messages = compose(&inner.event, reply, &inner.identity, index, inner.markup);
+        let first = messages[0]
+            .name()
+            .ok_or_else(|| SendError::permanent("a composed message has no ID"))?;
+        for message in &messages {
+            inner.outlet.create(message).await?;
+        }
+        Ok(Sent { name: first })
+    }
+
+    /// Sends a short text now, to be replaced later with
+    /// [`Context::update`]: how an app answers at once and works after.
+    pub async fn placeholder(&self, text: impl Into<String>) -> Result<Sent, SendError> {
+        self.send(Reply::text(text)).await
+    }
+
+    /// Sends `reply` to the person who caused the event only (a private
+    /// message), in the event's thread.
+    pub async fn send_privately(&self, reply: impl Into<Reply>) -> Result<Sent, SendError> {
+        let user = self
+            .event()
+            .sender()
+            .and_then(|u| u.name.clone())
+            .ok_or_else(|| {
+                SendError::permanent(
+                    "a private message needs the event's user, and this event has none",
+                )
+            })?;
+        self.send(reply.into().privately_to(user)).await
+    }
+
+    /// Writes `reply`'s text, cards and accessory buttons over the app's
+    /// message `name`.
+    pub async fn update(
+        &self,
+        name: &MessageName,
+        reply: impl Into<Reply>,
+    ) -> Result<(), SendError> {
+        let reply = reply.into();
+        check_cards(&reply.cards)?;
+        let content = Content::of(reply, self.inner.markup);
+        self.inner.outlet.update(name, &content).await
+    }
+
+    /// Deletes the app's message `name`; one already gone counts as deleted.
+    pub async fn delete(&self, name: &MessageName) -> Result<(), SendError> {
+        self.inner.outlet.delete(name).await
+    }
+
+    /// The name of the message with client ID `id` in `space` (the event's
+    /// space when `None`), for [`Context::update`] and [`Context::delete`].
+    pub fn message_name(&self, space: Option<&SpaceName>, id: &ClientMessageId) -> MessageName {
+        let space = space.unwrap_or(&self.inner.event.space.name);
+        MessageName::in_space(space, id)
+    }
+
+    fn event_message(&self) -> Result<MessageName, SendError> {
+        self.inner
+            .event
+            .message
+            .as_ref()
+            .and_then(|m| m.name.clone())
+            .ok_or_else(|| {
+                SendError::permanent(format!(
+                    "Reply::in_place: this {} event is about no message",
+                    self.inner.event.kind.label()
+                ))
+            })
+    }
+}

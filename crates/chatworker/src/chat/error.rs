@@ -1,0 +1,192 @@
+//! Every failure of a Chat call, classified permanent or transient (which
+//! decides ack versus nack), with Chat's own answer kept as an
+//! [`ApiError`] and `Retry-After` read.
+
+use crate::reply::{ApiError, BoxError, SendError};
+use std::time::Duration;
+
+/// The Chat client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The key file named by `chat.credentials_file` cannot be used.
+    #[error("cannot use chat.credentials_file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// The credentials or the client could not be set up.
+    #[error("cannot set up Chat API credentials: {0}")]
+    Setup(#[source] BoxError),
+}
+
+/// Permanent or transient, from what the typed client reports.
+pub(super) fn classify(e: google_cloud_gax::error::Error) -> SendError {
+    if let Some(code) = e.http_status_code() {
+        let retry_after = e.http_headers().and_then(retry_after);
+        let answer = match e.status() {
+            Some(status) => ApiError::new(code, status.code.name(), status.message.clone()),
+            None => ApiError::new(code, "", ""),
+        };
+        return classify_status(answer, retry_after);
+    }
+    if e.is_timeout()
+        || e.is_connect()
+        || e.is_transport()
+        || e.is_io()
+        || e.is_authentication()
+        || e.is_exhausted()
+    {
+        SendError::transient(e)
+    } else {
+        // Binding, serialization or a response we cannot read: the request
+        // itself is wrong, so a redelivery would fail the same way.
+        SendError::permanent(e)
+    }
+}
+
+/// Permanent or transient, from the status Chat answered with.
+pub(super) fn classify_status(answer: ApiError, retry_after: Option<Duration>) -> SendError {
+    match answer.code {
+        // 401: the token was rejected; a refreshed token (or a fixed
+        // deployment) can succeed, and acking would lose the event.
+        401 | 408 | 429 | 500..=599 => SendError::Transient {
+            source: answer.into(),
+            retry_after,
+        },
+        _ => SendError::permanent(answer),
+    }
+}
+
+/// The metrics label of a typed client's failure: its HTTP status, or a
+/// word.
+pub(super) fn label(e: &google_cloud_gax::error::Error) -> String {
+    match e.http_status_code() {
+        Some(code) => code.to_string(),
+        None if e.is_timeout() => "timeout".to_owned(),
+        None if e.is_authentication() => "auth".to_owned(),
+        None if e.is_connect() || e.is_transport() || e.is_io() => "network".to_owned(),
+        None => "error".to_owned(),
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date; capped at an hour, so a
+/// garbled header cannot park an event for days.
+pub(super) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    const MAX: Duration = Duration::from_secs(3600);
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let delay = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(delay.min(MAX))
+}
+
+/// Chat's error answer (`{"error": {"status": …, "message": …}}`), never
+/// the request body.
+pub(super) fn api_error(code: u16, body: &[u8]) -> ApiError {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Status,
+    }
+    #[derive(serde::Deserialize)]
+    struct Status {
+        #[serde(default)]
+        status: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(Answer { error }) => ApiError::new(code, error.status, error.message),
+        Err(_) => ApiError::new(code, "", ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use google_cloud_gax::error::Error;
+
+    /// `Error::http` is exempt from gax's semver promises; if it changes, the
+    /// integration tests (real 403, 409 and 503 answers) still cover this.
+    fn answered(code: u16) -> Error {
+        Error::http(code, http::HeaderMap::new(), bytes::Bytes::new())
+    }
+
+    #[test]
+    fn transient_means_a_redelivery_may_succeed() {
+        for code in [401, 408, 429, 500, 502, 503, 504] {
+            assert!(classify(answered(code)).is_transient(), "{code}");
+        }
+        assert!(classify(Error::timeout("slow")).is_transient());
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date() {
+        let mut headers = http::HeaderMap::new();
+        let with = |h: &http::HeaderMap| match classify(Error::http(
+            429,
+            h.clone(),
+            bytes::Bytes::new(),
+        )) {
+            SendError::Transient { retry_after, .. } => retry_after,
+            _ => panic!("429 must be transient"),
+        };
+        assert_eq!(with(&headers), None);
+        headers.insert(http::header::RETRY_AFTER, "7".parse().expect("header"));
+        assert_eq!(with(&headers), Some(Duration::from_secs(7)));
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(30);
+        let date = soon.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert(http::header::RETRY_AFTER, date.parse().expect("header"));
+        let delay = with(&headers).expect("a date parses");
+        assert!((Duration::from_secs(28)..=Duration::from_secs(30)).contains(&delay));
+        headers.insert(
+            http::header::RETRY_AFTER,
+            "99999999".parse().expect("header"),
+        );
+        assert_eq!(with(&headers), Some(Duration::from_secs(3600)));
+        headers.insert(http::header::RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(with(&headers), None);
+    }
+
+    #[test]
+    fn permanent_means_it_never_will() {
+        for code in [400, 403, 404, 413, 422] {
+            assert!(!classify(answered(code)).is_transient(), "{code}");
+        }
+        assert!(!classify(Error::deser("garbled")).is_transient());
+    }
+
+    #[test]
+    fn error_answers_are_kept_by_status_and_message() {
+        let body = br#"{"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "The caller does not have permission"}}"#;
+        let answer = api_error(403, body);
+        assert_eq!(
+            answer.to_string(),
+            "HTTP 403 PERMISSION_DENIED: The caller does not have permission"
+        );
+        let refused = classify_status(answer.clone(), None);
+        assert_eq!(
+            refused.api_error(),
+            Some(&answer),
+            "the answer is the source"
+        );
+        assert_eq!(
+            api_error(502, b"<html>Bad Gateway</html>").to_string(),
+            "HTTP 502"
+        );
+        assert_eq!(api_error(500, b"").to_string(), "HTTP 500");
+    }
+}

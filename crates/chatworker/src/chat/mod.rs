@@ -1,0 +1,322 @@
+//! The Chat API client: the only module that knows the Chat REST client
+//! (`google-chat-v1`), its wire format and its error type. One attempt per
+//! call; every failure classified permanent or transient, which decides ack
+//! versus nack (the worker's sender retries).
+//!
+//! `spaces.messages.create`, the call every event makes, goes over a plain
+//! `reqwest` client with the typed client's request body (`model::Message`),
+//! query and credentials: the typed client decodes every answer into a
+//! `Message`, cards and all, which the worker never reads. Profiling the
+//! benchmark put that decoding at a tenth of the worker's CPU (`BENCHMARKS.md`).
+//! The rarer calls (update, delete) use the typed client.
+
+mod error;
+pub(crate) mod impersonation;
+mod wire;
+
+pub use error::ClientError;
+
+use crate::config::ChatSettings;
+use crate::names::{MessageName, SpaceName};
+use crate::ops::metrics::Metrics;
+use crate::reply::compose::{Content, Created, NewMessage, Threading, check_cards};
+use crate::reply::{ApiError, BoxError, Markup, Reply, SendError};
+use error::{api_error, classify, classify_status, label, retry_after};
+use google_chat_v1::client::ChatService;
+use google_cloud_gax::options::RequestOptionsBuilder;
+use google_cloud_gax::retry_policy::NeverRetry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The OAuth scope of app authentication.
+pub const CHAT_BOT_SCOPE: &str = "https://www.googleapis.com/auth/chat.bot";
+
+/// The Chat API client, cheap to clone: how `chatworker send` and `check`
+/// reach Chat, and what the worker sends through.
+#[derive(Clone, Debug)]
+pub struct ChatClient {
+    inner: ChatService,
+    /// For `create`; HTTP/1.1 with a connection per request in flight, as the
+    /// typed client does.
+    http: reqwest::Client,
+    /// The endpoint, for `create`'s URL.
+    endpoint: reqwest::Url,
+    credentials: google_cloud_auth::credentials::Credentials,
+    timeout: Duration,
+    markup: Markup,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ChatClient {
+    /// Builds the client with the settings' credentials (a key file, else
+    /// Application Default Credentials; impersonating a service account when
+    /// configured) and the `chat.bot` scope.
+    pub async fn new(settings: &ChatSettings) -> Result<Self, ClientError> {
+        let impersonate = settings.impersonate_service_account.as_deref();
+        // Impersonating, the worker's own credentials only need to call IAM.
+        let scope = match impersonate {
+            None => CHAT_BOT_SCOPE,
+            Some(_) => impersonation::Impersonated::SOURCE_SCOPE,
+        };
+        let credentials = match &settings.credentials_file {
+            None => google_cloud_auth::credentials::Builder::default()
+                .with_scopes([scope])
+                .build()
+                .map_err(|e| ClientError::Setup(e.into()))?,
+            Some(path) => {
+                use google_cloud_auth::credentials::service_account;
+                let key_file = |source: BoxError| ClientError::KeyFile {
+                    path: path.clone(),
+                    source,
+                };
+                let bytes = std::fs::read(path).map_err(|e| key_file(e.into()))?;
+                let key: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| key_file(e.into()))?;
+                service_account::Builder::new(key)
+                    .with_access_specifier(service_account::AccessSpecifier::from_scopes([scope]))
+                    .build()
+                    .map_err(|e| key_file(e.into()))?
+            }
+        };
+        let credentials = match impersonate {
+            None => credentials,
+            Some(target) => {
+                google_cloud_auth::credentials::Credentials::from(impersonation::Impersonated::new(
+                    credentials,
+                    settings.iam_endpoint.as_str(),
+                    target,
+                    CHAT_BOT_SCOPE,
+                ))
+            }
+        };
+        let endpoint = settings.endpoint.as_str().trim_end_matches('/');
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .user_agent(concat!("chatworker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Setup(e.into()))?;
+        let inner = ChatService::builder()
+            .with_endpoint(endpoint)
+            .with_credentials(credentials.clone())
+            // One attempt per call: `crate::send` retries, because it
+            // honours Retry-After, waits for quota slots between attempts and
+            // bounds the time per delivery, which the built-in loop cannot.
+            .with_retry_policy(NeverRetry)
+            .build()
+            .await
+            .map_err(|e| ClientError::Setup(e.into()))?;
+        Ok(Self {
+            inner,
+            http,
+            endpoint: settings.endpoint.clone(),
+            credentials,
+            timeout: settings.request_timeout,
+            markup: settings.markup_syntax,
+            metrics: None,
+        })
+    }
+
+    /// Counts every call, by method and status, in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, method: &'static str, status: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.chat_call(method, status);
+        }
+    }
+
+    /// Obtains a token once. Building the client only reads configuration;
+    /// with no key file and no metadata server, this is where it shows.
+    pub async fn check_credentials(&self) -> Result<(), BoxError> {
+        self.credentials
+            .headers(http::Extensions::new())
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+
+    /// Posts `reply` in `space` as the app, outside any event (what
+    /// `chatworker send` does): with the reply's own ID
+    /// ([`Reply::with_id`]) or one Chat chooses, in a new thread or the
+    /// app-owned thread the reply names. Returns the message Chat created,
+    /// as JSON; a message with the same ID already there is refused (409).
+    pub async fn post(
+        &self,
+        space: &SpaceName,
+        reply: Reply,
+    ) -> Result<serde_json::Value, SendError> {
+        check_cards(&reply.cards)?;
+        let thread = match reply.thread {
+            crate::reply::ReplyThread::Key(key) => Threading::Key(key),
+            _ => Threading::New,
+        };
+        let message = NewMessage {
+            space: reply.space.unwrap_or_else(|| space.clone()),
+            id: reply.id,
+            text: reply.text,
+            cards: reply.cards,
+            thread,
+            accessory_buttons: reply.accessory_buttons,
+            private_to: reply.private_to,
+            notify: reply.notify,
+            markup: reply.markup.unwrap_or(self.markup),
+        };
+        match self.create(&message).await? {
+            (Created::New, body) => Ok(serde_json::from_slice(&body).unwrap_or_default()),
+            (Created::AlreadyExisted, _) => Err(SendError::permanent(ApiError::new(
+                409,
+                "ALREADY_EXISTS",
+                format!(
+                    "a message with ID {} already exists in {}",
+                    message.id.as_ref().map_or("", |id| id.as_str()),
+                    message.space
+                ),
+            ))),
+        }
+    }
+
+    /// Replaces the text, cards and accessory buttons of the app's message
+    /// `name` (`updateMask=text,cards_v2,accessory_widgets`): idempotent, so
+    /// retrying is safe.
+    pub(crate) async fn update(
+        &self,
+        name: &MessageName,
+        content: &Content,
+    ) -> Result<(), SendError> {
+        let mask = google_cloud_wkt::FieldMask::default().set_paths([
+            "text",
+            "cards_v2",
+            "accessory_widgets",
+        ]);
+        let result = self
+            .inner
+            .update_message()
+            .set_message(wire::update_body(name.as_str(), content))
+            .set_update_mask(mask)
+            .with_attempt_timeout(self.timeout)
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                self.count("update", "200");
+                Ok(())
+            }
+            Err(e) => {
+                self.count("update", &label(&e));
+                Err(classify(e))
+            }
+        }
+    }
+
+    /// Deletes the app's message `name`. A message already gone (404) counts
+    /// as deleted, so that a retried delete succeeds.
+    pub(crate) async fn delete(&self, name: &MessageName) -> Result<(), SendError> {
+        let result = self
+            .inner
+            .delete_message()
+            .set_name(name.as_str())
+            .with_attempt_timeout(self.timeout)
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                self.count("delete", "200");
+                Ok(())
+            }
+            Err(e) => {
+                self.count("delete", &label(&e));
+                match e.http_status_code() {
+                    Some(404) => Ok(()),
+                    _ => Err(classify(e)),
+                }
+            }
+        }
+    }
+
+    /// Creates one message; returns what became of it and Chat's answer
+    /// (undecoded).
+    pub(crate) async fn create(
+        &self,
+        message: &NewMessage,
+    ) -> Result<(Created, bytes::Bytes), SendError> {
+        let body = serde_json::to_vec(&wire::create_body(message))
+            .map_err(|e| SendError::permanent(format!("cannot encode the message: {e}")))?;
+        let answer = self
+            .post_json(wire::create_url(&self.endpoint, message), body)
+            .await;
+        match answer {
+            Err((label, error)) => {
+                self.count("create", label);
+                Err(error)
+            }
+            Ok(answer) => {
+                self.count("create", answer.status.as_str());
+                match answer.status.as_u16() {
+                    200..=299 => Ok((Created::New, answer.body)),
+                    409 if message.id.is_some() => Ok((Created::AlreadyExisted, answer.body)),
+                    code => Err(classify_status(
+                        api_error(code, &answer.body),
+                        answer.retry_after,
+                    )),
+                }
+            }
+        }
+    }
+
+    /// One authenticated POST of a JSON body: Chat's answer, or why there
+    /// was none (with its metrics label).
+    async fn post_json(
+        &self,
+        url: reqwest::Url,
+        body: Vec<u8>,
+    ) -> Result<HttpAnswer, (&'static str, SendError)> {
+        use google_cloud_auth::credentials::CacheableResource;
+        let auth = match self.credentials.headers(http::Extensions::new()).await {
+            Ok(CacheableResource::New { data, .. }) => data,
+            // Only asked for with an entity tag, which this call never sends.
+            Ok(CacheableResource::NotModified) => {
+                let e = "the credentials returned no headers";
+                return Err(("auth", SendError::transient(e)));
+            }
+            // The token endpoint may be down for a while: a retry can succeed.
+            Err(e) => return Err(("auth", SendError::transient(e))),
+        };
+        let failed = |e: reqwest::Error| {
+            let label = if e.is_timeout() { "timeout" } else { "network" };
+            let error = if e.is_builder() {
+                SendError::permanent(e)
+            } else {
+                SendError::transient(e)
+            };
+            (label, error)
+        };
+        let response = self
+            .http
+            .post(url)
+            .headers(auth)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .timeout(self.timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = response.bytes().await.map_err(failed)?;
+        Ok(HttpAnswer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// What Chat answered over the plain HTTP path.
+struct HttpAnswer {
+    status: http::StatusCode,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
+}

@@ -1,0 +1,614 @@
+//! Typed settings, layered: compiled-in defaults (`config/default.toml`),
+//! then a file, then `CHATWORKER_<SECTION>__<KEY>` environment variables.
+//!
+//! [`Config`] is the layered source; [`Config::settings`] reads the
+//! runtime's sections (`pubsub`, `chat`, `worker`, `server`) into typed
+//! [`Settings`], and [`Config::section`] reads any other section, so a bot
+//! keeps its own settings in the same file and variables:
+//!
+//! ```
+//! # fn main() -> Result<(), chatworker::config::ConfigError> {
+//! #[derive(serde::Deserialize)]
+//! struct Desk {
+//!     greeting: String,
+//! }
+//!
+//! let env = [
+//!     ("CHATWORKER_PUBSUB__SUBSCRIPTION", "projects/p/subscriptions/bot"),
+//!     ("CHATWORKER_DESK__GREETING", "Hello"),
+//! ];
+//! let config = chatworker::Config::load_from(None, env.map(|(k, v)| (k.into(), v.into())))?;
+//! let desk: Desk = config.section("desk")?;
+//! let settings = config.settings()?;
+//! config.check_sections()?; // a [desk] typo elsewhere, say [dsk], would fail here
+//! assert_eq!(desk.greeting, "Hello");
+//! assert_eq!(settings.pubsub.subscription()?.id(), "bot");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every error names the setting (and its environment variable) and what is
+//! wrong, so `main` can print one line and exit 2.
+
+mod env;
+mod parse;
+mod resource;
+
+pub use resource::{SubscriptionName, TopicName};
+
+use env::EnvList;
+use figment::providers::{Format, Toml};
+use figment::{Figment, Provider};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The runtime's defaults: `config/default.toml`, compiled in so that a
+/// binary runs from any directory.
+pub const DEFAULTS: &str = include_str!("../../../../config/default.toml");
+
+/// The file read when no file is given, if it exists.
+pub const DEFAULT_PATH: &str = "config/default.toml";
+
+/// The prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "CHATWORKER_";
+
+/// Google's convention for pointing clients at the Pub/Sub emulator.
+pub const EMULATOR_ENV: &str = "PUBSUB_EMULATOR_HOST";
+
+/// The layered configuration, before it is read into types.
+#[derive(Debug)]
+pub struct Config {
+    figment: Figment,
+    file: Option<PathBuf>,
+    emulator_host: Option<String>,
+    /// The sections read so far, so that [`Config::check_sections`] can
+    /// tell a section nobody reads (a typo) from a bot's own.
+    read: Mutex<BTreeSet<String>>,
+}
+
+impl Config {
+    /// The defaults, then `file` (or `config/default.toml` when `None` and
+    /// it exists), then the process's environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        let file = match file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError {
+                    setting: "--config".into(),
+                    env: "command line".into(),
+                    problem: format!("{} is not a readable file", path.display()),
+                });
+            }
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.is_file()),
+        };
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file(path));
+        }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let emulator_host = env
+            .iter()
+            .find(|(k, _)| k == EMULATOR_ENV)
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        if let Some(host) = &emulator_host
+            && (host.contains("://") || !host.contains(':'))
+        {
+            return Err(ConfigError {
+                setting: "emulator host".into(),
+                env: EMULATOR_ENV.into(),
+                problem: format!("{host:?} must be HOST:PORT, without a scheme"),
+            });
+        }
+        // Only variables with a `__` are ours: Kubernetes injects
+        // CHATWORKER_SERVICE_HOST and friends for a Service named chatworker,
+        // and those must not be mistaken for (unknown) settings.
+        let ours: Vec<(String, String)> = env
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_owned(), v)))
+            .filter(|(k, _)| k.contains("__"))
+            .collect();
+        figment = figment.merge(EnvList(ours));
+        Ok(Self {
+            figment,
+            file,
+            emulator_host,
+            read: Mutex::default(),
+        })
+    }
+
+    /// Adds compiled-in defaults for sections of a program's own (below the
+    /// file and the environment), as TOML.
+    pub fn with_defaults(self, toml: &str) -> Self {
+        Self {
+            figment: self.figment.join(Toml::string(toml)),
+            ..self
+        }
+    }
+
+    /// The file read, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The runtime's settings.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let mut pubsub: PubSubSettings = self.section("pubsub")?;
+        pubsub.emulator_host = self.emulator_host.clone();
+        let settings = Settings {
+            pubsub,
+            chat: self.section("chat")?,
+            worker: self.section("worker")?,
+            server: self.section("server")?,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The section `name` (`[name]` in a file, `CHATWORKER_NAME__KEY` in the
+    /// environment), read as a `T`; an absent section reads as an empty one.
+    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
+        self.read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
+        let present = self.figment.find_value(name).is_ok();
+        let result = match present {
+            true => self.figment.extract_inner::<T>(name),
+            false => Figment::new()
+                .merge(figment::providers::Serialized::default(
+                    name,
+                    figment::value::Dict::new(),
+                ))
+                .extract_inner::<T>(name),
+        };
+        result.map_err(|e| from_figment(name, e))
+    }
+
+    /// Fails on a section that nothing read: a misspelt one (`[pubsb]`,
+    /// `CHATWORKER_WORKR__CONCURRENCY`) would otherwise be ignored silently.
+    /// Call it once every section the program uses has been read.
+    pub fn check_sections(&self) -> Result<(), ConfigError> {
+        let read = self.read.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Ok(data) = self.figment.data() else {
+            return Ok(());
+        };
+        let present = data.values().flat_map(|dict| dict.keys());
+        for section in present {
+            if !read.contains(section) {
+                let mut known: Vec<&str> = read.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(ConfigError {
+                    setting: section.clone(),
+                    env: format!("{ENV_PREFIX}{}__…", section.to_uppercase()),
+                    problem: format!(
+                        "is not a known section (this program reads {})",
+                        known.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The runtime's settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Where events come from.
+    pub pubsub: PubSubSettings,
+    /// Where replies go.
+    pub chat: ChatSettings,
+    /// How events are processed.
+    pub worker: WorkerSettings,
+    /// The operations listener (health and metrics).
+    pub server: ServerSettings,
+}
+
+/// The operations listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; none: off.
+    #[serde(deserialize_with = "parse::listen")]
+    pub listen: Option<SocketAddr>,
+    /// How long the pull loop may stall, or Pub/Sub stay unreachable,
+    /// before `/healthz` fails.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+}
+
+/// The Pub/Sub side.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PubSubSettings {
+    /// Where Chat publishes the app's events. Only `chatworker setup`
+    /// needs it.
+    #[serde(default, deserialize_with = "parse::optional")]
+    pub topic: Option<TopicName>,
+    /// Where the worker pulls from; commands that pull require it
+    /// ([`PubSubSettings::subscription`]).
+    #[serde(default, rename = "subscription", deserialize_with = "parse::optional")]
+    pub subscription_name: Option<SubscriptionName>,
+    /// Where undecodable events and permanent failures go; none: they are
+    /// logged, counted and acked.
+    #[serde(default, deserialize_with = "parse::optional")]
+    pub dead_letter_topic: Option<TopicName>,
+    /// A subscription on the dead-letter topic, for reading what landed
+    /// there; none: the dead-letter topic's ID plus `-sub`.
+    #[serde(default, deserialize_with = "parse::optional")]
+    pub dead_letter_subscription: Option<SubscriptionName>,
+    /// `chatworker setup`: the subscription's retry policy, shortest delay
+    /// before a nacked event comes back.
+    #[serde(with = "humantime_serde")]
+    pub min_retry_delay: Duration,
+    /// `chatworker setup`: the retry policy's longest delay (at most 600s).
+    #[serde(deserialize_with = "parse::duration_in::<_, 0, 600_000>")]
+    pub max_retry_delay: Duration,
+    /// `chatworker setup`: deliveries before Pub/Sub forwards an event to
+    /// the dead-letter topic (5 to 100).
+    #[serde(deserialize_with = "parse::int_in::<_, i32, 5, 100>")]
+    pub max_delivery_attempts: i32,
+    /// Flow control: events held at once.
+    #[serde(deserialize_with = "parse::int_in::<_, i64, 1, { i64::MAX }>")]
+    pub max_outstanding_messages: i64,
+    /// Flow control: bytes of payload held at once; at least 10 MiB,
+    /// Pub/Sub's largest message, or large events could never be pulled.
+    #[serde(deserialize_with = "parse::int_in::<_, i64, 10_485_760, { i64::MAX }>")]
+    pub max_outstanding_bytes: i64,
+    /// With no message for this long, Pub/Sub is probed, so that an outage
+    /// is logged (the subscriber reconnects silently); 0s turns it off.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// How far ahead each lease is extended (10s to 600s).
+    #[serde(deserialize_with = "parse::duration_in::<_, 10_000, 600_000>")]
+    pub max_lease_extension: Duration,
+    /// How long one event may stay leased.
+    #[serde(with = "humantime_serde")]
+    pub max_lease: Duration,
+    /// `host:port` of the emulator, from `PUBSUB_EMULATOR_HOST`; not a file
+    /// setting.
+    #[serde(skip)]
+    pub emulator_host: Option<String>,
+}
+
+impl PubSubSettings {
+    /// The subscription, which commands that pull require.
+    pub fn subscription(&self) -> Result<&SubscriptionName, ConfigError> {
+        self.subscription_name.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "pubsub.subscription",
+                "is required; set it to projects/PROJECT/subscriptions/SUBSCRIPTION",
+            )
+        })
+    }
+
+    /// The dead-letter subscription: configured, or the dead-letter topic's
+    /// ID plus `-sub`; none without a dead-letter topic.
+    pub fn dead_letter_subscription(&self) -> Option<SubscriptionName> {
+        let topic = self.dead_letter_topic.as_ref()?;
+        Some(
+            self.dead_letter_subscription
+                .clone()
+                .unwrap_or_else(|| topic.subscription("-sub")),
+        )
+    }
+}
+
+/// The Chat API side.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ChatSettings {
+    /// Base URL of the Chat API.
+    #[serde(deserialize_with = "parse::url")]
+    pub endpoint: reqwest::Url,
+    /// A service-account key file for Chat; none: Application Default
+    /// Credentials.
+    #[serde(default, deserialize_with = "parse::optional")]
+    pub credentials_file: Option<PathBuf>,
+    /// A service account to mint `chat.bot` tokens for (keyless, on GKE):
+    /// the credentials above, with `cloud-platform`, call IAM Credentials'
+    /// `generateAccessToken` for it. None: the credentials call Chat
+    /// themselves.
+    #[serde(default, deserialize_with = "parse::service_account")]
+    pub impersonate_service_account: Option<String>,
+    /// The IAM Credentials API's base URL, for impersonation.
+    #[serde(deserialize_with = "parse::url")]
+    pub iam_endpoint: reqwest::Url,
+    /// Timeout of one API call.
+    #[serde(deserialize_with = "parse::duration_in::<_, 1, { u64::MAX }>")]
+    pub request_timeout: Duration,
+    /// Attempts per reply within one delivery (1: no retry).
+    #[serde(deserialize_with = "parse::int_in::<_, u32, 1, { i64::MAX }>")]
+    pub retry_attempts: u32,
+    /// The first backoff delay; it doubles per attempt, with jitter.
+    #[serde(deserialize_with = "parse::duration_in::<_, 1, { u64::MAX }>")]
+    pub retry_initial_backoff: Duration,
+    /// The longest backoff delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// The most time one delivery spends waiting to retry, `Retry-After`
+    /// included; past it the event is nacked for a later redelivery.
+    #[serde(with = "humantime_serde")]
+    pub retry_budget: Duration,
+    /// Client-side limit of message writes per minute per space (0: none).
+    pub space_writes_per_minute: u32,
+    /// Client-side limit of message writes per minute per project (0: none).
+    pub project_writes_per_minute: u32,
+    /// How Chat reads message text (`chat` or `markdown`), sent with every
+    /// message and update.
+    pub markup_syntax: crate::reply::Markup,
+}
+
+/// Processing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WorkerSettings {
+    /// Threads handled at once.
+    #[serde(deserialize_with = "parse::count_from::<_, 1>")]
+    pub concurrency: usize,
+    /// Time in-flight events get to finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// A setting that is missing or invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {setting} ({env}): {problem}")]
+pub struct ConfigError {
+    /// The setting's dotted name, e.g. `pubsub.subscription`.
+    pub setting: String,
+    /// The environment variable that sets it.
+    pub env: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A problem with `setting` (its dotted name).
+    pub fn new(setting: &str, problem: impl Into<String>) -> Self {
+        let env = if setting.is_empty() {
+            "configuration file".to_owned()
+        } else {
+            env_name(setting)
+        };
+        Self {
+            setting: setting.to_owned(),
+            env,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// `pubsub.subscription` → `CHATWORKER_PUBSUB__SUBSCRIPTION`.
+pub fn env_name(setting: &str) -> String {
+    format!("{ENV_PREFIX}{}", setting.to_uppercase().replace('.', "__"))
+}
+
+impl Settings {
+    /// Loads the runtime's settings: [`Config::load`], then
+    /// [`Config::settings`].
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Config::load(file)?.settings()
+    }
+
+    /// As [`Settings::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Config::load_from(file, env)?.settings()
+    }
+
+    /// The rules that join several settings; each setting's own range was
+    /// checked as it was read.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let pubsub = &self.pubsub;
+        if pubsub.min_retry_delay > pubsub.max_retry_delay {
+            return Err(ConfigError::new(
+                "pubsub.max_retry_delay",
+                "must be at least pubsub.min_retry_delay",
+            ));
+        }
+        let chat = &self.chat;
+        if chat.retry_max_backoff < chat.retry_initial_backoff {
+            return Err(ConfigError::new(
+                "chat.retry_max_backoff",
+                "must not be below chat.retry_initial_backoff",
+            ));
+        }
+        if chat.retry_budget >= pubsub.max_lease {
+            return Err(ConfigError::new(
+                "chat.retry_budget",
+                "must be below pubsub.max_lease, or events would be redelivered while still retrying",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn from_figment(section: &str, e: figment::Error) -> ConfigError {
+    // figment appends the section to the path it found inside it
+    // (`desk.greeting.desk`), or gives the path relative to the section.
+    let mut path = e.path.clone();
+    if path.len() > 1 && path.last().map(String::as_str) == Some(section) {
+        path.pop();
+    }
+    if path.first().map(String::as_str) != Some(section) {
+        path.insert(0, section.to_owned());
+    }
+    match &e.kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            ConfigError::new(&with_field(&path, field), "is not a known setting")
+        }
+        figment::error::Kind::MissingField(field) => {
+            ConfigError::new(&with_field(&path, field), "is missing")
+        }
+        kind => ConfigError::new(&path.join("."), kind.to_string()),
+    }
+}
+
+/// The dotted setting name for `field` under `path` (figment sometimes
+/// includes the field in the path, sometimes not).
+fn with_field(path: &[String], field: &str) -> String {
+    match path.last() {
+        Some(last) if last == field => path.join("."),
+        Some(_) => format!("{}.{field}", path.join(".")),
+        None => field.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings = Settings::load_from(None, env)?;
+        settings.pubsub.subscription()?;
+        Ok(settings)
+    }
+
+    const SUB: (&str, &str) = (
+        "CHATWORKER_PUBSUB__SUBSCRIPTION",
+        "projects/p1/subscriptions/sub",
+    );
+
+    #[test]
+    fn defaults_come_from_the_compiled_in_file() {
+        let s = load(&[SUB]).expect("valid");
+        assert_eq!(s.chat.endpoint.as_str(), "https://chat.googleapis.com/");
+        assert_eq!(s.worker.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(s.pubsub.subscription().expect("set").project(), "p1");
+        assert_eq!(s.pubsub.emulator_host, None);
+        assert_eq!(s.pubsub.topic, None, "an empty default is none");
+        assert_eq!(s.chat.credentials_file, None);
+        assert_eq!(s.server.listen, None);
+    }
+
+    #[test]
+    fn environment_overrides_and_emulator_host() {
+        let s = load(&[
+            SUB,
+            ("CHATWORKER_CHAT__ENDPOINT", "http://127.0.0.1:9000"),
+            ("CHATWORKER_WORKER__CONCURRENCY", "3"),
+            ("CHATWORKER_WORKER__SHUTDOWN_GRACE", "5s"),
+            ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
+            // Injected by Kubernetes for a Service named chatworker: not ours.
+            ("CHATWORKER_SERVICE_HOST", "10.0.0.1"),
+            ("CHATWORKER_PORT", "tcp://10.0.0.1:80"),
+        ])
+        .expect("valid");
+        assert_eq!(s.chat.endpoint.as_str(), "http://127.0.0.1:9000/");
+        assert_eq!(s.worker.concurrency, 3);
+        assert_eq!(s.worker.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(s.pubsub.emulator_host.as_deref(), Some("127.0.0.1:8085"));
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_its_variable() {
+        let e = load(&[]).expect_err("subscription is required");
+        assert_eq!(e.setting, "pubsub.subscription");
+        assert!(
+            e.to_string().contains("CHATWORKER_PUBSUB__SUBSCRIPTION"),
+            "{e}"
+        );
+
+        let e = load(&[("CHATWORKER_PUBSUB__SUBSCRIPTION", "my-sub")]).expect_err("bad form");
+        assert!(
+            e.problem
+                .contains("projects/PROJECT/subscriptions/SUBSCRIPTION"),
+            "{e}"
+        );
+
+        let e = load(&[SUB, ("CHATWORKER_WORKER__CONCURENCY", "3")]).expect_err("typo");
+        assert_eq!(e.setting, "worker.concurency");
+        assert!(e.problem.contains("not a known setting"), "{e}");
+
+        let e =
+            load(&[SUB, ("CHATWORKER_WORKER__SHUTDOWN_GRACE", "soon")]).expect_err("bad duration");
+        assert_eq!(e.setting, "worker.shutdown_grace", "{e}");
+
+        let e = load(&[SUB, ("CHATWORKER_WORKER__CONCURRENCY", "-1")]).expect_err("negative");
+        assert_eq!(e.setting, "worker.concurrency", "{e}");
+
+        let e =
+            load(&[SUB, ("PUBSUB_EMULATOR_HOST", "http://localhost:8085")]).expect_err("scheme");
+        assert_eq!(e.env, "PUBSUB_EMULATOR_HOST", "{e}");
+
+        let e = Settings::load_from(Some(Path::new("/nonexistent.toml")), Vec::new())
+            .expect_err("no file");
+        assert_eq!(e.setting, "--config");
+
+        let e = load(&[SUB, ("CHATWORKER_CHAT__ENDPOINT", "ftp://x")]).expect_err("scheme");
+        assert_eq!(e.setting, "chat.endpoint", "{e}");
+        let e = load(&[SUB, ("CHATWORKER_PUBSUB__MAX_DELIVERY_ATTEMPTS", "3")]).expect_err("range");
+        assert_eq!(e.setting, "pubsub.max_delivery_attempts", "{e}");
+        assert!(e.problem.contains("between 5 and 100"), "{e}");
+        let e = load(&[SUB, ("CHATWORKER_SERVER__LISTEN", "localhost")]).expect_err("address");
+        assert_eq!(e.setting, "server.listen", "{e}");
+        let e = load(&[
+            SUB,
+            ("CHATWORKER_CHAT__IMPERSONATE_SERVICE_ACCOUNT", "nobody"),
+        ])
+        .expect_err("not an email");
+        assert_eq!(e.setting, "chat.impersonate_service_account", "{e}");
+        let e = load(&[SUB, ("CHATWORKER_CHAT__RETRY_BUDGET", "2h")]).expect_err("cross-field");
+        assert_eq!(e.setting, "chat.retry_budget", "{e}");
+    }
+
+    #[test]
+    fn a_program_reads_its_own_section_and_typos_are_caught() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Desk {
+            greeting: String,
+            #[serde(default)]
+            shout: bool,
+        }
+        let env = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::load_from(None, pairs).expect("loads")
+        };
+        let config = env(&[SUB, ("CHATWORKER_DESK__GREETING", "hi")])
+            .with_defaults("[desk]\ngreeting = \"hello\"\nshout = true\n");
+        let desk: Desk = config.section("desk").expect("reads");
+        assert_eq!(desk.greeting, "hi", "the environment beats the defaults");
+        assert!(desk.shout, "the program's defaults apply");
+        config.settings().expect("valid");
+        config.check_sections().expect("every section read");
+
+        let config = env(&[SUB, ("CHATWORKER_DESK__GREETNG", "hi")]);
+        let e = config
+            .section::<Desk>("desk")
+            .expect_err("a typo in the key");
+        assert_eq!(e.setting, "desk.greetng", "{e}");
+
+        let config = env(&[SUB, ("CHATWORKER_DSK__GREETING", "hi")]);
+        config.settings().expect("valid");
+        let e = config.check_sections().expect_err("a section nobody reads");
+        assert_eq!(e.setting, "dsk", "{e}");
+        assert_eq!(e.env, "CHATWORKER_DSK__…", "{e}");
+    }
+}

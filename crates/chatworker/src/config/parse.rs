@@ -1,0 +1,117 @@
+//! Field parsers for settings: each reads one value and says what is wrong
+//! with it, so that [`super::Settings::validate`] keeps only the rules that
+//! join several settings.
+
+use serde::{Deserialize, Deserializer, de::Error};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// `""` (the defaults' way of writing "none") as `None`, anything else
+/// parsed with `T`'s `FromStr`.
+pub(super) fn optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err: std::fmt::Display>,
+{
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(None),
+        text => text.parse().map(Some).map_err(D::Error::custom),
+    }
+}
+
+/// An `http://` or `https://` URL.
+pub(super) fn url<'de, D: Deserializer<'de>>(d: D) -> Result<reqwest::Url, D::Error> {
+    let text = String::deserialize(d)?;
+    let url = reqwest::Url::parse(text.trim())
+        .map_err(|e| D::Error::custom(format!("{text:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "http" | "https" if url.has_host() => Ok(url),
+        _ => Err(D::Error::custom(format!(
+            "{text:?} is not an http:// or https:// URL"
+        ))),
+    }
+}
+
+/// A service account's email, `NAME@PROJECT.iam.gserviceaccount.com`;
+/// `""` is none.
+pub(super) fn service_account<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(None),
+        email if email.contains('@') && !email.contains(char::is_whitespace) => {
+            Ok(Some(email.to_owned()))
+        }
+        other => Err(D::Error::custom(format!(
+            "{other:?} is not a service account email (NAME@PROJECT.iam.gserviceaccount.com)"
+        ))),
+    }
+}
+
+/// An integer between `MIN` and `MAX`, both included.
+pub(super) fn int_in<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Copy + Into<i64>,
+{
+    let value = T::deserialize(d)?;
+    let n: i64 = value.into();
+    if n < MIN {
+        return Err(D::Error::custom(match MAX {
+            i64::MAX => format!("must be at least {MIN}"),
+            _ => format!("must be between {MIN} and {MAX}"),
+        }));
+    }
+    if n > MAX {
+        return Err(D::Error::custom(format!("must be between {MIN} and {MAX}")));
+    }
+    Ok(value)
+}
+
+/// A count of at least `MIN` (a `usize`, such as a concurrency).
+pub(super) fn count_from<'de, D, const MIN: usize>(d: D) -> Result<usize, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = usize::deserialize(d)?;
+    if value < MIN {
+        return Err(D::Error::custom(format!("must be at least {MIN}")));
+    }
+    Ok(value)
+}
+
+/// A duration written like `"20s"`, `"500ms"` or `"2m"`, between `MIN_MS`
+/// and `MAX_MS` milliseconds.
+pub(super) fn duration_in<'de, D, const MIN_MS: u64, const MAX_MS: u64>(
+    d: D,
+) -> Result<Duration, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value: Duration = humantime_serde::deserialize(d)?;
+    let (min, max) = (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
+    if value < min || value > max {
+        return Err(D::Error::custom(match (MIN_MS, MAX_MS) {
+            (1, u64::MAX) => "must be above zero".to_owned(),
+            (_, u64::MAX) => format!("must be at least {min:?}"),
+            _ => format!("must be between {min:?} and {max:?}"),
+        }));
+    }
+    Ok(value)
+}
+
+/// A listening address, `IP:PORT` (`127.0.0.1:9090`, `0.0.0.0:9090`);
+/// `""` is none.
+pub(super) fn listen<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|_| {
+            D::Error::custom(format!(
+                "{addr:?} is not IP:PORT (127.0.0.1:9090 on a workstation, 0.0.0.0:9090 in a pod)"
+            ))
+        }),
+    }
+}

@@ -1,0 +1,227 @@
+//! `chatworker dev`: the whole loop on loopback, for developing an app. It
+//! starts the Pub/Sub emulator (unless `PUBSUB_EMULATOR_HOST` names one), a
+//! topic and subscription, the Chat simulator with its playground page, and
+//! the worker with your app, and stops all of them on Ctrl-C.
+//!
+//! Only with the `dev` feature (on by default; a production build leaves
+//! it out with `--no-default-features`). From your own crate:
+//!
+//! ```no_run
+//! use chatworker::{App, Message, Reply};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), chatworker::dev::DevError> {
+//!     let app = App::new().message(|_ctx, m: Message| async move { Reply::text(m.text) });
+//!     let options = chatworker::dev::DevOptions::default();
+//!     chatworker::dev::run(app, options, chatworker::shutdown_signal()).await
+//! }
+//! ```
+//!
+//! [`crate::run`] does the same when `CHATWORKER_DEV=1` is set, so an
+//! example or a bot runs against the playground with
+//! `CHATWORKER_DEV=1 cargo run`.
+
+use crate::app::Service;
+use crate::config::{Config, ConfigError, SubscriptionName, TopicName};
+use crate::pubsub::admin::{Admin, AdminError, SubscriptionSpec};
+pub use chatworker_sim::emulator::{Emulator, EmulatorError};
+pub use chatworker_sim::events::Format;
+use chatworker_sim::keys::issue_key_file;
+use chatworker_sim::{SimOptions, playground};
+use std::future::Future;
+use std::path::PathBuf;
+
+/// The project the local topic and subscription live in.
+pub const PROJECT: &str = "chatworker-dev";
+/// The local topic Chat's events go to.
+pub const TOPIC: &str = "projects/chatworker-dev/topics/chat-events";
+/// The worker's subscription to it, one per run (the process ID follows),
+/// so that a shared emulator hands this run nothing left over from another.
+pub const SUBSCRIPTION_PREFIX: &str = "projects/chatworker-dev/subscriptions/chatworker-";
+
+/// How `dev` runs.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Where the simulator and its playground listen.
+    pub listen: String,
+    /// A settings file, as for `run` (the subscription and the Chat
+    /// endpoint are replaced by the local ones).
+    pub config: Option<PathBuf>,
+    /// The event format the playground publishes by default.
+    pub format: Format,
+    /// The app's name, for @mentions in the playground.
+    pub app_name: String,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8086".into(),
+            config: None,
+            format: Format::Classic,
+            app_name: "chatworker".into(),
+        }
+    }
+}
+
+/// Why `dev` could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Pub/Sub emulator is missing or did not start.
+    #[error(transparent)]
+    Emulator(#[from] EmulatorError),
+    /// The local topic or subscription could not be created.
+    #[error("the Pub/Sub emulator at {host}: {source}")]
+    Topic {
+        /// The emulator.
+        host: String,
+        /// What failed.
+        #[source]
+        source: AdminError,
+    },
+    /// Something local failed (a port in use, a file not writable).
+    #[error("{what}: {source}")]
+    Local {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: crate::reply::BoxError,
+    },
+    /// The worker stopped with an error.
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+}
+
+fn local<E: Into<crate::reply::BoxError>>(what: impl Into<String>) -> impl FnOnce(E) -> DevError {
+    let what = what.into();
+    move |source| DevError::Local {
+        what,
+        source: source.into(),
+    }
+}
+
+/// Runs everything until `shutdown` completes.
+pub async fn run<A: Service>(
+    app: A,
+    options: DevOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DevError> {
+    let config = Config::load(options.config.as_deref())?;
+    run_with(config, app, options, shutdown).await
+}
+
+/// As [`run`], with the configuration already loaded (a program that reads
+/// its own sections first).
+pub async fn run_with<A: Service>(
+    config: Config,
+    app: A,
+    options: DevOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DevError> {
+    let mut settings = config.settings()?;
+    config.check_sections()?;
+    let emulator = Emulator::ensure(settings.pubsub.emulator_host.clone()).await?;
+    settings.pubsub.emulator_host = Some(emulator.host().to_owned());
+    let subscription =
+        SubscriptionName::parse(&format!("{SUBSCRIPTION_PREFIX}{}", std::process::id()))
+            .expect("the prefix and a process ID make a subscription name");
+    let topic = TopicName::parse(TOPIC).expect("TOPIC is a topic name");
+    let admin = Admin::new(&settings.pubsub)
+        .await
+        .map_err(|source| DevError::Topic {
+            host: emulator.host().to_owned(),
+            source,
+        })?;
+    create_topic_and_subscription(&admin, &topic, &subscription)
+        .await
+        .map_err(|source| DevError::Topic {
+            host: emulator.host().to_owned(),
+            source,
+        })?;
+
+    let dir = std::env::temp_dir().join(format!("chatworker-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(local(dir.display().to_string()))?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .map_err(local(format!("cannot listen on {}", options.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(local("the listener's address"))?;
+    let key_path = dir.join("service-account.json");
+    let key = issue_key_file(
+        &key_path,
+        "chatworker-dev@chatworker-dev.iam.gserviceaccount.com",
+        &format!("http://{addr}/token"),
+    )
+    .map_err(local(key_path.display().to_string()))?;
+    let commands = app.slash_commands().into_iter().collect();
+    let sim_options = SimOptions {
+        trust: vec![key],
+        playground: Some(playground::Config {
+            pubsub_url: format!("http://{}", emulator.host()),
+            topic: TOPIC.into(),
+            app_name: options.app_name.clone(),
+            commands,
+            format: options.format,
+        }),
+        ..SimOptions::default()
+    };
+    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sim = tokio::spawn(chatworker_sim::serve(listener, sim_options, async move {
+        let _ = sim_stopped.await;
+    }));
+
+    settings.pubsub.subscription_name = Some(subscription.clone());
+    settings.chat.endpoint =
+        reqwest::Url::parse(&format!("http://{addr}")).expect("a socket address makes a URL");
+    settings.chat.credentials_file = Some(key_path.clone());
+
+    // Scripts and people look for this line.
+    println!("playground: http://{addr}/playground");
+    tracing::info!(
+        pubsub = %emulator.host(),
+        topic = TOPIC,
+        simulator = %format!("http://{addr}"),
+        "dev: emulator, simulator and worker running; Ctrl-C stops them"
+    );
+    let result = crate::worker::run(settings, app, shutdown).await;
+    let _ = stop_sim.send(());
+    let _ = sim.await;
+    // Best effort: a shared emulator keeps no subscription of ours.
+    let _ = admin.delete_subscription(&subscription).await;
+    drop(emulator);
+    result.map(|_| ()).map_err(DevError::from)
+}
+
+/// The local topic, and this run's subscription to it; the topic may exist
+/// already (a shared emulator).
+async fn create_topic_and_subscription(
+    admin: &Admin,
+    topic: &TopicName,
+    subscription: &SubscriptionName,
+) -> Result<(), AdminError> {
+    admin.ensure_topic(topic).await?;
+    let spec = SubscriptionSpec {
+        name: subscription.clone(),
+        topic: topic.clone(),
+        ack_deadline_seconds: 30,
+        retry: None,
+        dead_letter: None,
+    };
+    admin.ensure_subscription(&spec).await?;
+    Ok(())
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,58 @@
+//! One Pub/Sub message with its ack handle, settled exactly once: `ack` and
+//! `nack` consume it, and dropping it nacks.
+
+use bytes::Bytes;
+use google_cloud_pubsub::model::Message;
+use google_cloud_pubsub::subscriber::handler::Handler;
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+/// One Pub/Sub message with its ack handle.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// Pub/Sub's message ID (the same on every redelivery).
+    pub message_id: String,
+    /// When it was published.
+    pub publish_time: Option<SystemTime>,
+    /// The payload.
+    pub data: Bytes,
+    /// The message's attributes.
+    pub attributes: HashMap<String, String>,
+    /// When the worker received it, for the handling latency metric.
+    pub received: Instant,
+    handler: Handler,
+}
+
+impl Delivery {
+    /// Done: Pub/Sub will not redeliver it.
+    pub(crate) fn ack(self) {
+        self.handler.ack();
+    }
+
+    /// Not done: Pub/Sub redelivers it.
+    pub(crate) fn nack(self) {
+        self.handler.nack();
+    }
+
+    /// How many times Pub/Sub has delivered it, when the subscription has a
+    /// dead-letter policy (otherwise `None`).
+    pub(crate) fn delivery_attempt(&self) -> Option<i32> {
+        self.handler.delivery_attempt()
+    }
+}
+
+impl Delivery {
+    /// A message as the subscriber handed it over.
+    pub(super) fn new(message: Message, handler: Handler) -> Self {
+        Self {
+            message_id: message.message_id,
+            publish_time: message
+                .publish_time
+                .and_then(|t| SystemTime::try_from(t).ok()),
+            data: message.data,
+            attributes: message.attributes,
+            received: Instant::now(),
+            handler,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! From a handler's [`Reply`] to the Chat messages that carry it: which
+//! space and thread, which deterministic ID, and the text split into parts
+//! that fit a message. Pure functions of the event, the reply and its
+//! position: no HTTP, no Pub/Sub.
+
+use super::ids::reply_id;
+use super::text::{MAX_MESSAGE_TEXT_BYTES, split};
+use super::{Card, Markup, Notify, Reply, ReplyThread, SendError};
+use crate::event::Event;
+use crate::names::{ClientMessageId, MessageName, SpaceName, ThreadName, UserName};
+
+/// A message to create.
+#[derive(Clone, Debug)]
+pub(crate) struct NewMessage {
+    /// The space to post in.
+    pub space: SpaceName,
+    /// Our deterministic ID; `None` lets Chat choose one (only `chatworker
+    /// send` does that).
+    pub id: Option<ClientMessageId>,
+    /// Text.
+    pub text: Option<String>,
+    /// Cards with their IDs.
+    pub cards: Vec<(String, Card)>,
+    /// Where it goes.
+    pub thread: Threading,
+    /// Buttons under the message (accessory widgets).
+    pub accessory_buttons: Vec<google_apps_card_v1::model::Button>,
+    /// The one person who may see it, for a private message.
+    pub private_to: Option<UserName>,
+    /// How people are notified.
+    pub notify: Notify,
+    /// How Chat reads the text; always sent, because new and old Chat apps
+    /// default differently.
+    pub markup: Markup,
+}
+
+impl NewMessage {
+    /// `spaces/S/messages/client-…`, for a message with our ID.
+    pub fn name(&self) -> Option<MessageName> {
+        Some(MessageName::in_space(&self.space, self.id.as_ref()?))
+    }
+}
+
+/// The parts of a message an update writes over.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Content {
+    /// Text.
+    pub text: Option<String>,
+    /// Cards with their IDs.
+    pub cards: Vec<(String, Card)>,
+    /// Buttons under the message.
+    pub accessory_buttons: Vec<google_apps_card_v1::model::Button>,
+    /// How Chat reads the text.
+    pub markup: Markup,
+}
+
+impl Content {
+    /// What `reply` writes over a message, with `markup` unless the reply
+    /// says otherwise.
+    pub fn of(reply: Reply, markup: Markup) -> Self {
+        Self {
+            text: reply.text,
+            cards: reply.cards,
+            accessory_buttons: reply.accessory_buttons,
+            markup: reply.markup.unwrap_or(markup),
+        }
+    }
+}
+
+/// Where a new message goes in its space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Threading {
+    /// Reply in this thread, or start a new one if it is gone.
+    Reply(ThreadName),
+    /// The app-owned thread with this key, created on first use.
+    Key(String),
+    /// Start a new thread.
+    New,
+}
+
+/// What became of a create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Created {
+    /// Chat created it.
+    New,
+    /// Chat already holds a message with our ID (409 ALREADY_EXISTS): an
+    /// earlier delivery of this event created it.
+    AlreadyExisted,
+}
+
+/// The ID the worker gives the message at `position` (0-based) among the
+/// messages `event` causes, whether sent through the
+/// [`crate::Context`] or returned: a later event can update or delete that
+/// message by the name `spaces/S/messages/<id>`. `None` for an event that
+/// carries neither a time nor a message name (its replies' IDs derive from
+/// the Pub/Sub message ID instead).
+pub fn message_id(event: &Event, position: usize) -> Option<ClientMessageId> {
+    event
+        .identity()
+        .map(|identity| reply_id(&identity, position))
+}
+
+/// The messages of one reply: one, or several in the same thread when its
+/// text is longer than a message may carry (cards and buttons go with the
+/// last part). Part 0 keeps the reply's ID; part k's ID derives from it and k.
+pub(crate) fn compose(
+    event: &Event,
+    reply: Reply,
+    identity: &str,
+    index: usize,
+    markup: Markup,
+) -> Vec<NewMessage> {
+    let text = reply.text.clone().unwrap_or_default();
+    let parts = split(&text, MAX_MESSAGE_TEXT_BYTES);
+    // A reply's own ID, or one derived from the event and the position.
+    let id = |k: usize| match (&reply.id, k) {
+        (Some(id), 0) => id.clone(),
+        (Some(id), k) => reply_id(&format!("{id}#part{k}"), 0),
+        (None, 0) => reply_id(identity, index),
+        (None, k) => reply_id(&format!("{identity}#part{k}"), index),
+    };
+    if parts.len() <= 1 {
+        let id = id(0);
+        return vec![new_message(event, reply, id, markup)];
+    }
+    let ids: Vec<_> = (0..parts.len()).map(id).collect();
+    let first = new_message(event, reply, ids[0].clone(), markup);
+    // A reply that starts a thread: the parts share a key, so that the
+    // first part starts the thread and the others follow it there.
+    let thread = match &first.thread {
+        Threading::New => Threading::Key(ids[0].as_str().to_owned()),
+        other => other.clone(),
+    };
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(k, (part, id))| NewMessage {
+            id: Some(id),
+            text: Some((*part).to_owned()),
+            cards: if k == last {
+                first.cards.clone()
+            } else {
+                Vec::new()
+            },
+            accessory_buttons: if k == last {
+                first.accessory_buttons.clone()
+            } else {
+                Vec::new()
+            },
+            thread: thread.clone(),
+            ..first.clone()
+        })
+        .collect()
+}
+
+/// One message for `reply` in answer to `event`, with `id`.
+pub(crate) fn new_message(
+    event: &Event,
+    reply: Reply,
+    id: ClientMessageId,
+    markup: Markup,
+) -> NewMessage {
+    let space = reply.space.unwrap_or_else(|| event.space.name.clone());
+    let thread = match reply.thread {
+        // The event's thread lives in the event's space only.
+        ReplyThread::Event if space == event.space.name => event
+            .thread
+            .clone()
+            .map_or(Threading::New, Threading::Reply),
+        ReplyThread::Key(key) => Threading::Key(key),
+        ReplyThread::Event | ReplyThread::New => Threading::New,
+    };
+    NewMessage {
+        space,
+        id: Some(id),
+        text: reply.text,
+        cards: reply.cards,
+        thread,
+        accessory_buttons: reply.accessory_buttons,
+        private_to: reply.private_to,
+        notify: reply.notify,
+        markup: reply.markup.unwrap_or(markup),
+    }
+}
+
+/// A card Chat would refuse is reported before sending, naming its largest
+/// widget, rather than as a bare 400 from Chat.
+pub(crate) fn check_cards(cards: &[(String, Card)]) -> Result<(), SendError> {
+    match cards.iter().find_map(|(_, c)| super::card::check(c).err()) {
+        Some(e) => Err(SendError::permanent(e)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::decode;
+
+    fn event() -> Event {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/events/classic/message.json"
+        );
+        decode(&std::fs::read(path).expect("fixture")).expect("decodes")
+    }
+
+    fn threading(reply: Reply) -> (SpaceName, Threading) {
+        let message = new_message(&event(), reply, reply_id("x", 0), Markup::Chat);
+        (message.space, message.thread)
+    }
+
+    #[test]
+    fn long_text_is_split_in_one_thread_with_distinct_stable_ids() {
+        let long = format!("{}\n{}", "a".repeat(31_000), "b".repeat(5_000));
+        let parts = compose(&event(), Reply::text(&long), "id", 0, Markup::Chat);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            parts[0].id,
+            Some(reply_id("id", 0)),
+            "part 0 keeps the reply's ID"
+        );
+        assert_ne!(parts[0].id, parts[1].id);
+        let again = compose(&event(), Reply::text(&long), "id", 0, Markup::Chat);
+        assert_eq!(parts[1].id, again[1].id);
+        assert!(matches!(&parts[1].thread, Threading::Reply(_)));
+        let texts: String = parts.iter().filter_map(|p| p.text.clone()).collect();
+        assert_eq!(texts, long);
+        // A new thread: the parts share a key, so they stay together.
+        let parts = compose(
+            &event(),
+            Reply::text(&long).in_new_thread(),
+            "id",
+            0,
+            Markup::Chat,
+        );
+        assert!(
+            matches!(&parts[0].thread, Threading::Key(k) if Some(k.as_str()) == parts[0].id.as_ref().map(|i| i.as_str()))
+        );
+        assert_eq!(parts[0].thread, parts[1].thread);
+    }
+
+    #[test]
+    fn replies_go_where_the_handler_asked() {
+        let own = SpaceName::parse("spaces/AAAAtest").expect("space");
+        let thread = ThreadName::parse("spaces/AAAAtest/threads/TTTT1").expect("thread");
+        assert_eq!(
+            threading(Reply::text("a")),
+            (own.clone(), Threading::Reply(thread))
+        );
+        assert_eq!(
+            threading(Reply::text("a").in_new_thread()),
+            (own.clone(), Threading::New)
+        );
+        assert_eq!(
+            threading(Reply::text("a").in_thread_key("k")),
+            (own, Threading::Key("k".into()))
+        );
+        // The event's thread does not exist in another space.
+        let other = SpaceName::parse("spaces/OTHER").expect("space");
+        assert_eq!(
+            threading(Reply::text("a").in_space(other.clone())),
+            (other, Threading::New)
+        );
+    }
+
+    #[test]
+    fn the_public_message_id_is_the_one_replies_get() {
+        let event = event();
+        let identity = event.identity().expect("an identity");
+        assert_eq!(message_id(&event, 1), Some(reply_id(&identity, 1)));
+    }
+}

@@ -1,0 +1,99 @@
+//! A handler that uses its context, run in-process with the library API:
+//! a placeholder sent at once and updated when the work is done, and the
+//! same handler redelivered after a failure, sending nothing twice.
+
+use chatworker::config::Settings;
+use chatworker::{App, Context, HandlerError, Message, Reply};
+use chatworker_testkit::{Sim, Topic, await_app_messages, eventually, message_event};
+use std::time::Duration;
+
+/// Answers "Working…" at once, works for the state's duration, then
+/// replaces the answer.
+async fn slow(ctx: Context<Duration>, message: Message) -> Result<(), HandlerError> {
+    let placeholder = ctx.placeholder("Working…").await?;
+    tokio::time::sleep(*ctx.state()).await;
+    ctx.update(
+        &placeholder.name,
+        Reply::text(format!("Done: {}", message.text)),
+    )
+    .await?;
+    Ok(())
+}
+
+fn settings(sim: &Sim, topic: &Topic) -> Settings {
+    let env = [
+        ("PUBSUB_EMULATOR_HOST", chatworker_testkit::emulator_host()),
+        (
+            "CHATWORKER_PUBSUB__SUBSCRIPTION",
+            topic.subscription.clone(),
+        ),
+        ("CHATWORKER_CHAT__ENDPOINT", sim.url.clone()),
+        (
+            "CHATWORKER_CHAT__CREDENTIALS_FILE",
+            sim.key_path.display().to_string(),
+        ),
+        ("CHATWORKER_CHAT__RETRY_ATTEMPTS", "1".into()),
+        ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", "0".into()),
+        ("CHATWORKER_CHAT__PROJECT_WRITES_PER_MINUTE", "0".into()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v));
+    Settings::load_from(None, env).expect("settings")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_is_updated_and_a_redelivery_sends_nothing_twice() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("context").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = App::with_state(Duration::from_millis(1500)).message(slow);
+    let worker = tokio::spawn(chatworker::worker::run(
+        settings(&sim, &topic),
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = Duration::from_secs(60);
+
+    // One event: the placeholder, then the same message updated.
+    let first = sim.seed("spaces/CTX", "first", None).await;
+    topic.publish_json(&message_event(&first)).await;
+    let records = await_app_messages(&sim, 1, deadline).await;
+    assert_eq!(records[0]["message"]["text"], "Working…");
+    let updated = eventually(deadline, || async {
+        let records = sim.app_messages().await;
+        (records[0]["message"]["text"] == "Done: first").then_some(records)
+    })
+    .await
+    .expect("the placeholder is updated");
+    assert_eq!(updated[0]["updates"], 1);
+
+    // The update fails once: the handler fails, the event is redelivered,
+    // the placeholder is found again by its ID (409) and updated once.
+    let second = sim.seed("spaces/CTX", "second", None).await;
+    topic.publish_json(&message_event(&second)).await;
+    await_app_messages(&sim, 2, deadline).await;
+    sim.fail_next(1, 503).await;
+    let done = eventually(deadline, || async {
+        let records = sim.app_messages().await;
+        (records.len() == 2 && records[1]["message"]["text"] == "Done: second").then_some(records)
+    })
+    .await
+    .expect("the second placeholder is updated after the redelivery");
+    assert_eq!(done.len(), 2, "nothing was sent twice");
+    let statuses: Vec<u64> = sim
+        .calls()
+        .await
+        .iter()
+        .map(|c| c["status"].as_u64().unwrap_or(0))
+        .collect();
+    // first: create, update; second: create, update refused, create (409), update.
+    assert_eq!(statuses, [200, 200, 200, 503, 409, 200]);
+
+    let _ = stop.send(());
+    let snapshot = worker.await.expect("joins").expect("runs");
+    assert_eq!(snapshot.events_nacked, 1);
+    assert_eq!(snapshot.events_acked, 2);
+    assert_eq!(snapshot.replies_created, 2);
+    assert_eq!(snapshot.replies_already_existed, 1);
+}
