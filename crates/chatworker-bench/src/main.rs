@@ -14,78 +14,18 @@
 //! CHATWORKER_WORKER__CONCURRENCY, CHATWORKER_CHAT__*_WRITES_PER_MINUTE and
 //! CHATWORKER_SERVER__LISTEN (where chatworker serves /metrics).
 
+mod args;
+
 use anyhow::{Context as _, Result, bail};
+use args::{Args, Parsed};
 use chatworker_sim::SimOptions;
 use chatworker_sim::faults::ControlPatch;
 use chatworker_testkit::{Emulator, Sim, Topic};
-use clap::Parser;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "chatworker-bench",
-    about = "Benchmark a Chat worker on loopback"
-)]
-struct Args {
-    /// Events in the drain scenario.
-    #[arg(long, default_value_t = 20_000)]
-    events: usize,
-    /// Spaces they are spread over.
-    #[arg(long, default_value_t = 50)]
-    spaces: usize,
-    /// The worker's concurrency (CHATWORKER_WORKER__CONCURRENCY); 128 is
-    /// chatworker's default.
-    #[arg(long, default_value_t = 128)]
-    concurrency: usize,
-    /// The worker to measure, a shell command (default: the chatworker
-    /// binary beside this one, `run`).
-    #[arg(long)]
-    worker_cmd: Option<String>,
-    /// A name for the worker in the results (default: chatworker, or the command).
-    #[arg(long)]
-    label: Option<String>,
-    /// Scenarios to run: drain, paced, quota.
-    #[arg(long, value_delimiter = ',', default_value = "drain,paced,quota")]
-    scenarios: Vec<String>,
-    /// Paced scenario: events per second, published while the worker runs.
-    #[arg(long, default_value_t = 100.0)]
-    paced_rate: f64,
-    /// Paced scenario: how many events.
-    #[arg(long, default_value_t = 2_000)]
-    paced_events: usize,
-    /// Quota scenario: spaces the burst goes to.
-    #[arg(long, default_value_t = 3)]
-    quota_spaces: usize,
-    /// Quota scenario: events per space.
-    #[arg(long, default_value_t = 90)]
-    quota_events: usize,
-    /// Quota scenario: the per-space write quota, per minute, enforced by
-    /// the simulator and given to the worker.
-    #[arg(long, default_value_t = 60)]
-    quota_per_minute: u32,
-    /// Where the Markdown results go (the section between the markers).
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    markdown: PathBuf,
-    /// Where the JSON results go.
-    #[arg(long, default_value = "target/bench/results.json")]
-    json: PathBuf,
-    /// Run each scenario this many times; every run is its own row, since
-    /// one run on a shared machine can be an outlier.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    repeat: u32,
-    /// Events drained once before the scenarios, unrecorded, so that the
-    /// emulator's JVM has compiled its hot paths (0: none). On a cold
-    /// emulator the first drain ran slower, and the worker paid for that.
-    #[arg(long, default_value_t = 5_000)]
-    warmup: usize,
-    /// Give up on a scenario after this long.
-    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
-    timeout: Duration,
-}
 
 #[derive(Debug, Default, Serialize)]
 struct Outcome {
@@ -96,6 +36,9 @@ struct Outcome {
     events: usize,
     spaces: usize,
     concurrency: usize,
+    /// How long the simulator took to answer each call (the backlog
+    /// scenario), in milliseconds.
+    chat_latency_ms: u64,
     answered: u64,
     seconds: f64,
     events_per_second: f64,
@@ -563,13 +506,27 @@ impl Bench {
 
     /// N events published first, then the worker drains them.
     async fn drain(&self) -> Result<Outcome> {
-        self.drain_of(self.args.events, "drain").await
+        self.drain_of(self.args.events, "drain", 0).await
     }
 
-    async fn drain_of(&self, n: usize, name: &str) -> Result<Outcome> {
+    /// The drain, against a Chat that answers in `--backlog-latency-ms`: the
+    /// backlog stays at Pub/Sub while the worker holds what flow control
+    /// lets it, so memory must not grow with the backlog.
+    async fn backlog(&self) -> Result<Outcome> {
+        let latency = self.args.backlog_latency_ms;
+        let mut outcome = self.drain_of(self.args.events, "backlog", latency).await?;
+        outcome.chat_latency_ms = latency;
+        Ok(outcome)
+    }
+
+    async fn drain_of(&self, n: usize, name: &str, latency_ms: u64) -> Result<Outcome> {
         let k = self.args.spaces.max(1);
         let dir = self.scenario_dir(name)?;
-        let sim = simulator(ControlPatch::default()).await;
+        let sim = simulator(ControlPatch {
+            latency_ms: Some(latency_ms),
+            ..ControlPatch::default()
+        })
+        .await;
         let topic = Topic::fresh_on(&self.emulator, name).await;
         let events: Vec<Value> = (0..n).map(|i| event(i % k, i)).collect();
         eprintln!("{name}: publishing {n} events over {k} spaces");
@@ -780,6 +737,12 @@ fn markdown(outcomes: &[Outcome], machine: &str, command: &str) -> String {
             statuses.join(", ")
         ));
     }
+    for o in outcomes.iter().filter(|o| o.chat_latency_ms > 0) {
+        md.push_str(&format!(
+            "\n{} ({}, run {}): the simulator answered each call in {} ms, so the backlog waited at Pub/Sub while the worker held what flow control allows; peak RSS {:.1} MB.\n",
+            o.scenario, o.worker, o.run, o.chat_latency_ms, o.peak_rss_mb
+        ));
+    }
     for o in outcomes {
         if let Some(q) = &o.quota {
             md.push_str(&format!(
@@ -816,7 +779,14 @@ fn write_markdown(path: &Path, results: &str) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(Parsed::Run(args)) => *args,
+        Ok(Parsed::Help) => {
+            print!("{}", args::HELP);
+            return Ok(());
+        }
+        Err(e) => bail!("{e}"),
+    };
     let command = match &args.worker_cmd {
         Some(c) => c.clone(),
         None => {
@@ -857,7 +827,7 @@ async fn main() -> Result<()> {
         args,
     };
     if bench.args.warmup > 0 {
-        let warmup = bench.drain_of(bench.args.warmup, "warmup").await;
+        let warmup = bench.drain_of(bench.args.warmup, "warmup", 0).await;
         warmup.context("the warm-up drain")?;
     }
     let mut outcomes = Vec::new();
@@ -866,9 +836,10 @@ async fn main() -> Result<()> {
             bench.run.set(run);
             let outcome = match scenario.as_str() {
                 "drain" => bench.drain().await,
+                "backlog" => bench.backlog().await,
                 "paced" => bench.paced().await,
                 "quota" => bench.quota().await,
-                other => bail!("unknown scenario {other:?} (drain, paced, quota)"),
+                other => bail!("unknown scenario {other:?} (drain, backlog, paced, quota)"),
             };
             let outcome = outcome.with_context(|| format!("scenario {scenario}, run {run}"))?;
             eprintln!("{}", serde_json::to_string(&outcome)?);

@@ -44,7 +44,7 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
     let unreachable = "fix: check the network path to Pub/Sub (or PUBSUB_EMULATOR_HOST)";
     let exists = match admin.subscription_topic(subscription).await {
         Ok(topic) => Ok(format!("{subscription} exists (topic {topic})")),
-        Err(AdminError::NotFound(_)) => Err(format!(
+        Err(AdminError::NotFound { .. }) => Err(format!(
             "{subscription} does not exist; fix: chatworker setup (with pubsub.topic set), or gcloud pubsub subscriptions create"
         )),
         Err(AdminError::PermissionDenied { .. }) => Err(format!(
@@ -72,7 +72,7 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
     if let Some(topic) = &pubsub.dead_letter_topic {
         let exists = match admin.topic_exists(topic).await {
             Ok(()) => Ok(format!("{topic} exists")),
-            Err(AdminError::NotFound(_)) => Err(format!(
+            Err(AdminError::NotFound { .. }) => Err(format!(
                 "{topic} does not exist; fix: chatworker setup, or clear pubsub.dead_letter_topic"
             )),
             Err(e) => Err(format!("cannot read {topic}: {e}")),

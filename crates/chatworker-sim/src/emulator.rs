@@ -24,8 +24,11 @@ pub enum EmulatorError {
          or point PUBSUB_EMULATOR_HOST at a running one"
     )]
     NotInstalled,
-    /// The launcher could not be run, or no port could be found.
-    #[error("cannot start the Pub/Sub emulator ({launcher})")]
+    /// No free loopback port could be found.
+    #[error("cannot find a free loopback port for the Pub/Sub emulator: {0}")]
+    Port(#[source] std::io::Error),
+    /// The launcher could not be run.
+    #[error("cannot start the Pub/Sub emulator ({launcher}): {source}")]
     Spawn {
         /// The launcher tried.
         launcher: String,
@@ -68,10 +71,7 @@ impl Emulator {
     pub async fn start() -> Result<Self, EmulatorError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|source| EmulatorError::Spawn {
-                launcher: "a free port".into(),
-                source,
-            })?
+            .map_err(EmulatorError::Port)?
             .port();
         let mut emulator = Self {
             host: format!("127.0.0.1:{port}"),

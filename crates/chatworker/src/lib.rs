@@ -91,5 +91,7 @@ pub use app::{
 };
 pub use config::Config;
 pub use event::{Event, Message};
+/// The `regex` crate, for [`App::message_matching`]'s patterns.
+pub use regex;
 pub use reply::{Reply, SendError, action, action::CardAction, card};
 pub use run::{DEV_ENV, RunError, init_logging, run, run_with, shutdown_signal};

@@ -19,11 +19,21 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 #[non_exhaustive]
 pub enum AdminError {
     /// The resource does not exist.
-    #[error("{0} does not exist")]
-    NotFound(String),
+    #[error("{what}: {resource} does not exist")]
+    NotFound {
+        /// What was being done.
+        what: String,
+        /// The resource.
+        resource: String,
+        /// What Pub/Sub answered.
+        #[source]
+        source: BoxError,
+    },
     /// The caller may not do this.
-    #[error("no permission on {resource}: {source}")]
+    #[error("{what}: no permission on {resource}: {source}")]
     PermissionDenied {
+        /// What was being done.
+        what: String,
         /// The resource.
         resource: String,
         /// What Pub/Sub answered.
@@ -31,7 +41,9 @@ pub enum AdminError {
         source: BoxError,
     },
     /// The subscription exists, on another topic.
-    #[error("subscription {subscription} exists on another topic ({topic})")]
+    #[error(
+        "subscription {subscription} exists on another topic ({topic}); choose another pubsub.subscription or delete it"
+    )]
     OtherTopic {
         /// The subscription.
         subscription: String,
@@ -88,16 +100,25 @@ pub struct Admin {
     emulator: bool,
 }
 
-fn failed(what: impl Into<String>) -> impl FnOnce(google_cloud_gax::error::Error) -> AdminError {
-    let what = what.into();
+/// What a failed call on `resource` while doing `what` comes to.
+fn failed(
+    what: impl Into<String>,
+    resource: &str,
+) -> impl FnOnce(google_cloud_gax::error::Error) -> AdminError {
+    let (what, resource) = (what.into(), resource.to_owned());
     move |e| match e.status().map(|s| s.code) {
-        Some(Code::NotFound) => AdminError::NotFound(what),
+        Some(Code::NotFound) => AdminError::NotFound {
+            what,
+            resource,
+            source: e.into(),
+        },
         Some(Code::PermissionDenied) => AdminError::PermissionDenied {
-            resource: what,
+            what,
+            resource,
             source: e.into(),
         },
         _ => AdminError::Failed {
-            what,
+            what: format!("{what} {resource}"),
             source: e.into(),
         },
     }
@@ -134,7 +155,11 @@ impl Admin {
             source: e.into(),
         };
         Ok(Self {
-            topics: topics.build().await.map_err(client)?,
+            topics: topics
+                .with_retry_policy(NeverRetry)
+                .build()
+                .await
+                .map_err(client)?,
             subscriptions: subscriptions
                 .with_retry_policy(NeverRetry)
                 .build()
@@ -150,7 +175,7 @@ impl Admin {
         match created {
             Ok(_) => Ok(Ensured::Created),
             Err(e) if code(&e) == Some(Code::AlreadyExists) => Ok(Ensured::Existed),
-            Err(e) => Err(failed(format!("cannot create topic {topic}"))(e)),
+            Err(e) => Err(failed("cannot create topic", topic.as_str())(e)),
         }
     }
 
@@ -185,7 +210,7 @@ impl Admin {
         match created {
             Ok(_) => return Ok(Ensured::Created),
             Err(e) if code(&e) == Some(Code::AlreadyExists) => {}
-            Err(e) => return Err(failed(format!("cannot create subscription {name}"))(e)),
+            Err(e) => return Err(failed("cannot create subscription", name)(e)),
         }
         let existing = timed(
             self.subscriptions
@@ -194,7 +219,7 @@ impl Admin {
                 .send(),
         )
         .await?
-        .map_err(failed(format!("cannot read subscription {name}")))?;
+        .map_err(failed("cannot read subscription", name))?;
         if existing.topic != spec.topic.as_str() {
             return Err(AdminError::OtherTopic {
                 subscription: name.to_owned(),
@@ -217,7 +242,7 @@ impl Admin {
                 .send(),
         )
         .await?
-        .map_err(failed(format!("cannot update subscription {name}")))?;
+        .map_err(failed("cannot update subscription", name))?;
         Ok(Ensured::Updated)
     }
 
@@ -233,14 +258,16 @@ impl Admin {
             .send();
         let found = timed(call)
             .await?
-            .map_err(failed(subscription.to_string()))?;
+            .map_err(failed("cannot read subscription", subscription.as_str()))?;
         Ok(found.topic)
     }
 
     /// Whether `topic` exists.
     pub async fn topic_exists(&self, topic: &TopicName) -> Result<(), AdminError> {
         let call = self.topics.get_topic().set_topic(topic.as_str()).send();
-        timed(call).await?.map_err(failed(topic.to_string()))?;
+        timed(call)
+            .await?
+            .map_err(failed("cannot read topic", topic.as_str()))?;
         Ok(())
     }
 
@@ -257,7 +284,9 @@ impl Admin {
         match timed(call).await? {
             Ok(()) => Ok(()),
             Err(e) if code(&e) == Some(Code::NotFound) => Ok(()),
-            Err(e) => Err(failed(format!("cannot delete {subscription}"))(e)),
+            Err(e) => Err(failed("cannot delete subscription", subscription.as_str())(
+                e,
+            )),
         }
     }
 
@@ -283,7 +312,7 @@ impl Admin {
             .send();
         let granted = timed(call)
             .await?
-            .map_err(failed(format!("cannot test {permission} on {resource}")))?;
+            .map_err(failed(format!("cannot test {permission} on"), resource))?;
         Ok(Some(granted.permissions.iter().any(|p| p == permission)))
     }
 }
