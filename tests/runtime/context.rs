@@ -2,10 +2,13 @@
 //! a placeholder sent at once and updated when the work is done, and the
 //! same handler redelivered after a failure, sending nothing twice.
 
-use chatworker::config::Settings;
 use chatworker::{App, Context, HandlerError, Message, Reply};
 use chatworker_testkit::{Sim, Topic, await_app_messages, eventually, message_event};
 use std::time::Duration;
+use support::settings;
+
+#[path = "support.rs"]
+mod support;
 
 /// Answers "Working…" at once, works for the state's duration, then
 /// replaces the answer.
@@ -20,26 +23,6 @@ async fn slow(ctx: Context<Duration>, message: Message) -> Result<(), HandlerErr
     Ok(())
 }
 
-fn settings(sim: &Sim, topic: &Topic) -> Settings {
-    let env = [
-        ("PUBSUB_EMULATOR_HOST", chatworker_testkit::emulator_host()),
-        (
-            "CHATWORKER_PUBSUB__SUBSCRIPTION",
-            topic.subscription.clone(),
-        ),
-        ("CHATWORKER_CHAT__ENDPOINT", sim.url.clone()),
-        (
-            "CHATWORKER_CHAT__CREDENTIALS_FILE",
-            sim.key_path.display().to_string(),
-        ),
-        ("CHATWORKER_CHAT__RETRY_ATTEMPTS", "1".into()),
-        ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", "0".into()),
-        ("CHATWORKER_CHAT__PROJECT_WRITES_PER_MINUTE", "0".into()),
-    ]
-    .map(|(k, v)| (k.to_owned(), v));
-    Settings::load_from(None, env).expect("settings")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placeholder_is_updated_and_a_redelivery_sends_nothing_twice() {
     let sim = Sim::start().await;
@@ -47,7 +30,7 @@ async fn a_placeholder_is_updated_and_a_redelivery_sends_nothing_twice() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app = App::with_state(Duration::from_millis(1500)).message(slow);
     let worker = tokio::spawn(chatworker::worker::run(
-        settings(&sim, &topic),
+        settings(&sim, &topic, &[]),
         app,
         async move {
             let _ = stopped.await;

@@ -420,7 +420,10 @@ async fn dev(
         .await
         .map_err(|e| match e {
             chatworker::dev::DevError::Config(e) => usage(e),
-            e @ chatworker::dev::DevError::Emulator(_) => usage(e),
+            // The emulator is missing, or does not answer: the machine's
+            // setup, like the configuration.
+            e @ (chatworker::dev::DevError::Emulator(_)
+            | chatworker::dev::DevError::Topic { .. }) => usage(e),
             e => runtime(e),
         })
 }
@@ -441,6 +444,12 @@ async fn sim(
         .await
         .map_err(|e| usage(format!("--listen {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(runtime)?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the simulator listens beyond this machine: anyone who reaches it can read and seed its messages and change its faults"
+        );
+    }
     let mut keys = Vec::new();
     if let Some(path) = issue_key {
         let email = "chatworker-local@local-project.iam.gserviceaccount.com";

@@ -107,10 +107,13 @@ fn answer_card(settings: &AppSettings, event: &Event, message: &Message) -> Card
         .unwrap_or("there");
     let said = quote(message.argument(), MAX_QUOTED_CHARS);
     let name = &*quote(name, MAX_NAME_CHARS);
-    let text = settings
-        .card_text
-        .replace("{name}", name)
-        .replace("{text}", &said);
+    // The card's text is read as Chat's HTML subset: what people wrote is
+    // escaped, and put in place in one pass, so that a name that reads
+    // "{text}" stays a name.
+    let text = fill(
+        &settings.card_text,
+        &[("{name}", &escape(name)), ("{text}", &escape(&said))],
+    );
     let mut header = card::card::CardHeader::new()
         .set_title(name)
         .set_subtitle(settings.card_subtitle.clone());
@@ -143,9 +146,8 @@ fn clicked_card(settings: &AppSettings, event: &Event) -> Card {
         .sender()
         .and_then(|u| u.display_name.as_deref())
         .unwrap_or("Someone");
-    let text = settings
-        .clicked_text
-        .replace("{name}", &quote(name, MAX_NAME_CHARS));
+    let name = escape(&quote(name, MAX_NAME_CHARS));
+    let text = fill(&settings.clicked_text, &[("{name}", &name)]);
     Card::new()
         .set_header(
             card::card::CardHeader::new()
@@ -158,6 +160,42 @@ fn clicked_card(settings: &AppSettings, event: &Event) -> Card {
                     .set_top_label("Feedback")
                     .set_text(text),
             )])])
+}
+
+/// `text` safe to place in a card widget that Chat reads as HTML
+/// (`textParagraph`, `decoratedText`): markup characters become entities.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `template` with each placeholder replaced by its value, in one pass over
+/// the template: a value is never searched for placeholders itself.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    'scan: while !rest.is_empty() {
+        for (placeholder, value) in values {
+            if let Some(after) = rest.strip_prefix(placeholder) {
+                out.push_str(value);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// How much of the user's text the card quotes: a card holds at most 32 KB,
@@ -180,6 +218,36 @@ mod tests {
     use chatworker::event::decode;
     use chatworker::reply::{ReplyThread, Update};
     use chatworker::testing::TestContext;
+
+    #[test]
+    fn what_people_write_is_escaped_and_placed_once() {
+        assert_eq!(
+            escape("<b>Ada</b> & \"co\""),
+            "&lt;b&gt;Ada&lt;/b&gt; &amp; &quot;co&quot;"
+        );
+        assert_eq!(
+            fill(
+                "{name} said: {text} ({name})",
+                &[("{name}", "{text}"), ("{text}", "hé {name}")]
+            ),
+            "{text} said: hé {name} ({text})"
+        );
+        let mut event = fixture("classic/message.json");
+        event["message"]["sender"]["displayName"] =
+            "<a href=\"https://evil.example\">{text}</a>".into();
+        event["user"]["displayName"] = event["message"]["sender"]["displayName"].clone();
+        event["message"]["argumentText"] = "<font color=\"#ff0000\">urgent</font>".into();
+        let (replies, _) = handle(&event);
+        // The paragraph is read as HTML; the header's title is plain text.
+        let card = serde_json::to_value(&replies[0].cards[0].1).expect("serializes");
+        let paragraph = card["sections"][0]["widgets"][0]["textParagraph"]["text"]
+            .as_str()
+            .expect("a paragraph");
+        assert_eq!(
+            paragraph,
+            "You said: &lt;font color=&quot;#ff0000&quot;&gt;urgent&lt;/font&gt;"
+        );
+    }
 
     #[test]
     fn long_texts_are_quoted_in_part() {

@@ -543,6 +543,66 @@ async fn quota_burst() -> Report {
     report
 }
 
+/// A hot space beside a quiet one: a backlog waits for its space's write
+/// quota, and a few lanes only. The quiet space's events must be answered
+/// at once, not after the hot backlog: a lane waiting for a write slot
+/// gives the lane up.
+async fn hot_space() -> Report {
+    let mut report = Report::new("a hot space beside a quiet one");
+    let per_minute = 600;
+    let sim = Sim::start().await;
+    sim.control(json!({"spaceWritesPerMinute": per_minute, "projectWritesPerMinute": 3000}))
+        .await;
+    let topic = Topic::fresh("faults-hot").await;
+    let hot = Events::seed(&sim, "hot", 120, 1).await;
+    let quiet = Events::seed(&sim, "qui", 5, 1).await;
+    let quota = per_minute.to_string();
+    let mut worker = Worker::start(
+        chatworker(),
+        &sim,
+        &topic.subscription,
+        &[
+            ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", quota.as_str()),
+            ("CHATWORKER_CHAT__PROJECT_WRITES_PER_MINUTE", "3000"),
+            // Fewer lanes than the hot backlog: every lane could be held
+            // by an event waiting for its write slot.
+            ("CHATWORKER_WORKER__CONCURRENCY", "8"),
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    topic.publish_many(&hot.events).await;
+    // The hot space's first answers: its backlog now waits for the quota.
+    hot.until_answered(&sim, 15).await;
+    let sent = Instant::now();
+    topic.publish_many(&quiet.events).await;
+    quiet.until_answered(&sim, quiet.len()).await;
+    let waited = sent.elapsed();
+    let hot_left = hot.len() - hot.answered(&sim).await;
+    report.check(
+        waited < Duration::from_secs(5),
+        format!("the quiet space waited {waited:?} for its answers"),
+    );
+    report.check(
+        hot_left > 0,
+        "the hot backlog was gone before the quiet space was answered: nothing was shown",
+    );
+    let all = Events {
+        threads: [hot.threads.clone(), quiet.threads.clone()].concat(),
+        events: Vec::new(),
+    };
+    all.settle(&sim, &mut report).await;
+    report.took = started.elapsed();
+    report.stop(&mut worker).await;
+    let too_many = statuses(&sim).await.get(&429).copied().unwrap_or(0);
+    report.check(too_many == 0, format!("{too_many} answers were 429"));
+    report.note(format!(
+        "8 lanes, {per_minute}/min per space; the quiet space answered in {:.1} s with {hot_left} hot events still waiting",
+        waited.as_secs_f64()
+    ));
+    report
+}
+
 // ------------------------------------------------------------------- driver
 
 type Scenario = fn() -> futures::future::BoxFuture<'static, Report>;
@@ -560,6 +620,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("sigterm", || Box::pin(sigterm_restart())),
         ("three", || Box::pin(three_workers())),
         ("quota", || Box::pin(quota_burst())),
+        ("hot", || Box::pin(hot_space())),
     ]
 }
 

@@ -119,6 +119,37 @@ async fn not_ready_without_a_chat_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_first_token_makes_the_worker_ready_after_all() {
+    // The metadata server refuses tokens for the first 40 s, longer than
+    // the first check may take (30 s): a grant still propagating, say.
+    let sim = Sim::start().await;
+    sim.control(serde_json::json!({"tokenOutageMs": 40_000}))
+        .await;
+    let topic = Topic::fresh("ops-late-token").await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let home = tempfile::tempdir().expect("home");
+    let metadata = sim.url.trim_start_matches("http://").to_owned();
+    let env = [
+        ("CHATWORKER_SERVER__LISTEN", listen.as_str()),
+        ("GOOGLE_APPLICATION_CREDENTIALS", ""),
+        ("HOME", home.path().to_str().expect("utf-8")),
+        ("GCE_METADATA_HOST", metadata.as_str()),
+    ];
+    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let (status, body) = get(&format!("http://{listen}/readyz")).await;
+    assert_eq!(status, 503, "no token yet: {body}");
+    // Once tokens come, the worker notices by itself, with no event to
+    // prove them.
+    let ready = eventually(Duration::from_secs(120), || async {
+        let (status, _) = get(&format!("http://{listen}/readyz")).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "never ready:\n{}", worker.logs());
+    worker.terminate(DEADLINE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_in_use_fails_the_start_with_one_line() {
     let sim = Sim::start().await;
     let topic = Topic::fresh("ops-port").await;

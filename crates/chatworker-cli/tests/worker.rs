@@ -115,6 +115,12 @@ async fn bad_input_is_acked_counted_and_never_answered() {
     topic.publish("this is not json {").await;
     topic.publish(r#"{"type": "MESSAGE", "space": 5}"#).await;
     topic.publish(r#"{"hello": "world"}"#).await;
+    // Over worker.max_event_bytes (1 MiB by default): not even read.
+    let oversized = format!(
+        r#"{{"type": "MESSAGE", "text": "{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    topic.publish(oversized).await;
     let fixtures = repo_path("tests/fixtures/events/classic");
     for fixture in [
         "bot_message.json",
@@ -146,13 +152,14 @@ async fn bad_input_is_acked_counted_and_never_answered() {
         "nothing sent for bad input"
     );
     // Each was received once and acked: no redelivery loop.
-    assert_eq!(worker.counter("events_received"), 7);
-    assert_eq!(worker.counter("events_acked"), 7);
+    assert_eq!(worker.counter("events_received"), 8);
+    assert_eq!(worker.counter("events_acked"), 8);
     assert_eq!(worker.counter("events_nacked"), 0);
     let dropped = &worker.summary()["events_dropped"];
     for reason in [
         "\"not_json\": 1",
         "\"wrong_shape\": 2",
+        "\"too_large\": 1",
         "\"bot_sender\": 1",
         "\"unknown_type\": 1",
         "\"no_reply\": 1",
@@ -647,12 +654,16 @@ async fn nine_megabyte_events_are_answered_within_the_memory_budget() {
     // Slow replies, so that events pile up unless flow control stops them.
     sim.set_latency(1500).await;
     let topic = Topic::fresh("huge").await;
-    // A budget of 20 MiB of payload: two 9 MB events at a time at most.
+    // A budget of 20 MiB of payload: two 9 MB events at a time at most;
+    // and events as large as Pub/Sub's largest accepted.
     let worker = Worker::start(
         chatworker(),
         &sim,
         &topic.subscription,
-        &[("CHATWORKER_PUBSUB__MAX_OUTSTANDING_BYTES", "20971520")],
+        &[
+            ("CHATWORKER_PUBSUB__MAX_OUTSTANDING_BYTES", "20971520"),
+            ("CHATWORKER_WORKER__MAX_EVENT_BYTES", "10485760"),
+        ],
     )
     .await;
     let huge = "a".repeat(9 * 1000 * 1000);

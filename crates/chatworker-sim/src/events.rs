@@ -211,6 +211,8 @@ pub fn annotate(text: &str, app_name: &str, app_user: &Value, command_id: Option
         let rest = format!("{}{}", &text[..start], &text[start + mention.len()..]);
         fields.insert("argumentText".into(), json!(rest.trim()));
     }
+    // Where the first word starts: after any leading space.
+    let start = text.len() - text.trim_start().len();
     if let (Some(command), Some(id)) = (
         text.split_whitespace()
             .next()
@@ -219,7 +221,7 @@ pub fn annotate(text: &str, app_name: &str, app_user: &Value, command_id: Option
     ) {
         annotations.push(json!({
             "type": "SLASH_COMMAND",
-            "startIndex": 0,
+            "startIndex": text[..start].chars().count(),
             "length": command.chars().count(),
             "slashCommand": {
                 "bot": app_user,
@@ -229,7 +231,10 @@ pub fn annotate(text: &str, app_name: &str, app_user: &Value, command_id: Option
             },
         }));
         fields.insert("slashCommand".into(), json!({"commandId": id.to_string()}));
-        fields.insert("argumentText".into(), json!(text[command.len()..].trim()));
+        fields.insert(
+            "argumentText".into(),
+            json!(text[start + command.len()..].trim()),
+        );
     }
     if !annotations.is_empty() {
         fields.insert("annotations".into(), json!(annotations));
@@ -240,6 +245,21 @@ pub fn annotate(text: &str, app_name: &str, app_user: &Value, command_id: Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_after_leading_space_is_cut_where_it_ends() {
+        let app = json!({"name": "users/app", "type": "BOT"});
+        // The first word starts after two spaces and holds two-byte
+        // characters: cutting at its length from the start would land
+        // inside one.
+        let fields = annotate("  /élan vital", "App", &app, Some(3));
+        assert_eq!(fields["argumentText"], "vital");
+        assert_eq!(fields["annotations"][0]["startIndex"], 2);
+        assert_eq!(
+            fields["annotations"][0]["slashCommand"]["commandName"],
+            "/élan"
+        );
+    }
 
     #[test]
     fn mentions_and_commands_are_annotated() {

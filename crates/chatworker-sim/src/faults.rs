@@ -17,7 +17,9 @@ pub struct ControlPatch {
     pub latency_ms: Option<u64>,
     /// The next this-many API calls fail with `fail_status` (and count down).
     pub fail_next: Option<u32>,
-    /// The HTTP status of those failures (default 503).
+    /// The HTTP status of those failures (default 503). An injected 409 is
+    /// `ABORTED` (a concurrent change), never `ALREADY_EXISTS`, which only
+    /// the message rules answer.
     pub fail_status: Option<u16>,
     /// The share of API calls, 0 to 1, answered with one of `error_statuses`.
     pub error_rate: Option<f64>,

@@ -103,7 +103,13 @@ struct SimState {
     store: Mutex<Store>,
     auth: Authenticator,
     token_url: String,
-    calls: Mutex<Vec<CallRecord>>,
+    /// The latest calls (at most [`MAX_CALLS`]), oldest first.
+    calls: Mutex<std::collections::VecDeque<CallRecord>>,
+    /// Every call's status, counted: the log above forgets, this does not.
+    statuses: Mutex<BTreeMap<u16, u64>>,
+    /// Whether the simulator listens on loopback only: then requests must
+    /// name a loopback host (no DNS rebinding) and come from a loopback page.
+    loopback: bool,
     faults: Mutex<Faults>,
     in_flight: std::sync::atomic::AtomicU64,
     started: Instant,
@@ -128,6 +134,88 @@ impl SimState {
 
 type Shared = Arc<SimState>;
 
+/// The most calls `/_sim/requests` remembers (the counts in `/_sim/stats`
+/// cover every call): the simulator runs for days in a playground session
+/// and must not grow without bound.
+pub const MAX_CALLS: usize = 20_000;
+
+/// The most playground actions a transcript keeps.
+pub const MAX_ACTIONS: usize = 10_000;
+
+/// Whether `host` (a `Host` header, or an origin's host, with or without a
+/// port) names this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:8086`, `127.0.0.1:8086`, `localhost:8086`
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses what a web page elsewhere could make a browser send: on a
+/// loopback simulator, a request naming another host (DNS rebinding) or
+/// coming from another origin; and, on any simulator, a state-changing
+/// inspection request that is not JSON (a cross-site form cannot send it).
+async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    match refusal(&state, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
+/// Why [`guard`] refuses `request`, if it does.
+fn refusal(state: &SimState, request: &Request) -> Option<Response> {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let changes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if state.loopback {
+        if let Some(host) = header("host")
+            && !is_loopback_host(host)
+        {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                format!(
+                    "Host {host:?} is not this machine: the simulator answers loopback names only."
+                ),
+            ));
+        }
+        // A sandboxed or file page says `null`: not this machine's page.
+        if changes && let Some(origin) = header("origin") {
+            let host = origin.split("://").nth(1).unwrap_or("");
+            if !is_loopback_host(host) {
+                return Some(error(
+                    StatusCode::FORBIDDEN,
+                    "PERMISSION_DENIED",
+                    format!("Origin {origin:?} is not this machine."),
+                ));
+            }
+        }
+    }
+    let json = header("content-type").is_some_and(|t| {
+        t.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if changes && request.uri().path().starts_with("/_sim/") && !json {
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "INVALID_ARGUMENT",
+            "The simulator's own endpoints take application/json.",
+        ));
+    }
+    None
+}
+
 /// Locks a mutex. A panic while it was held cannot leave the simulator's
 /// state half-written (every update is a single insert or assignment), so a
 /// poisoned lock is used as it is rather than failing every later request.
@@ -151,6 +239,8 @@ pub async fn serve(
         auth: Authenticator::new(options.trust),
         token_url: format!("http://{addr}/token"),
         calls: Mutex::default(),
+        statuses: Mutex::default(),
+        loopback: addr.ip().is_loopback(),
         faults: Mutex::new(faults),
         in_flight: Default::default(),
         started: Instant::now(),
@@ -205,6 +295,7 @@ fn router(state: Shared) -> Router {
         .route("/_sim/control", get(get_control).post(set_control))
         .merge(playground::routes())
         .merge(api)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -680,7 +771,15 @@ impl Drop for Pending {
         use std::sync::atomic::Ordering::Relaxed;
         self.state.in_flight.fetch_sub(1, Relaxed);
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        lock(&self.state.calls).push(self.record.clone());
+        *lock(&self.state.statuses)
+            .entry(self.record.status)
+            .or_default() += 1;
+        let mut calls = lock(&self.state.calls);
+        if calls.len() == MAX_CALLS {
+            calls.pop_front();
+        }
+        calls.push_back(self.record.clone());
+        drop(calls);
         let _ = self
             .state
             .updates
@@ -738,7 +837,13 @@ async fn record_call(State(state): State<Shared>, request: Request, next: Next) 
                 Fault::TokenOutage => "The token service is currently unavailable.",
                 Fault::Injected => "Injected by the simulator's control endpoint.",
             };
-            let mut response = error(status, grpc_status(status), message);
+            // An injected 409 is a conflict with a concurrent change
+            // (ABORTED): a real ALREADY_EXISTS comes from the store's rules.
+            let grpc = match (fault, status.as_u16()) {
+                (Fault::Injected, 409) => "ABORTED",
+                _ => grpc_status(status),
+            };
+            let mut response = error(status, grpc, message);
             if let Some(seconds) = verdict.retry_after
                 && let Ok(value) = seconds.to_string().parse()
             {
@@ -793,7 +898,7 @@ async fn inspect_messages(State(state): State<Shared>) -> Response {
 }
 
 async fn inspect_calls(State(state): State<Shared>) -> Response {
-    let calls = lock(&state.calls).clone();
+    let calls: Vec<CallRecord> = lock(&state.calls).iter().cloned().collect();
     let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
     Json(json!({"requests": calls, "inFlight": in_flight})).into_response()
 }
@@ -802,14 +907,15 @@ async fn inspect_calls(State(state): State<Shared>) -> Response {
 /// calls in flight.
 async fn inspect_stats(State(state): State<Shared>) -> Response {
     let created = lock(&state.store).app_message_count();
-    let calls = lock(&state.calls);
-    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-    for call in calls.iter() {
-        *statuses.entry(call.status.to_string()).or_default() += 1;
-    }
+    let counted = lock(&state.statuses).clone();
+    let calls: u64 = counted.values().sum();
+    let statuses: BTreeMap<String, u64> = counted
+        .into_iter()
+        .map(|(status, n)| (status.to_string(), n))
+        .collect();
     let in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed);
     Json(json!({
-        "calls": calls.len(),
+        "calls": calls,
         "created": created,
         "statuses": statuses,
         "inFlight": in_flight,

@@ -174,7 +174,12 @@ async fn act(State(state): State<Shared>, Json(action): Json<Action>) -> Respons
         return error(StatusCode::BAD_GATEWAY, "UNAVAILABLE", e);
     }
     let record = json!({"action": action, "event": event});
-    lock(&state.actions).push(record.clone());
+    let mut actions = lock(&state.actions);
+    if actions.len() == super::MAX_ACTIONS {
+        actions.remove(0);
+    }
+    actions.push(record.clone());
+    drop(actions);
     let _ = state
         .updates
         .send(json!({"kind": "action", "action": record}));

@@ -512,15 +512,23 @@ pub fn is_space_name(name: &str) -> bool {
         .is_some_and(|id| !id.is_empty() && !id.contains('/') && !id.contains(char::is_whitespace))
 }
 
+/// Chat's size rule: a message's text and its cards together are at most
+/// 32,000 bytes (each card also at most 32 KB, which the sum already
+/// implies).
 fn check_content(body: &Value) -> Result<(), StoreError> {
     let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
-    if text.len() > MAX_TEXT_BYTES {
+    let cards = body.get("cardsV2").and_then(Value::as_array);
+    let cards_bytes: usize = cards
+        .into_iter()
+        .flatten()
+        .map(|c| c.to_string().len())
+        .sum();
+    if text.len() + cards_bytes > MAX_TEXT_BYTES {
         return Err(StoreError::InvalidArgument(format!(
-            "Message text is {} bytes; the limit is {MAX_TEXT_BYTES}.",
+            "Message is {} bytes of text and {cards_bytes} bytes of cards; the limit for both together is {MAX_TEXT_BYTES}.",
             text.len()
         )));
     }
-    let cards = body.get("cardsV2").and_then(Value::as_array);
     for (i, card) in cards.into_iter().flatten().enumerate() {
         let size = card.get("card").map_or(0, |c| c.to_string().len());
         if size > MAX_CARD_BYTES {
@@ -697,6 +705,16 @@ mod tests {
             create(&mut s, request(big, "")),
             Err(StoreError::InvalidArgument(_))
         ));
+        // Text that fits alone, with a card that fits alone: too much
+        // together.
+        let card = json!({"cardId": "c", "card": {"header": {"title": "y".repeat(1000)}}});
+        let both = json!({"text": "x".repeat(MAX_TEXT_BYTES - 500), "cardsV2": [card.clone()]});
+        assert!(matches!(
+            create(&mut s, request(both, "")),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        let fits = json!({"text": "x".repeat(MAX_TEXT_BYTES - 2000), "cardsV2": [card]});
+        assert!(create(&mut s, request(fits, "")).is_ok());
     }
 
     fn app() -> Value {

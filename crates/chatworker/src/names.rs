@@ -6,8 +6,37 @@
 
 use std::fmt;
 
+/// The longest ID segment accepted in a resource name. Chat's own IDs are
+/// a few dozen characters; the bound keeps a hostile event from carrying a
+/// megabyte "name" into every log line and request.
+const MAX_SEGMENT: usize = 256;
+
+/// Whether `segment` is one resource ID: non-empty, bounded, of letters,
+/// digits and `-_.` (and `@+` where `extra` allows), and neither `.` nor
+/// `..`, so that it can never climb out of its place in a URL path.
+fn is_segment(segment: &str, extra: &[u8]) -> bool {
+    !segment.is_empty()
+        && segment.len() <= MAX_SEGMENT
+        && segment != "."
+        && segment != ".."
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b) || extra.contains(&b))
+}
+
+/// Whether `name` is `collection/ID` repeated as `shape` says, every ID a
+/// valid segment.
+fn matches(name: &str, shape: &[&str], extra: &[u8]) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == shape.len() * 2
+        && shape
+            .iter()
+            .zip(parts.chunks(2))
+            .all(|(collection, pair)| pair[0] == *collection && is_segment(pair[1], extra))
+}
+
 macro_rules! resource_name {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, [$($collection:literal),+], $extra:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
@@ -17,9 +46,11 @@ macro_rules! resource_name {
             pub const PREFIX: &'static str = $prefix;
 
             /// Parses a full resource name, for example
-            #[doc = concat!("`", $prefix, "…`.")]
+            #[doc = concat!("`", $prefix, "…`,")]
+            /// each ID made of letters, digits and `-_.` only, and never `.`
+            /// or `..`: a name from an event cannot redirect a request.
             pub fn parse(name: &str) -> Result<Self, InvalidName> {
-                if name.starts_with($prefix) && name.len() > $prefix.len() && !name.contains(char::is_whitespace) {
+                if matches(name, &[$($collection),+], $extra) {
                     Ok(Self(name.to_owned()))
                 } else {
                     Err(InvalidName { kind: stringify!($name), value: name.chars().take(80).collect() })
@@ -29,6 +60,12 @@ macro_rules! resource_name {
             /// The full resource name.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// The name's parts, `collection`, `ID`, …: each a single URL
+            /// path segment.
+            pub fn segments(&self) -> impl Iterator<Item = &str> {
+                self.0.split('/')
             }
         }
 
@@ -43,22 +80,30 @@ macro_rules! resource_name {
 resource_name!(
     /// A space, `spaces/{space}`.
     SpaceName,
-    "spaces/"
+    "spaces/",
+    ["spaces"],
+    b""
 );
 resource_name!(
     /// A thread, `spaces/{space}/threads/{thread}`.
     ThreadName,
-    "spaces/"
+    "spaces/",
+    ["spaces", "threads"],
+    b""
 );
 resource_name!(
     /// A message, `spaces/{space}/messages/{message}`.
     MessageName,
-    "spaces/"
+    "spaces/",
+    ["spaces", "messages"],
+    b""
 );
 resource_name!(
-    /// A user, `users/{user}`.
+    /// A user, `users/{user}` (an ID, `app`, or an email address).
     UserName,
-    "users/"
+    "users/",
+    ["users"],
+    b"@+"
 );
 
 impl SpaceName {
@@ -184,6 +229,29 @@ mod tests {
         assert!(SpaceName::parse("spaces/AAA").is_ok());
         assert!(SpaceName::parse("spaces/").is_err());
         assert!(SpaceName::parse("rooms/AAA").is_err());
+        assert!(MessageName::parse("spaces/AAA/messages/B1.B1").is_ok());
+        assert!(MessageName::parse("spaces/AAA/messages/client-x1").is_ok());
+        assert!(ThreadName::parse("spaces/AAA/threads/T_1-x").is_ok());
+        assert!(UserName::parse("users/ada@example.com").is_ok());
+        // Dot segments, extra segments, encoded or odd characters: refused,
+        // so that a name from an event can never redirect a request.
+        for bad in [
+            "spaces/X/../../v1/spaces/Y",
+            "spaces/..",
+            "spaces/.",
+            "spaces/X/",
+            "spaces/X/messages",
+            "spaces/X%2F..",
+            "spaces/X?alt=1",
+            "spaces/X#f",
+            "spaces/X Y",
+            "spaces/é",
+        ] {
+            assert!(SpaceName::parse(bad).is_err(), "{bad}");
+        }
+        assert!(MessageName::parse("spaces/X/messages/../../spaces/Y/messages/Z").is_err());
+        assert!(ThreadName::parse("spaces/X/threads/../messages").is_err());
+        assert!(SpaceName::parse(&format!("spaces/{}", "A".repeat(257))).is_err());
         assert_eq!(
             SpaceName::parse_lenient("AAA").unwrap().as_str(),
             "spaces/AAA"

@@ -4,6 +4,7 @@
 use chatworker::event::{
     Action, AppCommandType, DecodeError, Event, EventFormat, EventKind, SpaceKind, UserKind, decode,
 };
+use serde_json::Value;
 use std::path::Path;
 
 fn fixture(path: &str) -> Vec<u8> {
@@ -202,6 +203,8 @@ fn malformed_payloads_are_typed_errors() {
         ("malformed/space_is_a_number.json", "wrong_shape"),
         ("malformed/missing_space.json", "wrong_shape"),
         ("malformed/bad_space_name.json", "wrong_shape"),
+        ("malformed/dot_segments_in_space.json", "wrong_shape"),
+        ("malformed/dot_segments_in_thread.json", "wrong_shape"),
         ("malformed/app_command_without_metadata.json", "wrong_shape"),
     ];
     for (path, reason) in cases {
@@ -217,4 +220,48 @@ fn different_events_have_different_identities() {
     let c = event("classic/card_clicked.json").identity();
     assert_ne!(a, b);
     assert_ne!(a, c);
+}
+
+#[test]
+fn a_click_without_a_time_has_no_identity_of_its_own() {
+    // Two clicks on one card by one person, with no eventTime, would share
+    // every field an identity is made of: the second click's reply would be
+    // taken for the first's. Without a time, the Pub/Sub message ID decides.
+    let mut click: Value =
+        serde_json::from_slice(&fixture("classic/card_clicked.json")).expect("json");
+    assert!(
+        decode(&serde_json::to_vec(&click).expect("json"))
+            .expect("decodes")
+            .identity()
+            .is_some()
+    );
+    click
+        .as_object_mut()
+        .expect("an object")
+        .remove("eventTime");
+    let e = decode(&serde_json::to_vec(&click).expect("json")).expect("decodes");
+    assert_eq!(e.identity(), None);
+    // A message names itself: its identity needs no time.
+    let mut message: Value =
+        serde_json::from_slice(&fixture("classic/message.json")).expect("json");
+    message
+        .as_object_mut()
+        .expect("an object")
+        .remove("eventTime");
+    let e = decode(&serde_json::to_vec(&message).expect("json")).expect("decodes");
+    assert!(e.identity().is_some());
+}
+
+#[test]
+fn the_same_instant_written_differently_is_one_identity() {
+    let mut a: Value = serde_json::from_slice(&fixture("classic/card_clicked.json")).expect("json");
+    let mut b = a.clone();
+    a["eventTime"] = "2026-01-02T03:04:05.678Z".into();
+    b["eventTime"] = "2026-01-02T03:04:05.678000000Z".into();
+    let identity = |v: &Value| {
+        decode(&serde_json::to_vec(v).expect("json"))
+            .expect("decodes")
+            .identity()
+    };
+    assert_eq!(identity(&a), identity(&b));
 }

@@ -259,3 +259,68 @@ fn huge_strings_decode_within_bounds() {
     let (_, peak) = decode_measured(number.as_bytes());
     assert!(peak <= bound(number.len()));
 }
+
+/// Large arrays and maps of small items, in every place an event has one,
+/// and unknown fields in the add-on format: each decodes (or is refused)
+/// within the same proportion of its size. A list of empty objects is the
+/// worst case: a few bytes of input each, a whole struct each if kept.
+#[test]
+fn large_arrays_decode_within_bounds() {
+    const ITEMS: usize = 1_000_000;
+    let list = |item: &str| vec![item; ITEMS].join(",");
+    let classic_message = |annotations: String| {
+        format!(
+            r#"{{"type":"MESSAGE","eventTime":"2026-11-29T10:00:00Z","space":{{"name":"spaces/A"}},"message":{{"name":"spaces/A/messages/M.M","text":"/help","annotations":[{annotations}]}}}}"#
+        )
+    };
+    let cases = [
+        ("empty annotations", classic_message(list("{}"))),
+        (
+            "annotations of other kinds",
+            classic_message(list(r#"{"type":"USER_MENTION"}"#)),
+        ),
+        (
+            "action parameters",
+            format!(
+                r#"{{"type":"CARD_CLICKED","eventTime":"2026-11-29T10:00:00Z","space":{{"name":"spaces/A"}},"action":{{"actionMethodName":"a","parameters":[{}]}}}}"#,
+                list(r#"{"key":"k","value":"v"}"#)
+            ),
+        ),
+        (
+            "add-on parameters",
+            format!(
+                r#"{{"commonEventObject":{{"invokedFunction":"a","parameters":{{{}}}}},"chat":{{"eventTime":"2026-11-29T10:00:00Z","buttonClickedPayload":{{"space":{{"name":"spaces/A"}}}}}}}}"#,
+                (0..ITEMS)
+                    .map(|i| format!(r#""k{i}":"v""#))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
+        (
+            "add-on unknown fields",
+            format!(
+                r#"{{"chat":{{"eventTime":"2026-11-29T10:00:00Z","messagePayload":{{"space":{{"name":"spaces/A"}},"message":{{"name":"spaces/A/messages/M.M","text":"x"}}}},"extra":[{}]}}}}"#,
+                list("{}")
+            ),
+        ),
+        (
+            "add-on unknown payload",
+            format!(
+                r#"{{"chat":{{"eventTime":"2026-11-29T10:00:00Z","space":{{"name":"spaces/A"}},"futurePayload":[{}]}}}}"#,
+                list("{}")
+            ),
+        ),
+    ];
+    for (what, data) in cases {
+        let (result, peak) = decode_measured(data.as_bytes());
+        assert!(
+            peak <= bound(data.len()),
+            "{what}: {peak} bytes at the peak for {} of input ({result:?})",
+            data.len()
+        );
+        if let Err(e) = &result {
+            // Refused for holding too many entries, never anything else.
+            assert_eq!(e.reason(), "wrong_shape", "{what}: {e}");
+        }
+    }
+}

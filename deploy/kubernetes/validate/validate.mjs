@@ -77,7 +77,7 @@ function check(ok, what) {
   if (!ok) failures += 1;
 }
 
-for (const kind of ["Deployment", "ServiceAccount", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication", "ConfigMap"]) {
+for (const kind of ["Deployment", "ServiceAccount", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication", "ConfigMap", "NetworkPolicy"]) {
   check(kind in seen, `the base has a ${kind}`);
 }
 const deployment = seen.Deployment;
@@ -98,6 +98,26 @@ if (deployment && seen.ConfigMap) {
     "the ServiceAccount is annotated for Workload Identity");
   check(seen.ScaledObject?.spec.scaleTargetRef.name === deployment.metadata.name,
     "the ScaledObject scales the Deployment");
+  check(pod.automountServiceAccountToken === false,
+    "no Kubernetes API token is mounted (automountServiceAccountToken: false)");
+  // The memory limit covers what the flow-control settings let the worker
+  // hold: about 30 MiB of its own, the payloads and their decoded events,
+  // and one event being decoded (at most 16 times its size).
+  const MiB = 1024 * 1024;
+  const setting = (name, fallback) => Number((toml.match(new RegExp(`${name}\\s*=\\s*(\\d+)`)) || [])[1] ?? fallback);
+  const heldBytes = setting("max_outstanding_bytes", 64 * MiB);
+  const eventBytes = setting("max_event_bytes", MiB);
+  const needed = 30 * MiB + 2 * heldBytes + 16 * eventBytes;
+  const limit = container.resources?.limits?.memory ?? "";
+  const limitBytes = Number((limit.match(/^(\d+)Mi$/) || [])[1] ?? 0) * MiB;
+  check(limitBytes >= needed,
+    `the memory limit (${limit}) covers what flow control lets the worker hold (${Math.ceil(needed / MiB)}Mi)`);
+  const policy = seen.NetworkPolicy;
+  const opsPort = port?.containerPort;
+  const ingress = policy?.spec.ingress ?? [];
+  check(policy?.spec.policyTypes?.includes("Ingress") === true
+      && ingress.every((rule) => (rule.ports ?? []).length > 0 && rule.ports.every((p) => p.port === opsPort)),
+    "ingress is denied but for the ops port");
 }
 if (failures > 0) {
   console.log(`${failures} problem(s)`);

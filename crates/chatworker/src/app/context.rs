@@ -74,6 +74,8 @@ struct Inner {
     event: Arc<Event>,
     identity: String,
     next: AtomicUsize,
+    /// Calls made through the outlet: creates, updates and deletes.
+    writes: AtomicUsize,
     markup: Markup,
 }
 
@@ -111,6 +113,7 @@ impl Context {
                 event,
                 identity,
                 next: AtomicUsize::new(0),
+                writes: AtomicUsize::new(0),
                 markup,
             }),
             state: Arc::new(()),
@@ -149,6 +152,12 @@ impl<S> Context<S> {
         self.inner.next.load(Ordering::SeqCst)
     }
 
+    /// Whether the handler wrote anything through this context: created,
+    /// updated or deleted a message.
+    pub(crate) fn wrote(&self) -> bool {
+        self.inner.writes.load(Ordering::SeqCst) > 0
+    }
+
     /// Sends `reply` now (in the event's thread unless it says otherwise)
     /// and returns its name. Long text is split into several messages in
     /// one thread; the name is the first one's. A reply built with
@@ -172,6 +181,7 @@ impl<S> Context<S> {
             .name()
             .ok_or_else(|| SendError::permanent("a composed message has no ID"))?;
         for message in &messages {
+            inner.writes.fetch_add(1, Ordering::SeqCst);
             inner.outlet.create(message).await?;
         }
         Ok(Sent { name: first })
@@ -208,11 +218,13 @@ impl<S> Context<S> {
         let reply = reply.into();
         check_cards(&reply.cards)?;
         let content = Content::of(reply, self.inner.markup);
+        self.inner.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.outlet.update(name, &content).await
     }
 
     /// Deletes the app's message `name`; one already gone counts as deleted.
     pub async fn delete(&self, name: &MessageName) -> Result<(), SendError> {
+        self.inner.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.outlet.delete(name).await
     }
 
@@ -221,6 +233,13 @@ impl<S> Context<S> {
     pub fn message_name(&self, space: Option<&SpaceName>, id: &ClientMessageId) -> MessageName {
         let space = space.unwrap_or(&self.inner.event.space.name);
         MessageName::in_space(space, id)
+    }
+
+    /// The name of this event's message named `key` ([`Reply::with_key`])
+    /// in the event's space, for [`Context::update`] and [`Context::delete`].
+    pub fn message_name_for_key(&self, key: &str) -> MessageName {
+        let id = crate::reply::ids::keyed_id(&self.inner.identity, key);
+        MessageName::in_space(&self.inner.event.space.name, &id)
     }
 
     fn event_message(&self) -> Result<MessageName, SendError> {

@@ -380,6 +380,18 @@ impl<S: Send + Sync + 'static> Service for App<S> {
             .collect()
     }
 
+    async fn refused(
+        &self,
+        ctx: &Context,
+        _event: &Event,
+        error: HandlerError,
+    ) -> Result<Answer, HandlerError> {
+        match &self.on_error {
+            Some(hook) => hook(ctx.with_state(self.state.clone()), error).await,
+            None => Err(error),
+        }
+    }
+
     async fn handle(&self, ctx: &Context, event: &Event) -> Result<Answer, HandlerError> {
         if !self.answer_bots && event.sender().is_some_and(|u| u.kind == UserKind::Bot) {
             return Ok(Answer::Skipped("bot_sender"));

@@ -90,6 +90,23 @@ pub trait Service: Send + Sync + 'static {
         event: &Event,
     ) -> impl Future<Output = Result<Answer, HandlerError>> + Send;
 
+    /// Called when Chat refused, for good, a reply this service answered
+    /// with (a card Chat would not take, a message ID another message
+    /// holds): the chance to tell the person, since the reply itself will
+    /// never appear. `error`'s cause is the [`crate::SendError`]. The
+    /// answer is sent like any other (a refusal of it is only logged); an
+    /// error settles the event as before. By default the error stands. An
+    /// [`crate::App`] hands it to its [`crate::App::on_error`] hook.
+    fn refused(
+        &self,
+        ctx: &Context,
+        event: &Event,
+        error: HandlerError,
+    ) -> impl Future<Output = Result<Answer, HandlerError>> + Send {
+        let _ = (ctx, event);
+        async move { Err(error) }
+    }
+
     /// The slash commands this service answers, as `(name, ID)`, for the
     /// local playground to annotate typed commands as Chat would. None by
     /// default; an [`crate::App`] lists the ones it registered.

@@ -2,6 +2,7 @@
 //! decides ack versus nack), with Chat's own answer kept as an
 //! [`ApiError`] and `Retry-After` read.
 
+use crate::reply::compose::NewMessage;
 use crate::reply::{ApiError, BoxError, SendError};
 use std::time::Duration;
 
@@ -50,15 +51,28 @@ pub(super) fn classify(e: google_cloud_gax::error::Error) -> SendError {
 
 /// Permanent or transient, from the status Chat answered with.
 pub(super) fn classify_status(answer: ApiError, retry_after: Option<Duration>) -> SendError {
-    match answer.code {
+    match (answer.code, answer.status.as_str()) {
         // 401: the token was rejected; a refreshed token (or a fixed
         // deployment) can succeed, and acking would lose the event.
-        401 | 408 | 429 | 500..=599 => SendError::Transient {
+        // 409 ABORTED: a concurrent change won; trying again can succeed.
+        (401 | 408 | 429 | 500..=599, _) | (409, "ABORTED") => SendError::Transient {
             source: answer.into(),
             retry_after,
         },
         _ => SendError::permanent(answer),
     }
+}
+
+/// What a 409 to a create means: `ALREADY_EXISTS` on our own ID, sent
+/// without a request ID (an ID derived from the event), is this event's
+/// message, created by an earlier delivery. Any other 409 is a failure:
+/// `ABORTED` is transient, and an ID the app chose that Chat holds although
+/// the request ID is this event's is taken by another message.
+pub(super) fn is_our_message(answer: &ApiError, message: &NewMessage) -> bool {
+    answer.code == 409
+        && answer.status == "ALREADY_EXISTS"
+        && message.id.is_some()
+        && message.request_id.is_none()
 }
 
 /// The metrics label of a typed client's failure: its HTTP status, or a
@@ -167,6 +181,41 @@ mod tests {
             assert!(!classify(answered(code)).is_transient(), "{code}");
         }
         assert!(!classify(Error::deser("garbled")).is_transient());
+    }
+
+    #[test]
+    fn only_already_exists_on_our_derived_id_is_delivery() {
+        use crate::names::{ClientMessageId, SpaceName};
+        use crate::reply::compose::Threading;
+        use crate::reply::{Markup, Notify};
+        let mut message = NewMessage {
+            space: SpaceName::parse("spaces/A").expect("space"),
+            id: Some(ClientMessageId::new("client-1").expect("id")),
+            request_id: None,
+            text: Some("hi".into()),
+            cards: Vec::new(),
+            thread: Threading::New,
+            accessory_buttons: Vec::new(),
+            private_to: None,
+            notify: Notify::Default,
+            markup: Markup::Chat,
+        };
+        let exists = ApiError::new(409, "ALREADY_EXISTS", "taken");
+        let aborted = ApiError::new(409, "ABORTED", "try again");
+        assert!(is_our_message(&exists, &message));
+        assert!(!is_our_message(&aborted, &message));
+        assert!(
+            classify_status(aborted, None).is_transient(),
+            "ABORTED is transient"
+        );
+        assert!(!classify_status(exists.clone(), None).is_transient());
+        // An ID the app chose comes with a request ID: a 409 means another
+        // message took it.
+        message.request_id = Some("r".into());
+        assert!(!is_our_message(&exists, &message));
+        message.request_id = None;
+        message.id = None;
+        assert!(!is_our_message(&exists, &message), "no ID of ours");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::names::{MessageName, SpaceName};
 use crate::ops::metrics::Metrics;
 use crate::reply::compose::{Content, Created, NewMessage, Threading, check_cards};
 use crate::reply::{ApiError, BoxError, Markup, Reply, SendError};
-use error::{api_error, classify, classify_status, label, retry_after};
+use error::{api_error, classify, classify_status, is_our_message, label, retry_after};
 use google_chat_v1::client::ChatService;
 use google_cloud_gax::options::RequestOptionsBuilder;
 use google_cloud_gax::retry_policy::NeverRetry;
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The OAuth scope of app authentication.
-pub const CHAT_BOT_SCOPE: &str = "https://www.googleapis.com/auth/chat.bot";
+pub(crate) const CHAT_BOT_SCOPE: &str = "https://www.googleapis.com/auth/chat.bot";
 
 /// The Chat API client, cheap to clone: how `chatworker send` and `check`
 /// reach Chat, and what the worker sends through.
@@ -156,6 +156,7 @@ impl ChatClient {
         let message = NewMessage {
             space: reply.space.unwrap_or_else(|| space.clone()),
             id: reply.id,
+            request_id: None,
             text: reply.text,
             cards: reply.cards,
             thread,
@@ -256,11 +257,19 @@ impl ChatClient {
                 self.count("create", answer.status.as_str());
                 match answer.status.as_u16() {
                     200..=299 => Ok((Created::New, answer.body)),
-                    409 if message.id.is_some() => Ok((Created::AlreadyExisted, answer.body)),
-                    code => Err(classify_status(
-                        api_error(code, &answer.body),
-                        answer.retry_after,
-                    )),
+                    code => {
+                        let refused = api_error(code, &answer.body);
+                        if is_our_message(&refused, message) {
+                            return Ok((Created::AlreadyExisted, answer.body));
+                        }
+                        if code == 409 && message.request_id.is_some() {
+                            tracing::warn!(
+                                id = message.id.as_ref().map_or("", |id| id.as_str()),
+                                "the message ID the app chose is taken by another message"
+                            );
+                        }
+                        Err(classify_status(refused, answer.retry_after))
+                    }
                 }
             }
         }

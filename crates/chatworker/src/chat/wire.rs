@@ -7,19 +7,26 @@ use crate::reply::{Card, Markup, Notify};
 use google_chat_v1::model;
 
 /// `…/v1/{space}/messages` and its query, with enums by name as the API
-/// reference writes them.
+/// reference writes them. The path is built from segments, each encoded, so
+/// that no part of a name can add a segment or climb out of its place (the
+/// names are checked when parsed, too).
 pub(super) fn create_url(endpoint: &reqwest::Url, message: &NewMessage) -> reqwest::Url {
     let mut url = endpoint.clone();
-    let path = format!(
-        "{}/v1/{}/messages",
-        url.path().trim_end_matches('/'),
-        message.space.as_str()
-    );
-    url.set_path(&path);
+    // An http(s) endpoint (checked when the settings were read) always has
+    // path segments.
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty()
+            .push("v1")
+            .extend(message.space.segments())
+            .push("messages");
+    }
     {
         let mut query = url.query_pairs_mut();
         if let Some(id) = &message.id {
             query.append_pair("messageId", id.as_str());
+        }
+        if let Some(request) = &message.request_id {
+            query.append_pair("requestId", request);
         }
         if !matches!(message.thread, Threading::New) {
             query.append_pair("messageReplyOption", "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
@@ -110,6 +117,7 @@ mod tests {
         let message = NewMessage {
             space: SpaceName::parse("spaces/AAA").expect("space"),
             id: Some(ClientMessageId::new("client-1").expect("id")),
+            request_id: None,
             text: Some("hi".into()),
             cards: Vec::new(),
             thread: Threading::Key("k".into()),
@@ -120,6 +128,11 @@ mod tests {
         };
         let url = create_url(&endpoint, &message);
         assert_eq!(url.path(), "/chat/v1/spaces/AAA/messages");
+        let bare = reqwest::Url::parse("https://chat.example").expect("url");
+        assert_eq!(
+            create_url(&bare, &message).path(),
+            "/v1/spaces/AAA/messages"
+        );
         let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         let pairs = [
             ("messageId", "client-1"),

@@ -49,13 +49,13 @@ use std::time::Duration;
 
 /// The runtime's defaults: `config/default.toml`, compiled in so that a
 /// binary runs from any directory.
-pub const DEFAULTS: &str = include_str!("../../../../config/default.toml");
+pub(crate) const DEFAULTS: &str = include_str!("../../../../config/default.toml");
 
 /// The file read when no file is given, if it exists.
-pub const DEFAULT_PATH: &str = "config/default.toml";
+pub(crate) const DEFAULT_PATH: &str = "config/default.toml";
 
 /// The prefix of environment variables that override settings.
-pub const ENV_PREFIX: &str = "CHATWORKER_";
+pub(crate) const ENV_PREFIX: &str = "CHATWORKER_";
 
 /// Google's convention for pointing clients at the Pub/Sub emulator.
 pub const EMULATOR_ENV: &str = "PUBSUB_EMULATOR_HOST";
@@ -228,8 +228,9 @@ pub struct ServerSettings {
     #[serde(deserialize_with = "parse::listen")]
     pub listen: Option<SocketAddr>,
     /// How long the pull loop may stall, or Pub/Sub stay unreachable,
-    /// before `/healthz` fails.
-    #[serde(with = "humantime_serde")]
+    /// before `/healthz` fails; at least 15s, three of the loop's 5 s beats,
+    /// or a busy moment would read as a stall.
+    #[serde(deserialize_with = "parse::duration_in::<_, 15_000, { u64::MAX }>")]
     pub stall_after: Duration,
 }
 
@@ -273,8 +274,9 @@ pub struct PubSubSettings {
     #[serde(deserialize_with = "parse::int_in::<_, i64, 10_485_760, { i64::MAX }>")]
     pub max_outstanding_bytes: i64,
     /// With no message for this long, Pub/Sub is probed, so that an outage
-    /// is logged (the subscriber reconnects silently); 0s turns it off.
-    #[serde(with = "humantime_serde")]
+    /// is logged (the subscriber reconnects silently); 0s turns it off, and
+    /// otherwise it is at least 1s (each probe is a call to Pub/Sub).
+    #[serde(deserialize_with = "parse::off_or_at_least::<_, 1_000>")]
     pub probe_interval: Duration,
     /// How far ahead each lease is extended (10s to 600s).
     #[serde(deserialize_with = "parse::duration_in::<_, 10_000, 600_000>")]
@@ -362,12 +364,17 @@ pub struct ChatSettings {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct WorkerSettings {
-    /// Threads handled at once.
-    #[serde(deserialize_with = "parse::count_from::<_, 1>")]
+    /// Threads handled at once (1 to 100,000).
+    #[serde(deserialize_with = "parse::count_in::<_, 1, 100_000>")]
     pub concurrency: usize,
     /// Time in-flight events get to finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// The largest event payload decoded, in bytes (64 KiB to 10 MiB,
+    /// Pub/Sub's largest message); a larger one is set aside, counted as
+    /// `too_large`, without being read.
+    #[serde(deserialize_with = "parse::int_in::<_, u32, 65_536, 10_485_760>")]
+    pub max_event_bytes: u32,
 }
 
 /// A setting that is missing or invalid.
@@ -399,7 +406,7 @@ impl ConfigError {
 }
 
 /// `pubsub.subscription` → `CHATWORKER_PUBSUB__SUBSCRIPTION`.
-pub fn env_name(setting: &str) -> String {
+pub(crate) fn env_name(setting: &str) -> String {
     format!("{ENV_PREFIX}{}", setting.to_uppercase().replace('.', "__"))
 }
 
@@ -429,6 +436,12 @@ impl Settings {
             ));
         }
         let chat = &self.chat;
+        if chat.retry_initial_backoff > chat.retry_budget {
+            return Err(ConfigError::new(
+                "chat.retry_initial_backoff",
+                "must not be above chat.retry_budget, or no retry would ever fit",
+            ));
+        }
         if chat.retry_max_backoff < chat.retry_initial_backoff {
             return Err(ConfigError::new(
                 "chat.retry_max_backoff",
@@ -573,6 +586,61 @@ mod tests {
         assert_eq!(e.setting, "chat.impersonate_service_account", "{e}");
         let e = load(&[SUB, ("CHATWORKER_CHAT__RETRY_BUDGET", "2h")]).expect_err("cross-field");
         assert_eq!(e.setting, "chat.retry_budget", "{e}");
+    }
+
+    #[test]
+    fn ranges_are_checked_with_the_setting_named() {
+        for (variable, value, setting) in [
+            ("CHATWORKER_SERVER__STALL_AFTER", "2s", "server.stall_after"),
+            (
+                "CHATWORKER_WORKER__CONCURRENCY",
+                "10000000000000000000",
+                "worker.concurrency",
+            ),
+            (
+                "CHATWORKER_WORKER__CONCURRENCY",
+                "200000",
+                "worker.concurrency",
+            ),
+            (
+                "CHATWORKER_PUBSUB__PROBE_INTERVAL",
+                "10ms",
+                "pubsub.probe_interval",
+            ),
+            (
+                "CHATWORKER_CHAT__RETRY_INITIAL_BACKOFF",
+                "45s",
+                "chat.retry_initial_backoff",
+            ),
+            (
+                "CHATWORKER_CHAT__ENDPOINT",
+                "http://chat.example.com",
+                "chat.endpoint",
+            ),
+            (
+                "CHATWORKER_CHAT__IAM_ENDPOINT",
+                "http://10.0.0.1:8080",
+                "chat.iam_endpoint",
+            ),
+            (
+                "CHATWORKER_WORKER__MAX_EVENT_BYTES",
+                "100",
+                "worker.max_event_bytes",
+            ),
+        ] {
+            let e = load(&[SUB, (variable, value)]).expect_err(variable);
+            assert_eq!(e.setting, setting, "{variable}={value}: {e}");
+        }
+        // And what stays allowed.
+        for (variable, value) in [
+            ("CHATWORKER_PUBSUB__PROBE_INTERVAL", "0s"),
+            ("CHATWORKER_CHAT__ENDPOINT", "http://127.0.0.1:8086"),
+            ("CHATWORKER_CHAT__ENDPOINT", "http://localhost:8086"),
+            ("CHATWORKER_CHAT__ENDPOINT", "http://[::1]:8086"),
+            ("CHATWORKER_CHAT__ENDPOINT", "https://chat.example.com"),
+        ] {
+            load(&[SUB, (variable, value)]).unwrap_or_else(|e| panic!("{variable}={value}: {e}"));
+        }
     }
 
     #[test]

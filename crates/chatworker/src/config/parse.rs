@@ -20,17 +20,49 @@ where
     }
 }
 
-/// An `http://` or `https://` URL.
+/// An `https://` URL, or `http://` on this machine only (the simulator, a
+/// local proxy): in plain HTTP a token would cross the network readable.
 pub(super) fn url<'de, D: Deserializer<'de>>(d: D) -> Result<reqwest::Url, D::Error> {
     let text = String::deserialize(d)?;
     let url = reqwest::Url::parse(text.trim())
         .map_err(|e| D::Error::custom(format!("{text:?} is not a URL: {e}")))?;
     match url.scheme() {
-        "http" | "https" if url.has_host() => Ok(url),
+        "https" if url.has_host() => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(D::Error::custom(format!(
+            "{text:?} is plain http:// to another machine; use https:// (http:// is for loopback only)"
+        ))),
         _ => Err(D::Error::custom(format!(
             "{text:?} is not an http:// or https:// URL"
         ))),
     }
+}
+
+/// Whether `url` names this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
+/// A duration that is either `0s` (off) or at least `MIN_MS` milliseconds.
+pub(super) fn off_or_at_least<'de, D, const MIN_MS: u64>(d: D) -> Result<Duration, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value: Duration = humantime_serde::deserialize(d)?;
+    let min = Duration::from_millis(MIN_MS);
+    if !value.is_zero() && value < min {
+        return Err(D::Error::custom(format!(
+            "must be 0s (off) or at least {min:?}"
+        )));
+    }
+    Ok(value)
 }
 
 /// A service account's email, `NAME@PROJECT.iam.gserviceaccount.com`;
@@ -68,14 +100,14 @@ where
     Ok(value)
 }
 
-/// A count of at least `MIN` (a `usize`, such as a concurrency).
-pub(super) fn count_from<'de, D, const MIN: usize>(d: D) -> Result<usize, D::Error>
+/// A count between `MIN` and `MAX` (a `usize`, such as a concurrency).
+pub(super) fn count_in<'de, D, const MIN: usize, const MAX: usize>(d: D) -> Result<usize, D::Error>
 where
     D: Deserializer<'de>,
 {
     let value = usize::deserialize(d)?;
-    if value < MIN {
-        return Err(D::Error::custom(format!("must be at least {MIN}")));
+    if !(MIN..=MAX).contains(&value) {
+        return Err(D::Error::custom(format!("must be between {MIN} and {MAX}")));
     }
     Ok(value)
 }

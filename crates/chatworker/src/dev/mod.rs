@@ -24,28 +24,28 @@
 use crate::app::Service;
 use crate::config::{Config, ConfigError, SubscriptionName, TopicName};
 use crate::pubsub::admin::{Admin, AdminError, SubscriptionSpec};
-pub use chatworker_sim::emulator::{Emulator, EmulatorError};
+use chatworker_sim::emulator::Emulator;
+pub use chatworker_sim::emulator::EmulatorError;
 pub use chatworker_sim::events::Format;
 use chatworker_sim::keys::issue_key_file;
 use chatworker_sim::{SimOptions, playground};
 use std::future::Future;
 use std::path::PathBuf;
 
-/// The project the local topic and subscription live in.
-pub const PROJECT: &str = "chatworker-dev";
 /// The local topic Chat's events go to.
 pub const TOPIC: &str = "projects/chatworker-dev/topics/chat-events";
 /// The worker's subscription to it, one per run (the process ID follows),
 /// so that a shared emulator hands this run nothing left over from another.
-pub const SUBSCRIPTION_PREFIX: &str = "projects/chatworker-dev/subscriptions/chatworker-";
+const SUBSCRIPTION_PREFIX: &str = "projects/chatworker-dev/subscriptions/chatworker-";
 
 /// How `dev` runs.
 #[derive(Clone, Debug)]
 pub struct DevOptions {
     /// Where the simulator and its playground listen.
     pub listen: String,
-    /// A settings file, as for `run` (the subscription and the Chat
-    /// endpoint are replaced by the local ones).
+    /// A settings file, read by [`run`] (the subscription and the Chat
+    /// endpoint are replaced by the local ones); [`run_with`] takes the
+    /// configuration already loaded instead.
     pub config: Option<PathBuf>,
     /// The event format the playground publishes by default.
     pub format: Format,
@@ -153,6 +153,12 @@ pub async fn run_with<A: Service>(
     let addr = listener
         .local_addr()
         .map_err(local("the listener's address"))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the playground listens beyond this machine: anyone who reaches it can act as any person and read every message"
+        );
+    }
     let key_path = dir.join("service-account.json");
     let key = issue_key_file(
         &key_path,

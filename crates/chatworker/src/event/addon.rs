@@ -2,7 +2,7 @@
 //! as Workspace add-ons: `commonEventObject` plus `chat` with one `*Payload`.
 
 use super::classic::{AppCommandMetadata, CommonEventObject};
-use super::wire::{ShapeError, WireMessage, WireSpace, WireThread, WireUser, thread_name};
+use super::wire::{ShapeError, Skip, WireMessage, WireSpace, WireThread, WireUser, thread_name};
 use super::{Event, EventFormat, EventKind};
 use serde::Deserialize;
 
@@ -13,8 +13,7 @@ pub(super) struct AddOnEvent {
     chat: ChatEvent,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 struct ChatEvent {
     user: Option<WireUser>,
     space: Option<WireSpace>,
@@ -25,10 +24,57 @@ struct ChatEvent {
     button_clicked_payload: Option<Payload>,
     widget_updated_payload: Option<Payload>,
     app_command_payload: Option<Payload>,
-    /// Any other field: a payload kind this version does not know is recognised
-    /// by its `…Payload` name.
-    #[serde(flatten)]
-    other: serde_json::Map<String, serde_json::Value>,
+    /// The first other `…Payload` field: a payload kind this version does
+    /// not know, recognised by its name (its value is skipped, not kept).
+    unknown_payload: Option<String>,
+}
+
+/// Read field by field: the fields this version knows into their types,
+/// any other one skipped as it is read. (`#[serde(flatten)]` into a map
+/// would buffer every field, and keep whatever unknown ones carry.)
+impl<'de> Deserialize<'de> for ChatEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ChatEvent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the add-on event's chat object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<ChatEvent, M::Error> {
+                let mut event = ChatEvent::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "user" => event.user = map.next_value()?,
+                        "space" => event.space = map.next_value()?,
+                        "eventTime" => event.event_time = map.next_value()?,
+                        "messagePayload" => event.message_payload = map.next_value()?,
+                        "addedToSpacePayload" => event.added_to_space_payload = map.next_value()?,
+                        "removedFromSpacePayload" => {
+                            event.removed_from_space_payload = map.next_value()?
+                        }
+                        "buttonClickedPayload" => {
+                            event.button_clicked_payload = map.next_value()?
+                        }
+                        "widgetUpdatedPayload" => {
+                            event.widget_updated_payload = map.next_value()?
+                        }
+                        "appCommandPayload" => event.app_command_payload = map.next_value()?,
+                        other => {
+                            if event.unknown_payload.is_none() && other.ends_with("Payload") {
+                                event.unknown_payload = Some(other.chars().take(64).collect());
+                            }
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(event)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 /// The union of the payloads' fields; each payload uses a subset.
@@ -62,13 +108,8 @@ impl AddOnEvent {
             (EventKind::AppCommand(metadata.into_domain()), p)
         } else {
             let type_name = chat
-                .other
-                .keys()
-                .find(|k| k.ends_with("Payload"))
-                .ok_or_else(|| ShapeError("chat holds no event payload".into()))?
-                .chars()
-                .take(64)
-                .collect();
+                .unknown_payload
+                .ok_or_else(|| ShapeError("chat holds no event payload".into()))?;
             (EventKind::Unknown { type_name }, Payload::default())
         };
         let space = payload

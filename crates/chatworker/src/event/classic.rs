@@ -25,7 +25,7 @@ pub(super) struct ClassicEvent {
 #[serde(rename_all = "camelCase")]
 struct FormAction {
     action_method_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::wire::bounded_list")]
     parameters: Vec<ActionParameter>,
 }
 
@@ -40,7 +40,7 @@ struct ActionParameter {
 #[serde(rename_all = "camelCase")]
 pub(super) struct CommonEventObject {
     pub invoked_function: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::wire::bounded_map")]
     pub parameters: HashMap<String, String>,
 }
 

@@ -3,6 +3,7 @@
 use super::Event;
 use super::addon::AddOnEvent;
 use super::classic::ClassicEvent;
+use super::wire::Skip;
 
 /// Why a Pub/Sub message could not be decoded into an event. Every variant
 /// leads to the same fate: the message is logged with its Pub/Sub ID, counted
@@ -20,6 +21,15 @@ pub enum DecodeError {
     /// The payload is JSON but not shaped like either event format.
     #[error("the payload is not a Chat event: {0}")]
     Shape(String),
+    /// The payload is larger than the worker accepts
+    /// (`worker.max_event_bytes`); it was not read.
+    #[error("the payload is {bytes} bytes, over the {max} accepted")]
+    TooLarge {
+        /// The payload's size.
+        bytes: usize,
+        /// The most accepted.
+        max: usize,
+    },
 }
 
 impl DecodeError {
@@ -29,6 +39,7 @@ impl DecodeError {
             Self::Empty => "empty",
             Self::NotJson(_) => "not_json",
             Self::Shape(_) => "wrong_shape",
+            Self::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -108,49 +119,5 @@ impl<'de> serde::Deserialize<'de> for TopLevel {
             }
         }
         deserializer.deserialize_map(Keys)
-    }
-}
-
-/// Any JSON value, read and dropped. Unlike `serde::de::IgnoredAny`, it
-/// descends through `deserialize_any`, so serde_json's nesting limit still
-/// refuses hostile input, as it would have building a tree.
-struct Skip;
-
-impl<'de> serde::Deserialize<'de> for Skip {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Any;
-        impl<'de> serde::de::Visitor<'de> for Any {
-            type Value = Skip;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_unit<E>(self) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-                while map.next_entry::<Skip, Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-        }
-        deserializer.deserialize_any(Any)
     }
 }

@@ -60,7 +60,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every label [`EventKind::label`] gives.
-    pub const LABELS: [&'static str; 7] = [
+    pub(crate) const LABELS: [&'static str; 7] = [
         "MESSAGE",
         "ADDED_TO_SPACE",
         "REMOVED_FROM_SPACE",
@@ -224,14 +224,20 @@ impl Event {
     /// and for either format: it is what reply IDs are derived from, so a
     /// duplicate publish of one event cannot produce a second visible reply.
     ///
-    /// `None` when the event carries neither a time nor a message name, so
-    /// two different events could not be told apart; the caller then falls
-    /// back to the Pub/Sub message ID.
+    /// `None` when two different events could not be told apart: a message
+    /// event with neither a time nor a message name, or any other event
+    /// without a time (two identical clicks on one card differ only by it).
+    /// The caller then falls back to the Pub/Sub message ID.
     pub fn identity(&self) -> Option<String> {
         let message = self.message.as_ref().and_then(|m| m.name.as_ref());
-        if self.time.is_none() && message.is_none() {
+        // A message event names a message of its own; any other event (a
+        // click on a card, say, which names the card's message) is told
+        // apart from the next one like it only by its time.
+        let own_message = matches!(self.kind, EventKind::Message) && message.is_some();
+        if self.time.is_none() && !own_message {
             return None;
         }
+        let time = self.time.as_deref().map(normalize_time);
         let action = match &self.kind {
             EventKind::CardClicked(a) | EventKind::WidgetUpdated(a) => a.name.as_str(),
             _ => "",
@@ -242,16 +248,43 @@ impl Event {
             self.kind.label(),
             self.space.name,
             message.map(MessageName::as_str).unwrap_or(""),
-            self.time.as_deref().unwrap_or(""),
+            time.as_deref().unwrap_or(""),
             user.map(UserName::as_str).unwrap_or(""),
             action,
         ))
     }
 }
 
+/// An RFC 3339 time in one canonical form (UTC, `Z`, as many fractional
+/// digits as it needs), so that the two event formats, which may write the
+/// same instant differently, give one identity; a time that does not parse
+/// is kept as written.
+fn normalize_time(time: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(time.trim()) {
+        Ok(at) => at
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        Err(_) => time.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_compared_as_instants() {
+        let canonical = "2026-01-02T03:04:05.678Z";
+        for same in [
+            "2026-01-02T03:04:05.678Z",
+            "2026-01-02T03:04:05.678000Z",
+            "2026-01-02T03:04:05.678000000Z",
+            "2026-01-02T04:04:05.678+01:00",
+        ] {
+            assert_eq!(normalize_time(same), canonical, "{same}");
+        }
+        assert_eq!(normalize_time("yesterday"), "yesterday");
+    }
 
     #[test]
     fn every_label_is_listed() {

@@ -43,8 +43,10 @@ pub(super) struct WireMessage {
     pub sender: Option<WireUser>,
     pub thread: Option<WireThread>,
     pub slash_command: Option<WireSlashCommand>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub annotations: Vec<WireAnnotation>,
+    /// The `SLASH_COMMAND` annotation's command, the only annotation read:
+    /// the list is scanned, never kept, so a huge one costs no memory.
+    #[serde(default, rename = "annotations", deserialize_with = "slash_annotation")]
+    pub slash_annotation: Option<WireSlashCommandMetadata>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,11 +165,7 @@ impl WireMessage {
         let thread = thread_name(self.thread.as_ref())?;
         // The command's name lives in the SLASH_COMMAND annotation; its ID in
         // both the annotation and `message.slashCommand`.
-        let annotation = self
-            .annotations
-            .into_iter()
-            .find(|a| a.kind.as_deref() == Some("SLASH_COMMAND"))
-            .and_then(|a| a.slash_command);
+        let annotation = self.slash_annotation;
         let slash_command = match (self.slash_command, annotation) {
             (None, None) => None,
             (command, annotation) => {
@@ -190,12 +188,148 @@ impl WireMessage {
     }
 }
 
-/// proto3 JSON: `null` stands for the default, an empty list.
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+/// The most entries a list or map of an event may have (card action
+/// parameters, say): more is no event Chat sends, and refusing it bounds
+/// what decoding holds.
+pub(super) const MAX_ENTRIES: usize = 256;
+
+/// The first `SLASH_COMMAND` annotation's command, from a list read one
+/// element at a time (`null` is an empty list, as proto3 JSON has it).
+fn slash_annotation<'de, D>(deserializer: D) -> Result<Option<WireSlashCommandMetadata>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Annotations;
+    impl<'de> serde::de::Visitor<'de> for Annotations {
+        type Value = Option<WireSlashCommandMetadata>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of annotations")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(annotation) = seq.next_element::<WireAnnotation>()? {
+                if found.is_none() && annotation.kind.as_deref() == Some("SLASH_COMMAND") {
+                    found = annotation.slash_command;
+                }
+            }
+            Ok(found)
+        }
+    }
+    deserializer.deserialize_any(Annotations)
+}
+
+/// A list of at most [`MAX_ENTRIES`] elements (`null` is an empty list).
+pub(super) fn bounded_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de>,
 {
-    use serde::Deserialize;
-    Option::<Vec<T>>::deserialize(deserializer).map(Option::unwrap_or_default)
+    struct List<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for List<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_ENTRIES} entries")
+        }
+        fn visit_unit<E>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if list.len() == MAX_ENTRIES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_ENTRIES} entries"
+                    )));
+                }
+                list.push(item);
+            }
+            Ok(list)
+        }
+    }
+    deserializer.deserialize_any(List(std::marker::PhantomData))
+}
+
+/// A map of at most [`MAX_ENTRIES`] string entries (`null` is empty).
+pub(super) fn bounded_map<'de, D>(
+    deserializer: D,
+) -> Result<std::collections::HashMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Map;
+    impl<'de> serde::de::Visitor<'de> for Map {
+        type Value = std::collections::HashMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a map of at most {MAX_ENTRIES} entries")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Self::Value::new())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Self::Value::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if entries.len() == MAX_ENTRIES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_ENTRIES} entries"
+                    )));
+                }
+                entries.insert(key, value);
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_any(Map)
+}
+
+/// Any JSON value, read and dropped. Unlike `serde::de::IgnoredAny`, it
+/// descends through `deserialize_any`, so serde_json's nesting limit still
+/// refuses hostile input, as it would have building a tree.
+pub(super) struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Any;
+        impl<'de> serde::de::Visitor<'de> for Any {
+            type Value = Skip;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        deserializer.deserialize_any(Any)
+    }
 }

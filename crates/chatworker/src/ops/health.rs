@@ -59,6 +59,11 @@ impl Status {
             .store(if ok { OK } else { FAILED }, Relaxed);
     }
 
+    /// Whether Chat API credentials were obtained (or a call succeeded).
+    pub(crate) fn has_credentials(&self) -> bool {
+        self.credentials.load(Relaxed) == OK
+    }
+
     /// The subscription answered at start-up.
     pub(crate) fn subscription_reachable(&self) {
         self.subscription.store(true, Relaxed);

@@ -57,6 +57,9 @@ pub struct Metrics {
     chat_retries: Counter,
     quota_waits: Counter,
     lane_waits: Counter,
+    handler_panics: Counter,
+    deferred: Counter,
+    returned: Counter,
     quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     in_flight: Gauge,
     stream_reconnects: Counter,
@@ -91,6 +94,13 @@ pub struct Snapshot {
     /// Events that were ready to run but waited for a free lane
     /// (`worker.concurrency` reached).
     pub lane_waits: u64,
+    /// Events whose handler panicked.
+    pub handler_panics: u64,
+    /// Events nacked to come back in their turn (an earlier event of their
+    /// thread failed for now).
+    pub events_deferred: u64,
+    /// Events returned to Pub/Sub at once: their space held all it may.
+    pub events_returned: u64,
     /// Times the connection to Pub/Sub broke (each incident once).
     pub stream_reconnects: u64,
     /// Events acked without a reply, by reason.
@@ -121,6 +131,9 @@ impl Default for Metrics {
         let chat_retries = Counter::default();
         let quota_waits = Counter::default();
         let lane_waits = Counter::default();
+        let handler_panics = Counter::default();
+        let deferred = Counter::default();
+        let returned = Counter::default();
         let quota_wait_seconds = Counter::default();
         let in_flight = Gauge::default();
         let stream_reconnects = Counter::default();
@@ -186,6 +199,21 @@ impl Default for Metrics {
             "Events ready to run that waited for a free lane: worker.concurrency was reached",
             lane_waits.clone(),
         );
+        r.register(
+            "handler_panics",
+            "Events whose handler panicked (each is then nacked, or set aside without a dead-letter policy)",
+            handler_panics.clone(),
+        );
+        r.register(
+            "events_deferred",
+            "Events nacked to come back in their turn: an earlier event of their thread failed for now",
+            deferred.clone(),
+        );
+        r.register(
+            "events_returned",
+            "Events nacked at once because their space held all it may (its write quota could not answer them within half the lease)",
+            returned.clone(),
+        );
         r.register_with_unit(
             "handling_latency",
             "Time from the worker receiving an event to the start of its first Chat API request (queueing and the handler included; quota waits not)",
@@ -223,6 +251,9 @@ impl Default for Metrics {
             chat_retries,
             quota_waits,
             lane_waits,
+            handler_panics,
+            deferred,
+            returned,
             quota_wait_seconds,
             in_flight,
             stream_reconnects,
@@ -285,6 +316,15 @@ impl Metrics {
     pub(crate) fn lane_waited(&self) {
         self.lane_waits.inc();
     }
+    pub(crate) fn handler_panicked(&self) {
+        self.handler_panics.inc();
+    }
+    pub(crate) fn deferred(&self) {
+        self.deferred.inc();
+    }
+    pub(crate) fn returned(&self) {
+        self.returned.inc();
+    }
     pub(crate) fn stream_incident(&self) {
         self.stream_reconnects.inc();
     }
@@ -330,6 +370,9 @@ impl Metrics {
             quota_waits: self.quota_waits.get(),
             quota_wait_seconds: self.quota_wait_seconds.get(),
             lane_waits: self.lane_waits.get(),
+            handler_panics: self.handler_panics.get(),
+            events_deferred: self.deferred.get(),
+            events_returned: self.returned.get(),
             stream_reconnects: self.stream_reconnects.get(),
             events_dropped,
         }

@@ -52,6 +52,9 @@ pub struct Reply {
     /// The message ID to use instead of the one derived from the event, so
     /// that a later event can update or delete the message by that ID.
     pub id: Option<ClientMessageId>,
+    /// A name for the message within its event: its ID derives from the
+    /// event and this key instead of its position ([`Reply::with_key`]).
+    pub key: Option<String>,
     /// Show the message to this person only (`privateMessageViewer`).
     pub private_to: Option<UserName>,
     /// How Chat notifies the space's members.
@@ -180,8 +183,25 @@ impl Reply {
     /// Gives the message this ID (`client-…`) instead of one derived from
     /// the event, so that later events can update or delete it by name:
     /// `spaces/S/messages/client-…`.
+    ///
+    /// The ID is yours to keep unique in the space: a redelivery of the
+    /// same event finds its message again (the worker sends a request ID
+    /// derived from the event with it), but an ID that an earlier, different
+    /// message already took is refused, and the refusal reaches the error
+    /// hook rather than being taken for delivery.
     pub fn with_id(mut self, id: ClientMessageId) -> Self {
         self.id = Some(id);
+        self
+    }
+
+    /// Names the message within its event: its ID derives from the event
+    /// and `key` rather than from its position among the event's messages,
+    /// so it stays the same however the handler's sends are ordered (when
+    /// which messages it sends depends on state, say). The same event with
+    /// the same key always yields the same ID; see
+    /// [`crate::Context::message_name_for_key`].
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
         self
     }
 

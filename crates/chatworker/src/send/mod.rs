@@ -13,10 +13,26 @@ use crate::names::{MessageName, SpaceName};
 use crate::ops::metrics::Metrics;
 use crate::reply::SendError;
 use crate::reply::compose::{Content, Created, NewMessage};
+use futures::future::BoxFuture;
 use quota::WriteQuota;
 use retry::RetryPolicy;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+/// The one a write is made for: one delivery's handler. While a write waits
+/// for something that is not work (a write slot, a backoff before a retry)
+/// it gives up its lane, so that a hot space's waits do not keep other
+/// spaces from being answered, and it bounds how long its writes may keep
+/// retrying: one deadline for the whole delivery, however many messages.
+pub(crate) trait Turn: Send + Sync {
+    /// Gives the lane up, if held.
+    fn release(&self);
+    /// Takes a lane again (at once if still held).
+    fn reacquire(&self) -> BoxFuture<'_, ()>;
+    /// When the delivery's retries must stop: past it, a transient failure
+    /// nacks the event instead of waiting to retry.
+    fn retry_deadline(&self) -> Instant;
+}
 
 /// Sends messages: quota, then the call, retried.
 pub(crate) struct Sender {
@@ -42,9 +58,14 @@ impl Sender {
     }
 
     /// Creates `message`, waiting for a quota slot before each attempt and
-    /// retrying transient failures. The error is the last attempt's.
-    pub(crate) async fn create(&self, message: &NewMessage) -> Result<Created, SendError> {
-        self.write(&message.space, || async {
+    /// retrying transient failures until `turn`'s deadline. The error is the
+    /// last attempt's.
+    pub(crate) async fn create(
+        &self,
+        message: &NewMessage,
+        turn: &dyn Turn,
+    ) -> Result<Created, SendError> {
+        self.write(&message.space, turn, || async {
             self.chat.create(message).await.map(|(created, _)| created)
         })
         .await
@@ -56,31 +77,44 @@ impl Sender {
         &self,
         name: &MessageName,
         content: &Content,
+        turn: &dyn Turn,
     ) -> Result<(), SendError> {
-        self.write(&name.space(), || self.chat.update(name, content))
+        self.write(&name.space(), turn, || self.chat.update(name, content))
             .await
     }
 
     /// Deletes the app's message `name`, like [`Sender::create`].
-    pub(crate) async fn delete(&self, name: &MessageName) -> Result<(), SendError> {
-        self.write(&name.space(), || self.chat.delete(name)).await
+    pub(crate) async fn delete(
+        &self,
+        name: &MessageName,
+        turn: &dyn Turn,
+    ) -> Result<(), SendError> {
+        self.write(&name.space(), turn, || self.chat.delete(name))
+            .await
     }
 
-    async fn write<T, F, Fut>(&self, space: &SpaceName, call: F) -> Result<T, SendError>
+    async fn write<T, F, Fut>(
+        &self,
+        space: &SpaceName,
+        turn: &dyn Turn,
+        call: F,
+    ) -> Result<T, SendError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, SendError>>,
     {
         let mut delays = self.policy.delays();
-        let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
-            self.quota.acquire(space).await;
+            self.quota.acquire(space, turn).await;
             let (error, retry_after) = match call().await {
                 Err(e @ SendError::Transient { retry_after, .. }) => (e, retry_after),
                 done => return done,
             };
-            let Some(delay) = self.policy.next_delay(&mut delays, waited, retry_after) else {
+            let remaining = turn
+                .retry_deadline()
+                .saturating_duration_since(Instant::now());
+            let Some(delay) = self.policy.next_delay(&mut delays, remaining, retry_after) else {
                 return Err(error);
             };
             tracing::debug!(
@@ -91,9 +125,9 @@ impl Sender {
                 "Chat API call failed; retrying"
             );
             self.metrics.chat_retried();
-            let started = Instant::now();
+            turn.release();
             tokio::time::sleep(delay).await;
-            waited += started.elapsed();
+            turn.reacquire().await;
             attempt += 1;
         }
     }

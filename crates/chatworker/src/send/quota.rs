@@ -3,6 +3,7 @@
 //! instead of collecting 429s. GCRA limiters from `governor`; knows nothing
 //! of Pub/Sub or of what is written.
 
+use super::Turn;
 use crate::names::SpaceName;
 use crate::ops::metrics::Metrics;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -35,14 +36,16 @@ impl WriteQuota {
     }
 
     /// Waits until one more write into `space` fits both quotas, and takes
-    /// the slot. Returns how long it waited.
-    pub(crate) async fn acquire(&self, space: &SpaceName) -> Duration {
+    /// the slot. While it waits, `turn` gives up its lane. Returns how long
+    /// it waited.
+    pub(crate) async fn acquire(&self, space: &SpaceName, turn: &dyn Turn) -> Duration {
         let started = Instant::now();
         let mut waited = false;
         if let Some(limiter) = &self.space {
             let key = space.to_string();
             if limiter.check_key(&key).is_err() {
                 waited = true;
+                turn.release();
                 limiter.until_key_ready(&key).await;
             }
             if self.acquired.fetch_add(1, Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
@@ -54,13 +57,14 @@ impl WriteQuota {
             && limiter.check().is_err()
         {
             waited = true;
+            turn.release();
             limiter.until_ready().await;
         }
-        let elapsed = started.elapsed();
         if waited {
-            self.metrics.quota_waited(elapsed);
+            turn.reacquire().await;
+            self.metrics.quota_waited(started.elapsed());
         }
-        elapsed
+        started.elapsed()
     }
 }
 
@@ -88,7 +92,9 @@ mod tests {
         let quota = WriteQuota::new(600, 0, metrics.clone());
         let started = Instant::now();
         for _ in 0..15 {
-            quota.acquire(&space("spaces/AAAA")).await;
+            quota
+                .acquire(&space("spaces/AAAA"), &Counted::default())
+                .await;
         }
         // 10 at once, then 5 more at 100 ms each.
         let elapsed = started.elapsed();
@@ -101,7 +107,9 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let quota = WriteQuota::new(60, 0, metrics.clone());
         for i in 0..20 {
-            let waited = quota.acquire(&space(&format!("spaces/S{i:03}"))).await;
+            let waited = quota
+                .acquire(&space(&format!("spaces/S{i:03}")), &Counted::default())
+                .await;
             assert!(waited < Duration::from_millis(50), "{waited:?}");
         }
         assert_eq!(metrics.snapshot().quota_waits, 0);
@@ -109,9 +117,57 @@ mod tests {
         let quota = WriteQuota::new(0, 600, metrics.clone());
         let started = Instant::now();
         for i in 0..15 {
-            quota.acquire(&space(&format!("spaces/S{i:03}"))).await;
+            quota
+                .acquire(&space(&format!("spaces/S{i:03}")), &Counted::default())
+                .await;
         }
         assert!(started.elapsed() >= Duration::from_millis(450));
+    }
+
+    /// A turn that counts how often it was given up and taken back.
+    #[derive(Default)]
+    struct Counted {
+        released: std::sync::atomic::AtomicU32,
+        reacquired: std::sync::atomic::AtomicU32,
+    }
+
+    impl Turn for Counted {
+        fn release(&self) {
+            self.released.fetch_add(1, Relaxed);
+        }
+        fn reacquire(&self) -> futures::future::BoxFuture<'_, ()> {
+            self.reacquired.fetch_add(1, Relaxed);
+            Box::pin(async {})
+        }
+        fn retry_deadline(&self) -> Instant {
+            Instant::now()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waits_gives_up_its_lane_meanwhile() {
+        let metrics = Arc::new(Metrics::default());
+        let quota = WriteQuota::new(600, 0, metrics);
+        let turn = Counted::default();
+        for _ in 0..10 {
+            quota.acquire(&space("spaces/HOT"), &turn).await;
+        }
+        assert_eq!(
+            turn.released.load(Relaxed),
+            0,
+            "a burst's share waits for nothing"
+        );
+        quota.acquire(&space("spaces/HOT"), &turn).await;
+        assert_eq!(
+            turn.released.load(Relaxed),
+            1,
+            "the lane is given up while waiting"
+        );
+        assert_eq!(
+            turn.reacquired.load(Relaxed),
+            1,
+            "and taken back before the write"
+        );
     }
 
     #[test]

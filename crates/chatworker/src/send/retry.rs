@@ -1,6 +1,7 @@
 //! How transient failures are retried within one delivery: exponential
-//! backoff with jitter (`backon`), `Retry-After` honoured, all within a
-//! budget of time.
+//! backoff with jitter (`backon`), `Retry-After` honoured, all before the
+//! delivery's deadline (which the worker derives from `chat.retry_budget`,
+//! itself below the lease).
 
 use crate::config::ChatSettings;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -15,8 +16,6 @@ pub(crate) struct RetryPolicy {
     pub initial: Duration,
     /// The longest delay.
     pub max: Duration,
-    /// The most time spent waiting between attempts of one send.
-    pub budget: Duration,
 }
 
 impl RetryPolicy {
@@ -26,7 +25,6 @@ impl RetryPolicy {
             attempts: chat.retry_attempts,
             initial: chat.retry_initial_backoff,
             max: chat.retry_max_backoff,
-            budget: chat.retry_budget,
         }
     }
 
@@ -42,16 +40,18 @@ impl RetryPolicy {
     }
 
     /// The wait before the next attempt, or `None` when the policy gives
-    /// up. `Retry-After` replaces the backoff delay when it is longer.
+    /// up: out of attempts, or the wait would not end before the delivery's
+    /// deadline, `remaining` from now. `Retry-After` replaces the backoff
+    /// delay when it is longer.
     pub(super) fn next_delay(
         &self,
         delays: &mut impl Iterator<Item = Duration>,
-        waited: Duration,
+        remaining: Duration,
         retry_after: Option<Duration>,
     ) -> Option<Duration> {
         let backoff = delays.next()?;
         let delay = retry_after.map_or(backoff, |r| r.max(backoff));
-        (waited + delay <= self.budget).then_some(delay)
+        (delay <= remaining).then_some(delay)
     }
 }
 
@@ -64,7 +64,6 @@ mod tests {
             attempts: 5,
             initial: Duration::from_millis(100),
             max: Duration::from_millis(400),
-            budget: Duration::from_secs(2),
         }
     }
 
@@ -80,27 +79,20 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_wins_when_longer_and_the_budget_bounds_the_total() {
+    fn retry_after_wins_when_longer_and_the_deadline_bounds_the_wait() {
         let p = policy();
+        let two_seconds = Duration::from_secs(2);
         let mut delays = p.delays();
-        let d = p.next_delay(
-            &mut delays,
-            Duration::ZERO,
-            Some(Duration::from_millis(1500)),
-        );
+        let d = p.next_delay(&mut delays, two_seconds, Some(Duration::from_millis(1500)));
         assert_eq!(d, Some(Duration::from_millis(1500)));
         // Shorter than the backoff: the backoff stands.
-        let d = p.next_delay(&mut delays, Duration::ZERO, Some(Duration::from_millis(1)));
+        let d = p.next_delay(&mut delays, two_seconds, Some(Duration::from_millis(1)));
         assert!(d.is_some_and(|d| d >= Duration::from_millis(200)));
-        // Past the budget: give up rather than hold the lease.
-        let d = p.next_delay(&mut delays, Duration::from_millis(1900), None);
+        // Too close to the deadline: give up rather than hold the lease.
+        let d = p.next_delay(&mut delays, Duration::from_millis(100), None);
         assert_eq!(d, None);
-        let d = p.next_delay(
-            &mut p.delays(),
-            Duration::ZERO,
-            Some(Duration::from_secs(3)),
-        );
-        assert_eq!(d, None, "a Retry-After beyond the budget nacks at once");
+        let d = p.next_delay(&mut p.delays(), two_seconds, Some(Duration::from_secs(3)));
+        assert_eq!(d, None, "a Retry-After beyond the deadline nacks at once");
     }
 
     #[test]

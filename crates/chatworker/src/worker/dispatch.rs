@@ -1,22 +1,78 @@
 //! Ordered, bounded concurrency: jobs with the same key (a thread) run one after
 //! another in arrival order; jobs with different keys run in parallel, at most
-//! `concurrency` at once. Knows nothing of events or Pub/Sub: a job is a future.
+//! `concurrency` at once. Knows nothing of events or Pub/Sub: a job is a future
+//! made from its [`Slot`], which it may give up while it waits for something
+//! that is not work (a write quota), so that other keys run meanwhile.
 //!
 //! Each key with work has one lane task that drains the key's queue and removes
 //! the key when the queue is empty; both happen under one lock, so a job is
 //! never left in a queue that no task will run.
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// A unit of work. Dropping it unrun must be safe (it nacks its delivery).
-pub(crate) type Job = BoxFuture<'static, ()>;
+/// A unit of work, given its slot when it starts. Dropping it unrun must be
+/// safe (it nacks its delivery).
+pub(crate) type Job = Box<dyn FnOnce(Slot) -> BoxFuture<'static, ()> + Send>;
+
+/// A running job's share of the concurrency. The job holds it while it
+/// works, and may give it up while it waits for something that is not
+/// work (a write slot, a backoff) and take one again after, so that a lane
+/// that waits does not keep the other keys from running. Its order within
+/// its key is untouched: the next job of the key still waits for this one.
+#[derive(Clone)]
+pub(crate) struct Slot(Arc<SlotState>);
+
+struct SlotState {
+    permits: Arc<Semaphore>,
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    fn new(permits: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(SlotState {
+            permits,
+            held: Mutex::new(Some(permit)),
+        }))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+        self.0.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives the slot up, if held.
+    pub(crate) fn release(&self) {
+        self.held().take();
+    }
+
+    /// Takes a slot again, waiting for one if all are taken; at once if
+    /// the job still holds its own.
+    pub(crate) async fn reacquire(&self) {
+        if self.held().is_some() {
+            return;
+        }
+        // The semaphore is never closed, so acquiring cannot fail.
+        if let Ok(permit) = self.0.permits.clone().acquire_owned().await {
+            *self.held() = Some(permit);
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("held", &self.held().is_some())
+            .finish()
+    }
+}
 
 /// Called each time a job is ready to run but every slot is taken.
 type OnWait = Arc<dyn Fn() + Send + Sync>;
@@ -122,14 +178,25 @@ async fn lane(
             _ = abort.cancelled() => false,
             _ = async {
                 // The semaphore is never closed, so acquire cannot fail.
-                let _permit = match permits.try_acquire() {
+                let permit = match permits.clone().try_acquire_owned() {
                     Ok(permit) => Ok(permit),
                     Err(_) => {
                         on_wait();
-                        permits.acquire().await
+                        permits.clone().acquire_owned().await
                     }
                 };
-                job.await;
+                let Ok(permit) = permit else { return };
+                // The lane keeps the slot too, so that a job that drops its
+                // own copy still counts until it ends.
+                let slot = Slot::new(permits.clone(), permit);
+                let work = job(slot.clone());
+                // A job that panics ends, like one that returns: its lane
+                // goes on with the next job (the worker's jobs catch their
+                // handlers' panics themselves; this is the last guard).
+                if AssertUnwindSafe(work).catch_unwind().await.is_err() {
+                    tracing::error!(key = %key, "a job panicked; its lane goes on");
+                }
+                drop(slot);
             } => true,
         };
         let mut queues_guard = queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,8 +218,12 @@ async fn lane(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::FutureExt;
     use tokio::sync::mpsc;
+
+    /// A job that ignores its slot.
+    fn job(work: impl Future<Output = ()> + Send + 'static) -> Job {
+        Box::new(move |_slot| work.boxed())
+    }
 
     fn recorder(
         tx: &mpsc::UnboundedSender<(String, u32)>,
@@ -162,11 +233,10 @@ mod tests {
     ) -> Job {
         let tx = tx.clone();
         let key = key.to_owned();
-        async move {
+        job(async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let _ = tx.send((key, n));
-        }
-        .boxed()
+        })
     }
 
     #[tokio::test(start_paused = true)]
@@ -201,13 +271,12 @@ mod tests {
             let (running, peak) = (running.clone(), peak.clone());
             d.submit(
                 format!("k{i}"),
-                async move {
+                job(async move {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     running.fetch_sub(1, Ordering::SeqCst);
-                }
-                .boxed(),
+                }),
             );
         }
         d.drain(Duration::from_secs(5)).await;
@@ -244,6 +313,52 @@ mod tests {
         d.submit("a".into(), recorder(&tx, "a", 2, 10));
         d.drain(Duration::from_secs(5)).await;
         assert_eq!(waits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_job_does_not_wedge_its_key() {
+        let d = Dispatcher::new(2);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        d.submit("a".into(), job(async { panic!("boom") }));
+        d.submit("a".into(), recorder(&tx, "a", 2, 1));
+        assert_eq!(d.drain(Duration::from_secs(5)).await, 0);
+        drop(tx);
+        assert_eq!(rx.recv().await, Some(("a".into(), 2)));
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_that_gives_up_its_slot_lets_other_keys_run() {
+        // One slot. Key a waits a minute for something that is not work,
+        // without its slot; key b runs meanwhile; a then finishes, and its
+        // second job still comes after its first.
+        let d = Dispatcher::new(1);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let waiting = tx.clone();
+        d.submit(
+            "a".into(),
+            Box::new(move |slot: Slot| {
+                async move {
+                    slot.release();
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    slot.reacquire().await;
+                    let _ = waiting.send(("a".to_owned(), 1));
+                }
+                .boxed()
+            }),
+        );
+        d.submit("a".into(), recorder(&tx, "a", 2, 1));
+        d.submit("b".into(), recorder(&tx, "b", 1, 1));
+        assert_eq!(d.drain(Duration::from_secs(120)).await, 0);
+        drop(tx);
+        let mut order = Vec::new();
+        while let Some(item) = rx.recv().await {
+            order.push(item);
+        }
+        assert_eq!(
+            order,
+            vec![("b".into(), 1), ("a".into(), 1), ("a".into(), 2)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@
 //! acks and returns.
 
 mod dispatch;
+mod order;
 mod process;
 mod settle;
 
@@ -23,7 +24,7 @@ use crate::pubsub::{Delivery, PubSubError, Source, TopicPublisher};
 use crate::send::Sender;
 use dispatch::Dispatcher;
 use futures::FutureExt;
-use process::{InFlight, Shared};
+use process::{Held, InFlight, Shared};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +34,38 @@ use tracing::Instrument;
 /// Pub/Sub after in-flight work is stopped (acks are batched every 100 ms).
 const FLUSH_MARGIN: Duration = Duration::from_secs(2);
 
+/// How long an event returned for its space's backlog is held before its
+/// nack, so that a subscription without a retry policy does not hand it
+/// back at once.
+const RETURN_PAUSE: Duration = Duration::from_secs(1);
+
+/// The events one space may hold: what its write quota answers in half the
+/// lease (`per_minute` writes a minute), at least a minute's worth; no cap
+/// without a quota.
+fn space_cap(per_minute: u32, lease: Duration) -> usize {
+    if per_minute == 0 {
+        return usize::MAX;
+    }
+    let minutes = (lease.as_secs_f64() / 2.0 / 60.0).max(1.0);
+    (f64::from(per_minute) * minutes) as usize
+}
+
+/// Added to a thread's hold beyond the subscription's longest retry delay.
+const ORDER_HOLD_MARGIN: Duration = Duration::from_secs(60);
+
 /// How often the pull loop reports that it is alive while no event comes.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// How long the start-up credentials check may take before it is reported
 /// as failing; past `FIRST_TOKEN_WAIT` it runs beside the pull loop.
 const CREDENTIALS_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After a failed credentials check, the wait before the next; it doubles
+/// up to `CREDENTIALS_RECHECK_MAX`.
+const CREDENTIALS_RECHECK_FIRST: Duration = Duration::from_secs(2);
+
+/// The longest wait between credentials checks while none succeeds.
+const CREDENTIALS_RECHECK_MAX: Duration = Duration::from_secs(60);
 
 /// How long the worker waits for its first Chat API token before it starts
 /// pulling; past that it pulls anyway, and the check goes on in the
@@ -55,8 +82,9 @@ pub enum WorkerError {
     /// Chat API credentials could not be set up.
     #[error(transparent)]
     Chat(#[from] ClientError),
-    /// The subscription failed for good (deleted, no permission…).
-    #[error("Pub/Sub subscription failed: {0}")]
+    /// The subscription failed for good (deleted, no permission…), or the
+    /// dead-letter topic's publisher could not be built.
+    #[error("Pub/Sub: {0}")]
     PubSub(#[from] PubSubError),
     /// The operations listener could not start.
     #[error(transparent)]
@@ -88,7 +116,11 @@ pub async fn run<A: Service>(
     // for long enough): it costs the most (a key's first signature seeds the
     // crypto library's random generator, about 0.1 s of CPU), and obtained
     // while the first events arrive it would hold up their replies.
-    let mut credentials = tokio::spawn(check_credentials(chat.clone(), status.clone()));
+    let mut credentials = tokio::spawn(check_credentials(
+        chat.clone(),
+        status.clone(),
+        stopped.child_token(),
+    ));
     let _ = tokio::time::timeout(FIRST_TOKEN_WAIT, &mut credentials).await;
     let dead_letter = match &settings.pubsub.dead_letter_topic {
         None => None,
@@ -108,6 +140,12 @@ pub async fn run<A: Service>(
         dead_letter,
         subscription: subscription.to_string(),
         metrics,
+        retry_budget: settings.chat.retry_budget,
+        status: status.clone(),
+        // A hold outlasts any redelivery the subscription's retry policy can
+        // make; past it, the thread goes on without the failed event.
+        order: order::Order::new(settings.pubsub.max_retry_delay * 2 + ORDER_HOLD_MARGIN),
+        max_delivery_attempts: settings.pubsub.max_delivery_attempts,
     });
     let waits = shared.metrics.clone();
     let dispatcher =
@@ -120,11 +158,32 @@ pub async fn run<A: Service>(
         "worker started"
     );
 
+    let max_event_bytes = settings.worker.max_event_bytes as usize;
+    let held = Arc::new(Held::default());
+    let space_cap = space_cap(
+        settings.chat.space_writes_per_minute,
+        settings.pubsub.max_lease,
+    );
+    // Both are at least 1 (checked with the settings).
+    let max_held = usize::try_from(settings.pubsub.max_outstanding_messages).unwrap_or(usize::MAX);
+    let max_held_bytes =
+        usize::try_from(settings.pubsub.max_outstanding_bytes).unwrap_or(usize::MAX);
     tokio::pin!(shutdown);
     // The loop beats while it waits, so that /healthz tells a stalled loop
     // from an idle one.
     let mut beat = tokio::time::interval(HEARTBEAT);
     'pull: loop {
+        // Flow control on our side: at the limit, nothing more is taken from
+        // the stream until an event is let go.
+        while held.at_limit(max_held, max_held_bytes) {
+            status.beat();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break 'pull,
+                () = held.freed() => {}
+                _ = beat.tick() => {}
+            }
+        }
         // The same `next` future is polled across beats: dropping it while
         // the subscriber opens its stream would abandon that stream, and
         // the emulator then hands messages to the abandoned stream until
@@ -142,7 +201,16 @@ pub async fn run<A: Service>(
             }
         };
         let Some(mut delivery) = next else { break };
-        let decoded = decode(&delivery.data);
+        let bytes = delivery.data.len();
+        // An oversized payload is not read: decoding costs memory in
+        // proportion to it.
+        let decoded = match bytes {
+            bytes if bytes > max_event_bytes => Err(DecodeError::TooLarge {
+                bytes,
+                max: max_event_bytes,
+            }),
+            _ => decode(&delivery.data),
+        };
         if shared.dead_letter.is_none() {
             // Only a dead letter would quote the payload again; without a
             // topic for them, the decoded event is the one copy kept.
@@ -153,12 +221,47 @@ pub async fn run<A: Service>(
         // Made now, not when the job first runs: a job still queued at the
         // end of the grace period is dropped unpolled, and its delivery's
         // nack must be counted too.
-        let in_flight = InFlight::new(shared.metrics.clone(), r#type);
+        let space = decoded.as_ref().ok().map(|e| e.space.name.to_string());
+        let in_flight = InFlight::new(
+            shared.metrics.clone(),
+            held.clone(),
+            r#type,
+            bytes,
+            space.clone(),
+        );
+        // One space may hold only what its write quota can answer within
+        // half the lease: beyond that an event would wait for minutes, and
+        // the flow-control budget would fill with one space's events. It goes
+        // back to Pub/Sub, after a pause that keeps a subscription without a
+        // retry policy from handing it back at once, again and again.
+        if let Some(space) = &space
+            && held.in_space(space) > space_cap
+        {
+            tracing::debug!(
+                space,
+                "the space holds all it may; event returned for later"
+            );
+            shared.metrics.returned();
+            tokio::spawn(async move {
+                tokio::time::sleep(RETURN_PAUSE).await;
+                delivery.nack();
+                drop(in_flight);
+            });
+            continue;
+        }
         let key = lane_key(&decoded, &delivery);
         // Every log line about this event carries its identifiers.
         let span = event_span(&decoded, &delivery, r#type);
-        let job = process::process(shared.clone(), delivery, decoded, in_flight).instrument(span);
-        dispatcher.submit(key, job.boxed());
+        let shared = shared.clone();
+        let lane = key.clone();
+        dispatcher.submit(
+            key,
+            Box::new(move |slot| {
+                process::process(shared, delivery, decoded, in_flight, lane, slot)
+                    .instrument(span)
+                    .boxed()
+            }),
+        );
     }
     status.stopping();
     tracing::info!(
@@ -192,6 +295,9 @@ pub async fn run<A: Service>(
         quota_waits = snapshot.quota_waits,
         quota_wait_seconds = snapshot.quota_wait_seconds,
         lane_waits = snapshot.lane_waits,
+        handler_panics = snapshot.handler_panics,
+        events_deferred = snapshot.events_deferred,
+        events_returned = snapshot.events_returned,
         stream_reconnects = snapshot.stream_reconnects,
         events_dropped = ?snapshot.events_dropped,
         "worker stopped"
@@ -213,7 +319,10 @@ fn event_span(
         ),
         Err(_) => (None, None),
     };
-    tracing::info_span!(
+    // At error level, so that it is there whatever the filter lets
+    // through: a warning about this event must carry its identifiers even
+    // when RUST_LOG=warn.
+    tracing::error_span!(
         "event",
         message_id = %delivery.message_id,
         kind = r#type,
@@ -226,20 +335,56 @@ fn event_span(
 /// Reports once, at start-up, when no Chat API token can be obtained: every
 /// reply would fail and every event be redelivered until that is fixed, and
 /// one clear line says so better than a warning per event.
-async fn check_credentials(chat: ChatClient, status: Arc<Status>) {
-    let result = tokio::time::timeout(CREDENTIALS_CHECK_TIMEOUT, chat.check_credentials()).await;
-    status.credentials(matches!(result, Ok(Ok(()))));
-    match result {
-        Ok(Ok(())) => tracing::debug!("Chat API credentials obtained"),
-        Ok(Err(e)) => tracing::warn!(
-            error = %e,
-            "cannot obtain Chat API credentials; events will be nacked and redelivered until this is fixed \
-             (set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account on GKE)"
-        ),
-        Err(_) => tracing::warn!(
-            timeout = ?CREDENTIALS_CHECK_TIMEOUT,
-            "no Chat API credentials yet; events will be nacked and redelivered until they can be obtained"
-        ),
+///
+/// A failed check is repeated, with backoff, until a token comes (a grant
+/// still propagating, an IAM blip): readiness follows, so that a pod whose
+/// first token failed becomes ready instead of being killed by its startup
+/// probe in a loop. (Any successful Chat call proves the credentials too.)
+async fn check_credentials(
+    chat: ChatClient,
+    status: Arc<Status>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut delay = CREDENTIALS_RECHECK_FIRST;
+    let mut failures = 0_u32;
+    loop {
+        let result =
+            tokio::time::timeout(CREDENTIALS_CHECK_TIMEOUT, chat.check_credentials()).await;
+        if matches!(result, Ok(Ok(()))) {
+            status.credentials(true);
+            match failures {
+                0 => tracing::debug!("Chat API credentials obtained"),
+                n => tracing::info!(failed_checks = n, "Chat API credentials obtained at last"),
+            }
+            return;
+        }
+        // A successful call may have proved them meanwhile.
+        if status.has_credentials() {
+            return;
+        }
+        status.credentials(false);
+        failures += 1;
+        // Said on the first failure, then at most about once a minute.
+        if failures == 1 || delay == CREDENTIALS_RECHECK_MAX {
+            match result {
+                Ok(Err(e)) => tracing::warn!(
+                    error = %e,
+                    retry_in = ?delay,
+                    "cannot obtain Chat API credentials; events will be nacked and redelivered until this is fixed \
+                     (set GOOGLE_APPLICATION_CREDENTIALS, or run with a service account on GKE)"
+                ),
+                _ => tracing::warn!(
+                    timeout = ?CREDENTIALS_CHECK_TIMEOUT,
+                    retry_in = ?delay,
+                    "no Chat API credentials yet; events will be nacked and redelivered until they can be obtained"
+                ),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(CREDENTIALS_RECHECK_MAX);
     }
 }
 
@@ -259,5 +404,22 @@ fn event_type(decoded: &Result<Event, DecodeError>) -> &'static str {
     match decoded {
         Ok(event) => event.kind.label(),
         Err(_) => crate::ops::metrics::UNDECODABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_space_holds_what_its_quota_answers_in_half_the_lease() {
+        let ten_minutes = Duration::from_secs(600);
+        assert_eq!(space_cap(60, ten_minutes), 300);
+        assert_eq!(space_cap(0, ten_minutes), usize::MAX, "no quota, no cap");
+        assert_eq!(
+            space_cap(60, Duration::from_secs(30)),
+            60,
+            "at least a minute's worth"
+        );
     }
 }

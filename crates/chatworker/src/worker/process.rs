@@ -4,17 +4,26 @@
 //! [`EventOutlet`]: the shared sender (quota, retries), with this event's
 //! latency metrics.
 
+use super::dispatch::Slot;
+use super::order::Order;
 use super::settle::{Outcome, Settlement, settle};
 use crate::app::{Answer, Context, HandlerError, Outlet, OutletFuture, Service};
 use crate::event::{DecodeError, Event, EventKind};
 use crate::names::MessageName;
+use crate::ops::health::Status;
 use crate::ops::metrics::Metrics;
 use crate::pubsub::{Delivery, TopicPublisher};
 use crate::reply::compose::{Content, Created, NewMessage};
 use crate::reply::{Markup, SendError};
-use crate::send::Sender;
+use crate::send::{Sender, Turn};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Notify;
 
 /// Everything a job needs, shared by all of them.
 pub(super) struct Shared<A> {
@@ -24,22 +33,100 @@ pub(super) struct Shared<A> {
     pub dead_letter: Option<TopicPublisher>,
     pub subscription: String,
     pub metrics: Arc<Metrics>,
+    /// How long one delivery's writes may keep retrying.
+    pub retry_budget: Duration,
+    /// Readiness: a successful write proves the credentials.
+    pub status: Arc<Status>,
+    /// The lanes held back by an event that failed for now.
+    pub order: Order,
+    /// The subscription's delivery attempts before Pub/Sub dead-letters an
+    /// event (`pubsub.max_delivery_attempts`), when it has such a policy.
+    pub max_delivery_attempts: i32,
 }
 
-/// An event being processed. Work dropped before it settles (at the end of
-/// the grace period, running or still queued) nacks its delivery by
-/// dropping it; this counts that.
+/// How long an event held back for its thread's order waits (without its
+/// lane) before it is nacked: a pause, so that a subscription without a
+/// retry policy does not hand it back at once, again and again.
+const DEFERRAL_PAUSE: Duration = Duration::from_secs(1);
+
+/// What the worker holds: events received and not yet settled, and their
+/// payloads' bytes. The pull loop takes no more from the stream while either
+/// is at its limit (`pubsub.max_outstanding_messages`, `…_bytes`), so that
+/// the transport's back-pressure holds the rest at Pub/Sub: the emulator,
+/// and a server that sends more than asked, cannot make the worker hold more.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+    freed: Notify,
+    /// Events held per space, for the cap on one space.
+    spaces: Mutex<HashMap<String, usize>>,
+}
+
+impl Held {
+    /// Whether `messages` events or `bytes` bytes are held, or more.
+    pub(super) fn at_limit(&self, messages: usize, bytes: usize) -> bool {
+        self.messages.load(Relaxed) >= messages || self.bytes.load(Relaxed) >= bytes
+    }
+
+    /// Completes when an event is let go (or at once, if one was since the
+    /// last call); check [`Held::at_limit`] again after.
+    pub(super) async fn freed(&self) {
+        self.freed.notified().await;
+    }
+
+    /// Events of `space` held now.
+    pub(super) fn in_space(&self, space: &str) -> usize {
+        let spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
+        spaces.get(space).copied().unwrap_or(0)
+    }
+
+    fn space_changed(&self, space: &str, held: bool) {
+        let mut spaces = self.spaces.lock().unwrap_or_else(|p| p.into_inner());
+        match (held, spaces.get_mut(space)) {
+            (true, Some(n)) => *n += 1,
+            (true, None) => {
+                spaces.insert(space.to_owned(), 1);
+            }
+            (false, Some(n)) if *n > 1 => *n -= 1,
+            (false, _) => {
+                spaces.remove(space);
+            }
+        }
+    }
+}
+
+/// An event being processed, counted as held until it is let go. Work
+/// dropped before it settles (at the end of the grace period, running or
+/// still queued) nacks its delivery by dropping it; this counts that.
 pub(super) struct InFlight {
     metrics: Arc<Metrics>,
+    held: Arc<Held>,
     r#type: &'static str,
+    bytes: usize,
+    space: Option<String>,
     settled: bool,
 }
 
 impl InFlight {
-    pub(super) fn new(metrics: Arc<Metrics>, r#type: &'static str) -> Self {
+    pub(super) fn new(
+        metrics: Arc<Metrics>,
+        held: Arc<Held>,
+        r#type: &'static str,
+        bytes: usize,
+        space: Option<String>,
+    ) -> Self {
+        held.messages.fetch_add(1, Relaxed);
+        held.bytes.fetch_add(bytes, Relaxed);
+        if let Some(space) = &space {
+            held.space_changed(space, true);
+        }
         Self {
             metrics,
+            held,
             r#type,
+            bytes,
+            space,
             settled: false,
         }
     }
@@ -50,6 +137,13 @@ impl Drop for InFlight {
         if !self.settled {
             self.metrics.nacked(self.r#type);
         }
+        self.held.messages.fetch_sub(1, Relaxed);
+        self.held.bytes.fetch_sub(self.bytes, Relaxed);
+        if let Some(space) = &self.space {
+            self.held.space_changed(space, false);
+        }
+        // A permit kept for the pull loop if it is not waiting yet.
+        self.held.freed.notify_one();
     }
 }
 
@@ -59,10 +153,62 @@ pub(super) async fn process<A: Service>(
     delivery: Delivery,
     decoded: Result<Event, DecodeError>,
     mut in_flight: InFlight,
+    lane: String,
+    slot: Slot,
 ) {
     let r#type = in_flight.r#type;
+    let identity = decoded.as_ref().ok().map(|event| {
+        event
+            .identity()
+            .unwrap_or_else(|| format!("pubsub/{}", delivery.message_id))
+    });
     let (outcome, detail) = match decoded {
-        Ok(event) => handle(&shared, &delivery, Arc::new(event)).await,
+        Ok(_)
+            if identity
+                .as_ref()
+                .is_some_and(|i| shared.order.must_wait(&lane, i)) =>
+        {
+            tracing::debug!(
+                "an earlier event of this thread failed for now; nacked to come back in its turn"
+            );
+            slot.release();
+            tokio::time::sleep(DEFERRAL_PAUSE).await;
+            shared.metrics.deferred();
+            (Outcome::Deferred, String::new())
+        }
+        // A panic anywhere in the handler (or in sending its answer) is this
+        // event's outcome, not the end of its lane.
+        Ok(event) => match AssertUnwindSafe(handle(
+            &shared,
+            &delivery,
+            Arc::new(event),
+            identity.clone().unwrap_or_default(),
+            slot,
+        ))
+        .catch_unwind()
+        .await
+        {
+            Ok(handled) => handled,
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                let bounded = delivery.delivery_attempt().is_some();
+                tracing::error!(
+                    panic = message,
+                    redelivered = bounded,
+                    "the handler panicked; {}",
+                    if bounded {
+                        "nacked: the subscription's dead-letter policy bounds the attempts"
+                    } else {
+                        "set aside: without a dead-letter policy nothing would bound the attempts"
+                    }
+                );
+                shared.metrics.handler_panicked();
+                (
+                    Outcome::Panicked { bounded },
+                    format!("the handler panicked: {message}"),
+                )
+            }
+        },
         Err(e) => {
             // The error text may quote the payload: details at debug only.
             tracing::warn!(reason = e.reason(), "undecodable Pub/Sub message");
@@ -72,14 +218,25 @@ pub(super) async fn process<A: Service>(
     };
     let metrics = &shared.metrics;
     let reason = outcome.reason();
+    let settlement = settle(&outcome, shared.dead_letter.is_some());
+    if let Some(identity) = &identity {
+        match (settlement, &outcome) {
+            // A deferred event never held the lane; its holder still does.
+            (_, Outcome::Deferred) => {}
+            (Settlement::Nack, _) => {
+                let last = delivery
+                    .delivery_attempt()
+                    .is_some_and(|n| n >= shared.max_delivery_attempts);
+                shared.order.failed(&lane, identity, last);
+            }
+            _ => shared.order.settled(&lane, identity),
+        }
+    }
     if let Some(reason) = reason {
         metrics.dropped(r#type, reason);
     }
     in_flight.settled = true;
-    match (
-        settle(&outcome, shared.dead_letter.is_some()),
-        &shared.dead_letter,
-    ) {
+    match (settlement, &shared.dead_letter) {
         (Settlement::DeadLetter, Some(topic)) => {
             let reason = reason.unwrap_or("unknown");
             dead_letter(topic, &shared, delivery, r#type, reason, &detail).await;
@@ -97,8 +254,47 @@ pub(super) async fn process<A: Service>(
     }
 }
 
-/// Publishes the original payload with attributes that say why, then acks;
-/// if publishing fails the delivery is nacked, so nothing is lost.
+/// Pub/Sub's limit on an attribute value, in bytes.
+const MAX_ATTRIBUTE_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut_to_bytes(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The attributes a dead letter carries: the original ones, and why; the
+/// error's detail only when `detail` is given.
+fn dead_letter_attributes(
+    original: &HashMap<String, String>,
+    reason: &'static str,
+    detail: Option<&str>,
+    subscription: &str,
+    message_id: &str,
+) -> HashMap<String, String> {
+    let mut attributes = original.clone();
+    attributes.extend([
+        ("chatworker_reason".to_owned(), reason.to_owned()),
+        (
+            "chatworker_subscription".to_owned(),
+            cut_to_bytes(subscription, MAX_ATTRIBUTE_BYTES).to_owned(),
+        ),
+        ("chatworker_message_id".to_owned(), message_id.to_owned()),
+    ]);
+    if let Some(detail) = detail {
+        let detail = cut_to_bytes(detail, MAX_ATTRIBUTE_BYTES);
+        attributes.insert("chatworker_error".to_owned(), detail.to_owned());
+    }
+    attributes
+}
+
+/// Publishes the original payload with attributes that say why, then acks.
+/// Should Pub/Sub refuse the attributes, the letter goes again without the
+/// error's detail (the log has it); if publishing still fails the delivery
+/// is nacked, so nothing is lost.
 async fn dead_letter<A>(
     topic: &TopicPublisher,
     shared: &Shared<A>,
@@ -107,23 +303,23 @@ async fn dead_letter<A>(
     reason: &'static str,
     detail: &str,
 ) {
-    let mut attributes = delivery.attributes.clone();
-    attributes.extend([
-        ("chatworker_reason".to_owned(), reason.to_owned()),
-        (
-            "chatworker_error".to_owned(),
-            detail.chars().take(1024).collect(),
-        ),
-        (
-            "chatworker_subscription".to_owned(),
-            shared.subscription.clone(),
-        ),
-        (
-            "chatworker_message_id".to_owned(),
-            delivery.message_id.clone(),
-        ),
-    ]);
-    match topic.publish(delivery.data.clone(), attributes).await {
+    let attributes = |detail| {
+        dead_letter_attributes(
+            &delivery.attributes,
+            reason,
+            detail,
+            &shared.subscription,
+            &delivery.message_id,
+        )
+    };
+    let mut published = topic
+        .publish(delivery.data.clone(), attributes(Some(detail)))
+        .await;
+    if let Err(e) = &published {
+        tracing::warn!(error = %e, "dead-letter publish failed; trying again without the error's detail");
+        published = topic.publish(delivery.data.clone(), attributes(None)).await;
+    }
+    match published {
         Ok(_) => {
             tracing::warn!(reason, "sent to the dead-letter topic");
             delivery.ack();
@@ -144,36 +340,45 @@ async fn handle<A: Service>(
     shared: &Shared<A>,
     delivery: &Delivery,
     event: Arc<Event>,
+    identity: String,
+    slot: Slot,
 ) -> (Outcome, String) {
     if let EventKind::Unknown { type_name } = &event.kind {
         tracing::warn!(type_name, "event type unknown to this version");
     }
-    let identity = event
-        .identity()
-        .unwrap_or_else(|| format!("pubsub/{}", delivery.message_id));
     let outlet = Arc::new(EventOutlet {
         sender: shared.sender.clone(),
         metrics: shared.metrics.clone(),
         published: Mutex::new(delivery.publish_time),
         received: Mutex::new(Some(delivery.received)),
+        slot,
+        retry_deadline: delivery.received + shared.retry_budget,
+        status: shared.status.clone(),
     });
     let ctx = Context::new(outlet, event.clone(), identity, shared.markup);
     let replies = match shared.app.handle(&ctx, &event).await {
         Ok(Answer::Replies(replies)) => replies,
-        Ok(Answer::Skipped(reason)) => {
+        // A skip after the handler wrote something is no skip: it answered.
+        Ok(Answer::Skipped(reason)) if !ctx.wrote() => {
             tracing::debug!(reason, "not answered");
             return (Outcome::Skipped(reason), String::new());
         }
+        Ok(Answer::Skipped(_)) => Vec::new(),
+        // The dead-letter detail is the handler's own cause.
         Err(e @ HandlerError::Transient(_)) => {
             tracing::warn!(error = %e, "handler failed; nacked for redelivery");
-            return (Outcome::Transient, e.to_string());
+            return (Outcome::Transient, e.cause().to_string());
         }
         Err(e) => {
             tracing::warn!(error = %e, "handler failed permanently");
-            return (Outcome::Permanent("handler_permanent"), e.to_string());
+            return (
+                Outcome::Permanent("handler_permanent"),
+                e.cause().to_string(),
+            );
         }
     };
-    if replies.is_empty() && ctx.position() == 0 {
+    // A handler that only updated or deleted a message did answer.
+    if replies.is_empty() && !ctx.wrote() {
         let reason = match &event.kind {
             EventKind::Unknown { .. } => "unknown_type",
             _ => "no_reply",
@@ -181,7 +386,7 @@ async fn handle<A: Service>(
         tracing::debug!(reason, "not answered");
         return (Outcome::Skipped(reason), String::new());
     }
-    let mut permanent = None;
+    let mut refused = None;
     for reply in replies {
         let index = ctx.position();
         match ctx.send(reply).await {
@@ -193,22 +398,47 @@ async fn handle<A: Service>(
             }
             Err(e) => {
                 tracing::warn!(index, error = %e, "reply rejected");
-                permanent = Some(e.to_string());
+                refused.get_or_insert(e);
             }
         }
     }
-    match permanent {
-        Some(detail) => (Outcome::Permanent("chat_permanent"), detail),
-        None => {
-            tracing::debug!("answered");
+    let Some(refusal) = refused else {
+        tracing::debug!("answered");
+        return (Outcome::Delivered, String::new());
+    };
+    // A reply that will never appear: the app may tell the person.
+    let detail = refusal.to_string();
+    match shared.app.refused(&ctx, &event, refusal.into()).await {
+        Ok(answer) => {
+            for reply in answer.replies().iter().cloned() {
+                if let Err(e) = ctx.send(reply).await {
+                    tracing::warn!(error = %e, "the app's answer to a refused reply failed too");
+                }
+            }
+            tracing::info!("a reply was refused; the app's error hook answered instead");
             (Outcome::Delivered, String::new())
         }
+        Err(e) if e.is_transient() => (Outcome::Transient, e.cause().to_string()),
+        Err(_) => (Outcome::Permanent("chat_permanent"), detail),
     }
 }
 
+/// What a panic said, when it said it with a string (as `panic!` does).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Where one event's messages go: the shared sender, and this event's
-/// latency metrics, each observed once.
+/// latency metrics, each observed once. It is the delivery's [`Turn`]: its
+/// lane slot, given up while a write waits, and its retry deadline.
 struct EventOutlet {
+    slot: Slot,
+    retry_deadline: Instant,
+    status: Arc<Status>,
     sender: Arc<Sender>,
     metrics: Arc<Metrics>,
     /// When Pub/Sub received the event, for the reply latency metric;
@@ -232,7 +462,8 @@ impl Outlet for EventOutlet {
     fn create<'a>(&'a self, message: &'a NewMessage) -> OutletFuture<'a, Created> {
         Box::pin(async move {
             self.requesting();
-            let created = self.sender.create(message).await?;
+            let created = self.sender.create(message, self).await?;
+            self.status.credentials(true);
             match created {
                 Created::New => {
                     self.metrics.reply_created();
@@ -250,15 +481,33 @@ impl Outlet for EventOutlet {
     fn update<'a>(&'a self, name: &'a MessageName, content: &'a Content) -> OutletFuture<'a, ()> {
         Box::pin(async move {
             self.requesting();
-            self.sender.update(name, content).await
+            self.sender.update(name, content, self).await?;
+            self.status.credentials(true);
+            Ok(())
         })
     }
 
     fn delete<'a>(&'a self, name: &'a MessageName) -> OutletFuture<'a, ()> {
         Box::pin(async move {
             self.requesting();
-            self.sender.delete(name).await
+            self.sender.delete(name, self).await?;
+            self.status.credentials(true);
+            Ok(())
         })
+    }
+}
+
+impl Turn for EventOutlet {
+    fn release(&self) {
+        self.slot.release();
+    }
+
+    fn reacquire(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.slot.reacquire())
+    }
+
+    fn retry_deadline(&self) -> Instant {
+        self.retry_deadline
     }
 }
 
@@ -268,4 +517,35 @@ fn take_once<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_attributes_fit_pubsub_in_bytes() {
+        // 1,000 characters of two bytes each: 2,000 bytes, over the limit
+        // that a cut by characters would have kept.
+        let detail = "é".repeat(1000);
+        let attributes = dead_letter_attributes(
+            &HashMap::from([("origin".to_owned(), "chat".to_owned())]),
+            "chat_permanent",
+            Some(&detail),
+            "projects/p/subscriptions/s",
+            "42",
+        );
+        let error = &attributes["chatworker_error"];
+        assert_eq!(error.len(), 1024, "cut at 1,024 bytes");
+        assert!(
+            detail.starts_with(error.as_str()),
+            "at a character boundary"
+        );
+        assert_eq!(attributes["origin"], "chat");
+        assert_eq!(attributes["chatworker_reason"], "chat_permanent");
+        let without = dead_letter_attributes(&HashMap::new(), "x", None, "s", "1");
+        assert!(!without.contains_key("chatworker_error"));
+        assert_eq!(cut_to_bytes("abc", 10), "abc");
+        assert_eq!(cut_to_bytes("aé", 2), "a");
+    }
 }

@@ -16,6 +16,16 @@ pub(crate) enum Outcome {
     /// A later delivery may succeed (429, 5xx, network, token endpoint, or the
     /// handler asked for a retry).
     Transient,
+    /// Held back: an earlier event of its thread failed for now and has not
+    /// been answered since, so this one comes back later, in its turn.
+    Deferred,
+    /// The handler panicked. `bounded`: the subscription counts delivery
+    /// attempts (it has a dead-letter policy), so a redelivery cannot loop
+    /// forever.
+    Panicked {
+        /// Whether Pub/Sub bounds the redeliveries.
+        bounded: bool,
+    },
 }
 
 impl Outcome {
@@ -24,7 +34,11 @@ impl Outcome {
     pub(crate) fn reason(&self) -> Option<&'static str> {
         match self {
             Self::Skipped(r) | Self::Undecodable(r) | Self::Permanent(r) => Some(r),
-            Self::Delivered | Self::Transient => None,
+            Self::Panicked { bounded: false } => Some("handler_panic"),
+            Self::Delivered
+            | Self::Transient
+            | Self::Deferred
+            | Self::Panicked { bounded: true } => None,
         }
     }
 }
@@ -43,15 +57,24 @@ pub(crate) enum Settlement {
 
 /// The settlement of an outcome. A failure that can never succeed is acked (or
 /// dead-lettered when a topic is configured) so it cannot loop through
-/// redelivery; a transient one is nacked so it is not lost.
+/// redelivery; a transient one is nacked so it is not lost. A panic may be
+/// a bug that meets only this event or one that meets every event: it is
+/// retried while Pub/Sub counts the attempts (a dead-letter policy forwards
+/// it in the end), and otherwise set aside like a permanent failure.
 pub(crate) fn settle(outcome: &Outcome, dead_letter_configured: bool) -> Settlement {
     match outcome {
         Outcome::Delivered | Outcome::Skipped(_) => Settlement::Ack,
-        Outcome::Transient => Settlement::Nack,
-        Outcome::Undecodable(_) | Outcome::Permanent(_) if dead_letter_configured => {
+        Outcome::Transient | Outcome::Deferred | Outcome::Panicked { bounded: true } => {
+            Settlement::Nack
+        }
+        Outcome::Undecodable(_) | Outcome::Permanent(_) | Outcome::Panicked { bounded: false }
+            if dead_letter_configured =>
+        {
             Settlement::DeadLetter
         }
-        Outcome::Undecodable(_) | Outcome::Permanent(_) => Settlement::Ack,
+        Outcome::Undecodable(_) | Outcome::Permanent(_) | Outcome::Panicked { bounded: false } => {
+            Settlement::Ack
+        }
     }
 }
 
@@ -68,6 +91,7 @@ mod tests {
                 Settlement::Ack
             );
             assert_eq!(settle(&Outcome::Transient, dlq), Settlement::Nack);
+            assert_eq!(settle(&Outcome::Deferred, dlq), Settlement::Nack);
         }
         assert_eq!(
             settle(&Outcome::Permanent("chat_permanent"), false),
@@ -85,6 +109,15 @@ mod tests {
             settle(&Outcome::Undecodable("not_json"), true),
             Settlement::DeadLetter
         );
+        let bounded = Outcome::Panicked { bounded: true };
+        let unbounded = Outcome::Panicked { bounded: false };
+        for dlq in [false, true] {
+            assert_eq!(settle(&bounded, dlq), Settlement::Nack);
+        }
+        assert_eq!(settle(&unbounded, false), Settlement::Ack);
+        assert_eq!(settle(&unbounded, true), Settlement::DeadLetter);
+        assert_eq!(unbounded.reason(), Some("handler_panic"));
+        assert_eq!(bounded.reason(), None);
     }
 }
 
