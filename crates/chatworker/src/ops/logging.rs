@@ -60,6 +60,7 @@ pub(crate) fn init(format: Format) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    .fmt_fields(NoFields)
                     .event_format(CloudLogging),
             )
             .try_init(),
@@ -71,15 +72,65 @@ pub(crate) fn init(format: Format) {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SpanFields;
 
-/// A span's fields, in its extensions.
-struct Recorded(Map<String, Value>);
+/// A span's fields, in its extensions: names as the span's metadata has
+/// them (no copy), values as JSON.
+struct Recorded(Vec<(&'static str, Value)>);
+
+/// Writes a span's fields into a `Recorded` list.
+struct SpanVisitor<'a>(&'a mut Vec<(&'static str, Value)>);
+
+impl SpanVisitor<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        match self.0.iter_mut().find(|(name, _)| *name == field.name()) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((field.name(), value)),
+        }
+    }
+}
+
+impl Visit for SpanVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+}
+
+/// Formats no fields: in the JSON format, [`CloudLogging`] writes span
+/// fields from [`SpanFields`]' record, so the fmt layer's own copy of each
+/// span's fields, made for every span, would be wasted work.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NoFields;
+
+impl<'writer> FormatFields<'writer> for NoFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanFields {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Fields(Map::new());
-        attrs.record(&mut fields);
+        let mut fields = Vec::with_capacity(attrs.metadata().fields().len());
+        attrs.record(&mut SpanVisitor(&mut fields));
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Recorded(fields.0));
+            span.extensions_mut().insert(Recorded(fields));
         }
     }
 
@@ -87,9 +138,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanFields {
         if let Some(span) = ctx.span(id)
             && let Some(recorded) = span.extensions_mut().get_mut::<Recorded>()
         {
-            let mut fields = Fields(std::mem::take(&mut recorded.0));
-            values.record(&mut fields);
-            recorded.0 = fields.0;
+            values.record(&mut SpanVisitor(&mut recorded.0));
         }
     }
 }
@@ -124,7 +173,9 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 if let Some(recorded) = span.extensions().get::<Recorded>() {
-                    spans.extend(recorded.0.clone());
+                    for (name, value) in &recorded.0 {
+                        spans.insert((*name).to_owned(), value.clone());
+                    }
                 }
             }
         }
@@ -235,6 +286,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(SpanFields).with(
             tracing_subscriber::fmt::layer()
                 .with_writer(move || writer.clone())
+                .fmt_fields(NoFields)
                 .event_format(CloudLogging),
         );
         tracing::subscriber::with_default(subscriber, || {

@@ -324,7 +324,7 @@ fn event_span(
     // when RUST_LOG=warn.
     tracing::error_span!(
         "event",
-        message_id = %delivery.message_id,
+        message_id = delivery.message_id.as_str(),
         kind = r#type,
         space,
         thread,
