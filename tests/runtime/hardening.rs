@@ -218,6 +218,63 @@ async fn an_app_chosen_id_already_taken_reaches_the_error_hook() {
     assert_eq!(snapshot.events_acked, 3);
 }
 
+/// As `stubborn`, but the first time its hook answers, the simulator is told
+/// to fail the next call: the hook's own answer fails for now.
+fn stubborn_hook_fails_once(sim_url: String) -> App {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    App::new()
+        .message(|_ctx, m: Message| async move {
+            let id = chatworker::names::ClientMessageId::new("client-taken")?;
+            Ok::<_, HandlerError>(Reply::text(m.argument()).with_id(id))
+        })
+        .on_error(move |_ctx, e: HandlerError| {
+            let (armed, sim_url) = (armed.clone(), sim_url.clone());
+            async move {
+                if !armed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    reqwest::Client::new()
+                        .post(format!("{sim_url}/_sim/control"))
+                        .json(&serde_json::json!({"failNext": 1, "failStatus": 503}))
+                        .send()
+                        .await
+                        .and_then(|r| r.error_for_status())
+                        .expect("arm the simulator");
+                }
+                let taken = e
+                    .downcast_ref::<chatworker::SendError>()
+                    .and_then(|s| s.api_error())
+                    .is_some_and(|answer| answer.code == 409);
+                if taken {
+                    Ok(Reply::text("That ID is taken."))
+                } else {
+                    Err(e)
+                }
+            }
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_hooks_answer_failing_for_now_is_retried() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("hookretry").await;
+    let worker = InProcess::start(&sim, &topic, stubborn_hook_fails_once(sim.url.clone()), &[]);
+    let first = sim.seed("spaces/HOOK", "first", None).await;
+    topic.publish_json(&message_event(&first)).await;
+    await_app_messages(&sim, 1, DEADLINE).await;
+    // Its ID is taken: refused, and the hook's answer meets a 503. The
+    // event goes back and, redelivered, the answer appears once.
+    let second = sim.seed("spaces/HOOK", "second", None).await;
+    topic.publish_json(&message_event(&second)).await;
+    let replies = await_app_messages(&sim, 2, DEADLINE).await;
+    let texts: Vec<&str> = replies
+        .iter()
+        .filter_map(|r| r["message"]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["first", "That ID is taken."]);
+    let snapshot = worker.stop().await;
+    assert_eq!(snapshot.events_acked, 2);
+    assert!(snapshot.events_nacked >= 1, "{snapshot:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_at_the_size_limit_with_a_card_is_delivered_whole() {
     let sim = Sim::start().await;
@@ -269,4 +326,97 @@ async fn a_nacked_event_keeps_its_place_in_its_thread() {
     assert_eq!(texts, ["a", "b"], "in the thread's order");
     let snapshot = worker.stop().await;
     assert!(snapshot.events_nacked >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_spaces_leave_room_for_a_quiet_one() {
+    // Three spaces, each with more than its write quota answers at once,
+    // published ahead of one event of a quiet space; the worker may hold 16
+    // events. Without the room kept for quiet spaces, the busy spaces' events
+    // fill the budget, and the quiet event waits behind all of them in the
+    // stream, answered after most of them.
+    const BUSY: usize = 3;
+    const EACH: usize = 15;
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("busy").await;
+    let mut events = Vec::new();
+    for space in 0..BUSY {
+        for i in 0..EACH {
+            let seeded = sim
+                .seed(
+                    &format!("spaces/BUSY{space}"),
+                    &format!("b{space}-{i}"),
+                    None,
+                )
+                .await;
+            events.push(message_event(&seeded));
+        }
+    }
+    let quiet = sim.seed("spaces/QUIET", "quiet", None).await;
+    events.push(message_event(&quiet));
+    topic.publish_many(&events).await;
+    let app = App::new().message(|_ctx, m: Message| async move { Reply::text(m.argument()) });
+    let worker = InProcess::start(
+        &sim,
+        &topic,
+        app,
+        &[
+            ("CHATWORKER_PUBSUB__MAX_OUTSTANDING_MESSAGES", "16"),
+            ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", "60"),
+        ],
+    );
+    let busy_before_quiet = eventually(DEADLINE, || async {
+        let replies = sim.app_messages().await;
+        let quiet = replies
+            .iter()
+            .position(|r| r["message"]["text"] == "quiet")?;
+        Some(quiet)
+    })
+    .await
+    .expect("the quiet space is answered");
+    assert!(
+        busy_before_quiet < BUSY * EACH / 3,
+        "{busy_before_quiet} of the busy spaces' {} events were answered before the quiet one",
+        BUSY * EACH
+    );
+    await_app_messages(&sim, BUSY * EACH + 1, Duration::from_secs(120)).await;
+    let snapshot = worker.stop().await;
+    assert!(snapshot.events_returned > 0, "busy events were returned");
+    assert_eq!(snapshot.events_acked, (BUSY * EACH + 1) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_held_back_goes_on_when_the_subscription_gives_up() {
+    // The subscription dead-letters after 5 attempts; the worker's own
+    // setting says 10. The subscription's policy is what counts: when the
+    // failing event's last attempt fails, the event behind it in its thread
+    // is answered, not deferred until Pub/Sub dead-letters it unhandled.
+    let sim = Sim::start().await;
+    let dead = Topic::fresh("held-dead").await;
+    let topic = Topic::fresh_with_dead_letter_policy("held", &dead, 5).await;
+    let app = App::new().message(|_ctx, m: Message| async move { Reply::text(m.argument()) });
+    let a = sim.seed("spaces/HELD", "a", None).await;
+    let thread = a["thread"]["name"].as_str().expect("a thread").to_owned();
+    let b = sim.seed("spaces/HELD", "b", Some(&thread)).await;
+    // Every attempt of a's reply fails (one Chat call per attempt).
+    sim.fail_next(5, 503).await;
+    let worker = InProcess::start(
+        &sim,
+        &topic,
+        app,
+        &[("CHATWORKER_PUBSUB__MAX_DELIVERY_ATTEMPTS", "10")],
+    );
+    topic.publish_json(&message_event(&a)).await;
+    topic.publish_json(&message_event(&b)).await;
+    let replies = await_app_messages(&sim, 1, Duration::from_secs(120)).await;
+    assert_eq!(replies[0]["message"]["text"], "b");
+    let letters = eventually(DEADLINE, || async {
+        let letters = pull_and_ack(&dead.subscription, 10).await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await
+    .expect("a is dead-lettered");
+    assert_eq!(letters.len(), 1, "only a: b was answered");
+    let snapshot = worker.stop().await;
+    assert_eq!(snapshot.events_acked, 1);
 }

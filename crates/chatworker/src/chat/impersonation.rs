@@ -14,7 +14,8 @@
 //! A token is served from the cache until it expires. Ahead of that, one
 //! task refreshes it in the background; callers never wait for a refresh
 //! while the cached token is valid, and a failed refresh leaves the cached
-//! token in use (a later call tries again). The token is marked sensitive,
+//! token in use (a call at least `REFRESH_PAUSE` later tries again, so a
+//! failing IAM endpoint is not asked on every request). The token is marked sensitive,
 //! so no `Debug` output prints it.
 
 use google_cloud_auth::credentials::{
@@ -25,7 +26,7 @@ use http::{Extensions, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// How long minted tokens live.
@@ -35,6 +36,8 @@ const LIFETIME: Duration = Duration::from_secs(3600);
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// How long one `generateAccessToken` call may take.
 const MINT_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a failed background refresh, the next one waits this long.
+const REFRESH_PAUSE: Duration = Duration::from_secs(30);
 
 /// Credentials that mint `scope` tokens for `target` through IAM Credentials.
 #[derive(Clone, Debug)]
@@ -53,6 +56,8 @@ struct Inner {
     minting: tokio::sync::Mutex<()>,
     /// A background refresh is under way.
     refreshing: AtomicBool,
+    /// When the last background refresh failed.
+    refresh_failed: Mutex<Option<Instant>>,
 }
 
 #[derive(Clone)]
@@ -103,6 +108,7 @@ impl Impersonated {
                 cached: Mutex::new(None),
                 minting: tokio::sync::Mutex::new(()),
                 refreshing: AtomicBool::new(false),
+                refresh_failed: Mutex::new(None),
             }),
         }
     }
@@ -130,6 +136,14 @@ impl Impersonated {
     }
 
     fn refresh_in_background(&self) {
+        let failed = *self
+            .inner
+            .refresh_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failed.is_some_and(|at| at.elapsed() < REFRESH_PAUSE) {
+            return;
+        }
         if self.inner.refreshing.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -139,7 +153,11 @@ impl Impersonated {
             if !inner.cached().is_some_and(|m| m.fresh())
                 && let Err(e) = inner.mint_and_cache().await
             {
-                tracing::warn!(error = %e, "refreshing the impersonated Chat token failed; the current one is used until it expires");
+                tracing::warn!(error = %e, "refreshing the impersonated Chat token failed; the current one is used until it expires, and the refresh is tried again in 30 s");
+                *inner
+                    .refresh_failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             }
             inner.refreshing.store(false, Ordering::SeqCst);
         });
@@ -287,6 +305,45 @@ mod tests {
         assert!(
             creds.inner.refreshing.load(Ordering::SeqCst),
             "one refresh runs in the background"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_waits_before_the_next() {
+        // An IAM endpoint that takes each connection and closes it at once.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let source = anonymous::Builder::new().build();
+        let creds = Impersonated::new(source, &endpoint, "bot@p.iam.gserviceaccount.com", "s");
+        let expires = SystemTime::now() + Duration::from_secs(120);
+        *creds.inner.cached.lock().expect("lock") =
+            Some(Minted::new("cached-token", expires).expect("a header"));
+        for _ in 0..5 {
+            let served = creds.headers(Extensions::new()).await.expect("cached");
+            assert_eq!(token_of(served), "Bearer cached-token");
+            // Long enough for a refresh against a closed connection to fail.
+            for _ in 0..100 {
+                if !creds.inner.refreshing.load(Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(creds.inner.refresh_failed.lock().expect("lock").is_some());
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one refresh, then a pause"
         );
     }
 

@@ -60,6 +60,7 @@ pub struct Metrics {
     handler_panics: Counter,
     deferred: Counter,
     returned: Counter,
+    last_attempts_taken: Counter,
     quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     in_flight: Gauge,
     stream_reconnects: Counter,
@@ -99,8 +100,14 @@ pub struct Snapshot {
     /// Events nacked to come back in their turn (an earlier event of their
     /// thread failed for now).
     pub events_deferred: u64,
-    /// Events returned to Pub/Sub at once: their space held all it may.
+    /// Events returned to Pub/Sub, after a pause: their space held all it
+    /// may.
     pub events_returned: u64,
+    /// Events handled at once on their last delivery attempt, although
+    /// their space held all it may or an earlier event of their thread had
+    /// failed for now: returned or deferred, Pub/Sub would have
+    /// dead-lettered them unhandled.
+    pub last_attempts_taken: u64,
     /// Times the connection to Pub/Sub broke (each incident once).
     pub stream_reconnects: u64,
     /// Events acked without a reply, by reason.
@@ -134,6 +141,7 @@ impl Default for Metrics {
         let handler_panics = Counter::default();
         let deferred = Counter::default();
         let returned = Counter::default();
+        let last_attempts_taken = Counter::default();
         let quota_wait_seconds = Counter::default();
         let in_flight = Gauge::default();
         let stream_reconnects = Counter::default();
@@ -211,8 +219,13 @@ impl Default for Metrics {
         );
         r.register(
             "events_returned",
-            "Events nacked at once because their space held all it may (its write quota could not answer them within half the lease)",
+            "Events nacked after a pause because their space held all it may (its write quota could not answer them within half the lease)",
             returned.clone(),
+        );
+        r.register(
+            "last_attempts_taken",
+            "Events handled at once on their last delivery attempt although their space was full or their thread held back: nacked again, Pub/Sub would dead-letter them unhandled",
+            last_attempts_taken.clone(),
         );
         r.register_with_unit(
             "handling_latency",
@@ -254,6 +267,7 @@ impl Default for Metrics {
             handler_panics,
             deferred,
             returned,
+            last_attempts_taken,
             quota_wait_seconds,
             in_flight,
             stream_reconnects,
@@ -325,6 +339,9 @@ impl Metrics {
     pub(crate) fn returned(&self) {
         self.returned.inc();
     }
+    pub(crate) fn last_attempt_taken(&self) {
+        self.last_attempts_taken.inc();
+    }
     pub(crate) fn stream_incident(&self) {
         self.stream_reconnects.inc();
     }
@@ -373,6 +390,7 @@ impl Metrics {
             handler_panics: self.handler_panics.get(),
             events_deferred: self.deferred.get(),
             events_returned: self.returned.get(),
+            last_attempts_taken: self.last_attempts_taken.get(),
             stream_reconnects: self.stream_reconnects.get(),
             events_dropped,
         }

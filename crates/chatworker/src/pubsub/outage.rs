@@ -110,14 +110,20 @@ pub(super) enum ProbeError {
 }
 
 impl Probe {
-    pub(super) async fn check(&self) -> Result<(), ProbeError> {
+    /// Reads the subscription: the delivery attempts after which it
+    /// dead-letters an event, if it has a dead-letter policy.
+    pub(super) async fn check(&self) -> Result<Option<i32>, ProbeError> {
         let call = self
             .admin
             .get_subscription()
             .set_subscription(&self.subscription)
             .send();
         match tokio::time::timeout(PROBE_TIMEOUT, call).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(subscription)) => Ok(subscription
+                .dead_letter_policy
+                .map(|policy| policy.max_delivery_attempts)
+                // Pub/Sub's default when the policy leaves it at 0.
+                .map(|n| if n == 0 { 5 } else { n })),
             Ok(Err(e)) => {
                 use google_cloud_gax::error::rpc::Code;
                 match e.status().map(|s| s.code) {
@@ -157,7 +163,7 @@ impl Probe {
                 continue;
             }
             match self.check().await {
-                Ok(()) => {
+                Ok(_) => {
                     health.restored(true);
                 }
                 Err(ProbeError::Refused(e)) => health.broken(&e.to_string(), false),

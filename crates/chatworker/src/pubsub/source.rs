@@ -23,6 +23,8 @@ pub(crate) struct Source {
     settings: PubSubSettings,
     health: Arc<Health>,
     backoff: Box<dyn Iterator<Item = Duration> + Send>,
+    /// The subscription's dead-letter policy's attempts, as read at start.
+    max_delivery_attempts: Option<i32>,
     _watch: tokio_util::sync::DropGuard,
 }
 
@@ -90,11 +92,17 @@ impl Source {
             admin,
             subscription: subscription.to_string(),
         };
-        match probe.check().await {
+        let max_delivery_attempts = match probe.check().await {
             Err(ProbeError::Refused(e)) => return Err(e),
-            Err(ProbeError::Unreachable(e)) => health.broken(&e, false),
-            Ok(()) => health.status.subscription_reachable(),
-        }
+            Err(ProbeError::Unreachable(e)) => {
+                health.broken(&e, false);
+                None
+            }
+            Ok(attempts) => {
+                health.status.subscription_reachable();
+                attempts
+            }
+        };
         let watch = tokio_util::sync::CancellationToken::new();
         if !settings.probe_interval.is_zero() {
             tokio::spawn(probe.watch(health.clone(), settings.probe_interval, watch.clone()));
@@ -107,8 +115,16 @@ impl Source {
             settings: settings.clone(),
             health,
             backoff: reconnect_backoff(),
+            max_delivery_attempts,
             _watch: watch.drop_guard(),
         })
+    }
+
+    /// The delivery attempts after which the subscription dead-letters an
+    /// event, as Pub/Sub said at start; `None` without a dead-letter policy,
+    /// or when Pub/Sub could not be reached then.
+    pub(crate) fn max_delivery_attempts(&self) -> Option<i32> {
+        self.max_delivery_attempts
     }
 
     /// The next delivery; `None` once stopped. When the stream fails (the

@@ -6,6 +6,7 @@
 
 pub(crate) mod quota;
 mod retry;
+mod turn;
 
 use crate::chat::ChatClient;
 use crate::config::ChatSettings;
@@ -13,26 +14,11 @@ use crate::names::{MessageName, SpaceName};
 use crate::ops::metrics::Metrics;
 use crate::reply::SendError;
 use crate::reply::compose::{Content, Created, NewMessage};
-use futures::future::BoxFuture;
 use quota::WriteQuota;
 use retry::RetryPolicy;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The one a write is made for: one delivery's handler. While a write waits
-/// for something that is not work (a write slot, a backoff before a retry)
-/// it gives up its lane, so that a hot space's waits do not keep other
-/// spaces from being answered, and it bounds how long its writes may keep
-/// retrying: one deadline for the whole delivery, however many messages.
-pub(crate) trait Turn: Send + Sync {
-    /// Gives the lane up, if held.
-    fn release(&self);
-    /// Takes a lane again (at once if still held).
-    fn reacquire(&self) -> BoxFuture<'_, ()>;
-    /// When the delivery's retries must stop: past it, a transient failure
-    /// nacks the event instead of waiting to retry.
-    fn retry_deadline(&self) -> Instant;
-}
+pub(crate) use turn::Turn;
 
 /// Sends messages: quota, then the call, retried.
 pub(crate) struct Sender {

@@ -3,7 +3,7 @@
 //! instead of collecting 429s. GCRA limiters from `governor`; knows nothing
 //! of Pub/Sub or of what is written.
 
-use super::Turn;
+use super::turn::Turn;
 use crate::names::SpaceName;
 use crate::ops::metrics::Metrics;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};

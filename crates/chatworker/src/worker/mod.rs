@@ -8,6 +8,7 @@
 //! in-flight events finish within the grace period, nacks the rest, flushes
 //! acks and returns.
 
+mod admit;
 mod dispatch;
 mod order;
 mod process;
@@ -22,6 +23,7 @@ use crate::ops::metrics::Metrics;
 pub use crate::ops::{ServerError, Snapshot};
 use crate::pubsub::{Delivery, PubSubError, Source, TopicPublisher};
 use crate::send::Sender;
+use admit::{Admission, Verdict};
 use dispatch::Dispatcher;
 use futures::FutureExt;
 use process::{Held, InFlight, Shared};
@@ -38,17 +40,6 @@ const FLUSH_MARGIN: Duration = Duration::from_secs(2);
 /// nack, so that a subscription without a retry policy does not hand it
 /// back at once.
 const RETURN_PAUSE: Duration = Duration::from_secs(1);
-
-/// The events one space may hold: what its write quota answers in half the
-/// lease (`per_minute` writes a minute), at least a minute's worth; no cap
-/// without a quota.
-fn space_cap(per_minute: u32, lease: Duration) -> usize {
-    if per_minute == 0 {
-        return usize::MAX;
-    }
-    let minutes = (lease.as_secs_f64() / 2.0 / 60.0).max(1.0);
-    (f64::from(per_minute) * minutes) as usize
-}
 
 /// Added to a thread's hold beyond the subscription's longest retry delay.
 const ORDER_HOLD_MARGIN: Duration = Duration::from_secs(60);
@@ -133,6 +124,20 @@ pub async fn run<A: Service>(
         status.clone(),
     )
     .await?;
+    // What the subscription itself says wins: the worker's setting only
+    // stands in when Pub/Sub could not be asked at start.
+    let max_delivery_attempts = match source.max_delivery_attempts() {
+        Some(n) if n != settings.pubsub.max_delivery_attempts => {
+            tracing::info!(
+                subscription_says = n,
+                setting = settings.pubsub.max_delivery_attempts,
+                "the subscription dead-letters after a different number of attempts than pubsub.max_delivery_attempts; using the subscription's"
+            );
+            n
+        }
+        Some(n) => n,
+        None => settings.pubsub.max_delivery_attempts,
+    };
     let shared = Arc::new(Shared {
         app,
         sender: Arc::new(Sender::new(chat, &settings.chat, metrics.clone())),
@@ -145,7 +150,7 @@ pub async fn run<A: Service>(
         // A hold outlasts any redelivery the subscription's retry policy can
         // make; past it, the thread goes on without the failed event.
         order: order::Order::new(settings.pubsub.max_retry_delay * 2 + ORDER_HOLD_MARGIN),
-        max_delivery_attempts: settings.pubsub.max_delivery_attempts,
+        max_delivery_attempts,
     });
     let waits = shared.metrics.clone();
     let dispatcher =
@@ -160,14 +165,16 @@ pub async fn run<A: Service>(
 
     let max_event_bytes = settings.worker.max_event_bytes as usize;
     let held = Arc::new(Held::default());
-    let space_cap = space_cap(
-        settings.chat.space_writes_per_minute,
-        settings.pubsub.max_lease,
-    );
     // Both are at least 1 (checked with the settings).
     let max_held = usize::try_from(settings.pubsub.max_outstanding_messages).unwrap_or(usize::MAX);
     let max_held_bytes =
         usize::try_from(settings.pubsub.max_outstanding_bytes).unwrap_or(usize::MAX);
+    let admission = Admission::new(
+        settings.chat.space_writes_per_minute,
+        settings.pubsub.max_lease,
+        max_held,
+        max_held_bytes,
+    );
     tokio::pin!(shutdown);
     // The loop beats while it waits, so that /healthz tells a stalled loop
     // from an idle one.
@@ -218,37 +225,54 @@ pub async fn run<A: Service>(
         }
         let r#type = event_type(&decoded);
         shared.metrics.received(r#type);
+        let space = decoded.as_ref().ok().map(|e| e.space.name.to_string());
+        // One space may hold only what its write quota can answer within
+        // half the lease: beyond that an event would wait for minutes. And
+        // once the worker holds three quarters of its budget, a busy space
+        // gets no more: the rest is for quiet spaces. Such an event goes back
+        // to Pub/Sub, after a pause that keeps a subscription without a retry
+        // policy from handing it back at once, again and again.
+        let verdict = match &space {
+            Some(space) => admission.verdict(held.in_space(space), held.messages(), held.bytes()),
+            None => Verdict::Take,
+        };
+        if verdict != Verdict::Take {
+            let space = space.as_deref().unwrap_or_default();
+            // Returned on its last attempt, Pub/Sub would dead-letter it
+            // unhandled: it is taken (the budget still bounds what the
+            // worker holds).
+            if shared.is_last_attempt(&delivery) {
+                tracing::info!(
+                    space,
+                    "the space holds all it may, but this is the event's last delivery attempt: taken"
+                );
+                shared.metrics.last_attempt_taken();
+            } else {
+                tracing::debug!(space, ?verdict, "event returned to Pub/Sub for later");
+                shared.metrics.returned();
+                shared.metrics.nacked(r#type);
+                // A returned event keeps no payload and does not count
+                // against the budget while it waits; the waits are bounded
+                // by the budget too, past which returns are not delayed.
+                delivery.data = bytes::Bytes::new();
+                drop(decoded);
+                match held.returning(max_held) {
+                    Some(returning) => {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(RETURN_PAUSE).await;
+                            delivery.nack();
+                            drop(returning);
+                        });
+                    }
+                    None => delivery.nack(),
+                }
+                continue;
+            }
+        }
         // Made now, not when the job first runs: a job still queued at the
         // end of the grace period is dropped unpolled, and its delivery's
         // nack must be counted too.
-        let space = decoded.as_ref().ok().map(|e| e.space.name.to_string());
-        let in_flight = InFlight::new(
-            shared.metrics.clone(),
-            held.clone(),
-            r#type,
-            bytes,
-            space.clone(),
-        );
-        // One space may hold only what its write quota can answer within
-        // half the lease: beyond that an event would wait for minutes, and
-        // the flow-control budget would fill with one space's events. It goes
-        // back to Pub/Sub, after a pause that keeps a subscription without a
-        // retry policy from handing it back at once, again and again.
-        if let Some(space) = &space
-            && held.in_space(space) > space_cap
-        {
-            tracing::debug!(
-                space,
-                "the space holds all it may; event returned for later"
-            );
-            shared.metrics.returned();
-            tokio::spawn(async move {
-                tokio::time::sleep(RETURN_PAUSE).await;
-                delivery.nack();
-                drop(in_flight);
-            });
-            continue;
-        }
+        let in_flight = InFlight::new(shared.metrics.clone(), held.clone(), r#type, bytes, space);
         let key = lane_key(&decoded, &delivery);
         // Every log line about this event carries its identifiers.
         let span = event_span(&decoded, &delivery, r#type);
@@ -298,6 +322,7 @@ pub async fn run<A: Service>(
         handler_panics = snapshot.handler_panics,
         events_deferred = snapshot.events_deferred,
         events_returned = snapshot.events_returned,
+        last_attempts_taken = snapshot.last_attempts_taken,
         stream_reconnects = snapshot.stream_reconnects,
         events_dropped = ?snapshot.events_dropped,
         "worker stopped"
@@ -404,22 +429,5 @@ fn event_type(decoded: &Result<Event, DecodeError>) -> &'static str {
     match decoded {
         Ok(event) => event.kind.label(),
         Err(_) => crate::ops::metrics::UNDECODABLE,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_space_holds_what_its_quota_answers_in_half_the_lease() {
-        let ten_minutes = Duration::from_secs(600);
-        assert_eq!(space_cap(60, ten_minutes), 300);
-        assert_eq!(space_cap(0, ten_minutes), usize::MAX, "no quota, no cap");
-        assert_eq!(
-            space_cap(60, Duration::from_secs(30)),
-            60,
-            "at least a minute's worth"
-        );
     }
 }

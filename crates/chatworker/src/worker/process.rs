@@ -44,6 +44,16 @@ pub(super) struct Shared<A> {
     pub max_delivery_attempts: i32,
 }
 
+impl<A> Shared<A> {
+    /// Whether `delivery` is its last attempt: nacked, the subscription's
+    /// dead-letter policy would set it aside. Never, without such a policy.
+    pub(super) fn is_last_attempt(&self, delivery: &Delivery) -> bool {
+        delivery
+            .delivery_attempt()
+            .is_some_and(|n| n >= self.max_delivery_attempts)
+    }
+}
+
 /// How long an event held back for its thread's order waits (without its
 /// lane) before it is nacked: a pause, so that a subscription without a
 /// retry policy does not hand it back at once, again and again.
@@ -61,6 +71,17 @@ pub(super) struct Held {
     freed: Notify,
     /// Events held per space, for the cap on one space.
     spaces: Mutex<HashMap<String, usize>>,
+    /// Events returned to Pub/Sub and waiting for their nack (not held).
+    returning: AtomicUsize,
+}
+
+/// An event returned to Pub/Sub, waiting out its pause before the nack.
+pub(super) struct Returning(Arc<Held>);
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        self.0.returning.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Held {
@@ -73,6 +94,25 @@ impl Held {
     /// last call); check [`Held::at_limit`] again after.
     pub(super) async fn freed(&self) {
         self.freed.notified().await;
+    }
+
+    /// Events held now.
+    pub(super) fn messages(&self) -> usize {
+        self.messages.load(Relaxed)
+    }
+
+    /// Payload bytes held now.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes.load(Relaxed)
+    }
+
+    /// Counts one more event waiting before its return, unless `max` do
+    /// already (then it is returned at once).
+    pub(super) fn returning(self: &Arc<Self>, max: usize) -> Option<Returning> {
+        self.returning
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Returning(self.clone()))
     }
 
     /// Events of `space` held now.
@@ -162,12 +202,20 @@ pub(super) async fn process<A: Service>(
             .identity()
             .unwrap_or_else(|| format!("pubsub/{}", delivery.message_id))
     });
+    let held_back = identity
+        .as_ref()
+        .is_some_and(|i| shared.order.must_wait(&lane, i));
+    // Deferred on its last attempt, Pub/Sub would dead-letter it unhandled:
+    // it is handled now, out of its thread's order.
+    let last_attempt = held_back && shared.is_last_attempt(&delivery);
+    if last_attempt {
+        tracing::warn!(
+            "an earlier event of this thread failed for now, but this is the event's last delivery attempt: handled out of order"
+        );
+        shared.metrics.last_attempt_taken();
+    }
     let (outcome, detail) = match decoded {
-        Ok(_)
-            if identity
-                .as_ref()
-                .is_some_and(|i| shared.order.must_wait(&lane, i)) =>
-        {
+        Ok(_) if held_back && !last_attempt => {
             tracing::debug!(
                 "an earlier event of this thread failed for now; nacked to come back in its turn"
             );
@@ -224,9 +272,7 @@ pub(super) async fn process<A: Service>(
             // A deferred event never held the lane; its holder still does.
             (_, Outcome::Deferred) => {}
             (Settlement::Nack, _) => {
-                let last = delivery
-                    .delivery_attempt()
-                    .is_some_and(|n| n >= shared.max_delivery_attempts);
+                let last = shared.is_last_attempt(&delivery);
                 shared.order.failed(&lane, identity, last);
             }
             _ => shared.order.settled(&lane, identity),
@@ -411,8 +457,18 @@ async fn handle<A: Service>(
     match shared.app.refused(&ctx, &event, refusal.into()).await {
         Ok(answer) => {
             for reply in answer.replies().iter().cloned() {
-                if let Err(e) = ctx.send(reply).await {
-                    tracing::warn!(error = %e, "the app's answer to a refused reply failed too");
+                match ctx.send(reply).await {
+                    Ok(_) => {}
+                    // Redelivered, the event is refused again and the hook
+                    // answers again; what was sent is found by its ID.
+                    Err(e @ SendError::Transient { .. }) => {
+                        tracing::warn!(error = %e, "the app's answer to a refused reply failed for now; nacked for redelivery");
+                        return (Outcome::Transient, e.to_string());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the app's answer to a refused reply was refused too");
+                        return (Outcome::Permanent("chat_permanent"), detail);
+                    }
                 }
             }
             tracing::info!("a reply was refused; the app's error hook answered instead");
