@@ -23,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+pub mod proxy;
+pub mod squid;
+
 pub const PROJECT: &str = "chatworker-tests";
 
 /// A path in the repository (the workspace's root), such as

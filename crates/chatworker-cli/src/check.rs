@@ -31,7 +31,7 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
         finding("chat token", chat_token(settings).await),
     ];
     let pubsub = &settings.pubsub;
-    let admin = match Admin::new(pubsub).await {
+    let admin = match Admin::new(pubsub, &settings.network).await {
         Ok(admin) => admin,
         Err(e) => {
             findings.push(finding("pubsub", Err(e.to_string())));
@@ -84,7 +84,7 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
 
 async fn chat_token(settings: &Settings) -> Result<String, String> {
     let fix = "set chat.credentials_file (CHATWORKER_CHAT__CREDENTIALS_FILE) or GOOGLE_APPLICATION_CREDENTIALS to a service-account key, or run on GKE with Workload Identity";
-    let chat = ChatClient::new(&settings.chat)
+    let chat = ChatClient::new(&settings.chat, &settings.network)
         .await
         .map_err(|e| format!("{e}; fix: {fix}"))?;
     match tokio::time::timeout(TOKEN_TIMEOUT, chat.check_credentials()).await {

@@ -312,7 +312,7 @@ async fn setup(config: Option<PathBuf>) -> Result<(), Failure> {
             "configuration error: pubsub.topic (CHATWORKER_PUBSUB__TOPIC): is required for setup; set it to the topic Chat publishes to, projects/PROJECT/topics/TOPIC",
         ));
     };
-    let report = crate::setup::setup(&settings.pubsub, topic, subscription)
+    let report = crate::setup::setup(&settings.pubsub, &settings.network, topic, subscription)
         .await
         .map_err(runtime)?;
     for line in &report.done {
@@ -332,8 +332,40 @@ async fn setup(config: Option<PathBuf>) -> Result<(), Failure> {
 async fn check(config: Option<PathBuf>) -> Result<(), Failure> {
     let (_, settings, _) = load(config.as_deref())?;
     settings.pubsub.subscription().map_err(usage)?;
-    let findings = crate::check::check(&settings).await;
+    let egress = chatworker::net::check(&settings).await.map_err(usage)?;
     let mut failed = 0;
+    if !egress.is_empty() {
+        println!("egress: each host the worker will use, reached the way it will be");
+        println!(
+            "  {:<42} {:<44} {:<9} {:>8}  tls issuer",
+            "host", "way", "http", "latency"
+        );
+        for host in &egress {
+            println!(
+                "  {:<42} {:<44} {:<9} {:>8}  {}",
+                host.host,
+                host.way,
+                host.http.unwrap_or("-"),
+                host.latency
+                    .map(|l| format!("{} ms", l.as_millis()))
+                    .unwrap_or_else(|| "-".into()),
+                host.issuer.as_deref().unwrap_or("-"),
+            );
+        }
+        for host in &egress {
+            match &host.result {
+                Ok(()) => println!("ok    egress to {} ({})", host.host, host.purpose),
+                Err(problem) => {
+                    failed += 1;
+                    println!(
+                        "FAIL  egress to {} ({}): {problem}",
+                        host.host, host.purpose
+                    );
+                }
+            }
+        }
+    }
+    let findings = crate::check::check(&settings).await;
     for finding in &findings {
         match &finding.result {
             Ok(found) => println!("ok    {}: {found}", finding.name),
@@ -345,7 +377,10 @@ async fn check(config: Option<PathBuf>) -> Result<(), Failure> {
     }
     match failed {
         0 => Ok(()),
-        n => Err(runtime(format!("{n} of {} checks failed", findings.len()))),
+        n => Err(runtime(format!(
+            "{n} of {} checks failed",
+            findings.len() + egress.len()
+        ))),
     }
 }
 
@@ -376,7 +411,9 @@ async fn send(
     if let Some(key) = thread_key {
         reply = reply.in_thread_key(key);
     }
-    let client = ChatClient::new(&settings.chat).await.map_err(usage)?;
+    let client = ChatClient::new(&settings.chat, &settings.network)
+        .await
+        .map_err(usage)?;
     let created = client
         .post(&space, reply)
         .await
@@ -474,6 +511,7 @@ async fn sim(
         trust: keys,
         faults,
         playground,
+        ..SimOptions::default()
     };
     serve(listener, options, shutdown).await.map_err(runtime)
 }

@@ -3,7 +3,7 @@
 //! policies, the dead-letter topic and a subscription to read it), and the
 //! IAM grants only an administrator can make, as `gcloud` commands.
 
-use chatworker::config::{PubSubSettings, SubscriptionName, TopicName};
+use chatworker::config::{NetworkSettings, PubSubSettings, SubscriptionName, TopicName};
 use chatworker::pubsub::admin::{Admin, AdminError, Ensured, SubscriptionSpec};
 
 /// The publisher Chat uses for an app's events.
@@ -27,10 +27,11 @@ pub struct Report {
 /// with the settings; running it again changes nothing.
 pub async fn setup(
     settings: &PubSubSettings,
+    network: &NetworkSettings,
     topic: &TopicName,
     subscription: &SubscriptionName,
 ) -> Result<Report, AdminError> {
-    let admin = Admin::new(settings).await?;
+    let admin = Admin::new(settings, network).await?;
     let mut report = Report::default();
     let topic_line = |topic: &TopicName, ensured| match ensured {
         Ensured::Created => format!("created topic {topic}"),

@@ -51,6 +51,10 @@ pub struct SimOptions {
     pub faults: ControlPatch,
     /// Where the playground publishes events; `None`: no playground.
     pub playground: Option<playground::Config>,
+    /// Host names answered besides loopback ones, such as
+    /// `chat.googleapis.com` when a test's TLS-inspecting proxy routes
+    /// Google's name here. Empty: loopback names only (no DNS rebinding).
+    pub also_hosts: Vec<String>,
 }
 
 /// The service account the simulated metadata server hands out tokens for.
@@ -110,6 +114,8 @@ struct SimState {
     /// Whether the simulator listens on loopback only: then requests must
     /// name a loopback host (no DNS rebinding) and come from a loopback page.
     loopback: bool,
+    /// [`SimOptions::also_hosts`].
+    also_hosts: Vec<String>,
     faults: Mutex<Faults>,
     in_flight: std::sync::atomic::AtomicU64,
     started: Instant,
@@ -180,6 +186,10 @@ fn refusal(state: &SimState, request: &Request) -> Option<Response> {
     if state.loopback {
         if let Some(host) = header("host")
             && !is_loopback_host(host)
+            && !state
+                .also_hosts
+                .iter()
+                .any(|also| host.rsplit_once(':').map_or(host, |(name, _)| name) == also)
         {
             return Some(error(
                 StatusCode::FORBIDDEN,
@@ -241,6 +251,7 @@ pub async fn serve(
         calls: Mutex::default(),
         statuses: Mutex::default(),
         loopback: addr.ip().is_loopback(),
+        also_hosts: options.also_hosts,
         faults: Mutex::new(faults),
         in_flight: Default::default(),
         started: Instant::now(),

@@ -78,6 +78,7 @@ pub mod config;
 pub mod dev;
 pub mod event;
 pub mod names;
+pub mod net;
 mod ops;
 pub mod pubsub;
 pub mod reply;

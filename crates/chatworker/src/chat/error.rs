@@ -24,31 +24,6 @@ pub enum ClientError {
     Setup(#[source] BoxError),
 }
 
-/// Permanent or transient, from what the typed client reports.
-pub(super) fn classify(e: google_cloud_gax::error::Error) -> SendError {
-    if let Some(code) = e.http_status_code() {
-        let retry_after = e.http_headers().and_then(retry_after);
-        let answer = match e.status() {
-            Some(status) => ApiError::new(code, status.code.name(), status.message.clone()),
-            None => ApiError::new(code, "", ""),
-        };
-        return classify_status(answer, retry_after);
-    }
-    if e.is_timeout()
-        || e.is_connect()
-        || e.is_transport()
-        || e.is_io()
-        || e.is_authentication()
-        || e.is_exhausted()
-    {
-        SendError::transient(e)
-    } else {
-        // Binding, serialization or a response we cannot read: the request
-        // itself is wrong, so a redelivery would fail the same way.
-        SendError::permanent(e)
-    }
-}
-
 /// Permanent or transient, from the status Chat answered with.
 pub(super) fn classify_status(answer: ApiError, retry_after: Option<Duration>) -> SendError {
     match (answer.code, answer.status.as_str()) {
@@ -73,18 +48,6 @@ pub(super) fn is_our_message(answer: &ApiError, message: &NewMessage) -> bool {
         && answer.status == "ALREADY_EXISTS"
         && message.id.is_some()
         && message.request_id.is_none()
-}
-
-/// The metrics label of a typed client's failure: its HTTP status, or a
-/// word.
-pub(super) fn label(e: &google_cloud_gax::error::Error) -> String {
-    match e.http_status_code() {
-        Some(code) => code.to_string(),
-        None if e.is_timeout() => "timeout".to_owned(),
-        None if e.is_authentication() => "auth".to_owned(),
-        None if e.is_connect() || e.is_transport() || e.is_io() => "network".to_owned(),
-        None => "error".to_owned(),
-    }
 }
 
 /// `Retry-After` as seconds or as an HTTP date; capped at an hour, so a
@@ -131,33 +94,29 @@ pub(super) fn api_error(code: u16, body: &[u8]) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use google_cloud_gax::error::Error;
 
-    /// `Error::http` is exempt from gax's semver promises; if it changes, the
-    /// integration tests (real 403, 409 and 503 answers) still cover this.
-    fn answered(code: u16) -> Error {
-        Error::http(code, http::HeaderMap::new(), bytes::Bytes::new())
+    fn answered(code: u16) -> SendError {
+        classify_status(ApiError::new(code, "", ""), None)
     }
 
     #[test]
     fn transient_means_a_redelivery_may_succeed() {
         for code in [401, 408, 429, 500, 502, 503, 504] {
-            assert!(classify(answered(code)).is_transient(), "{code}");
+            assert!(answered(code).is_transient(), "{code}");
         }
-        assert!(classify(Error::timeout("slow")).is_transient());
+        let aborted = classify_status(ApiError::new(409, "ABORTED", ""), None);
+        assert!(aborted.is_transient());
     }
 
     #[test]
     fn retry_after_is_read_as_seconds_or_a_date() {
         let mut headers = http::HeaderMap::new();
-        let with = |h: &http::HeaderMap| match classify(Error::http(
-            429,
-            h.clone(),
-            bytes::Bytes::new(),
-        )) {
-            SendError::Transient { retry_after, .. } => retry_after,
-            _ => panic!("429 must be transient"),
-        };
+        let with =
+            |h: &http::HeaderMap| match classify_status(ApiError::new(429, "", ""), retry_after(h))
+            {
+                SendError::Transient { retry_after, .. } => retry_after,
+                _ => panic!("429 must be transient"),
+            };
         assert_eq!(with(&headers), None);
         headers.insert(http::header::RETRY_AFTER, "7".parse().expect("header"));
         assert_eq!(with(&headers), Some(Duration::from_secs(7)));
@@ -178,9 +137,10 @@ mod tests {
     #[test]
     fn permanent_means_it_never_will() {
         for code in [400, 403, 404, 413, 422] {
-            assert!(!classify(answered(code)).is_transient(), "{code}");
+            assert!(!answered(code).is_transient(), "{code}");
         }
-        assert!(!classify(Error::deser("garbled")).is_transient());
+        let exists = classify_status(ApiError::new(409, "ALREADY_EXISTS", ""), None);
+        assert!(!exists.is_transient());
     }
 
     #[test]

@@ -95,7 +95,13 @@ struct GenerateAccessTokenResponse {
 impl Impersonated {
     /// `target` (an email) impersonated from `source`, through the IAM
     /// Credentials API at `endpoint`.
-    pub(crate) fn new(source: Credentials, endpoint: &str, target: &str, scope: &str) -> Self {
+    pub(crate) fn new(
+        source: Credentials,
+        endpoint: &str,
+        target: &str,
+        scope: &str,
+        egress: &crate::net::Egress,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 source,
@@ -104,7 +110,12 @@ impl Impersonated {
                     endpoint.trim_end_matches('/')
                 ),
                 scope: scope.to_owned(),
-                http: reqwest::Client::new(),
+                // The network settings' way; a client that cannot be built
+                // (a bad CA) was refused when the egress was read.
+                http: egress
+                    .http_client()
+                    .build()
+                    .unwrap_or_else(|_| reqwest::Client::new()),
                 cached: Mutex::new(None),
                 minting: tokio::sync::Mutex::new(()),
                 refreshing: AtomicBool::new(false),
@@ -273,7 +284,13 @@ mod tests {
             .expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let source = anonymous::Builder::new().build();
-        let creds = Impersonated::new(source, &endpoint, "bot@p.iam.gserviceaccount.com", "s");
+        let creds = Impersonated::new(
+            source,
+            &endpoint,
+            "bot@p.iam.gserviceaccount.com",
+            "s",
+            &crate::net::Egress::default(),
+        );
         (creds, listener)
     }
 
@@ -324,7 +341,13 @@ mod tests {
             }
         });
         let source = anonymous::Builder::new().build();
-        let creds = Impersonated::new(source, &endpoint, "bot@p.iam.gserviceaccount.com", "s");
+        let creds = Impersonated::new(
+            source,
+            &endpoint,
+            "bot@p.iam.gserviceaccount.com",
+            "s",
+            &crate::net::Egress::default(),
+        );
         let expires = SystemTime::now() + Duration::from_secs(120);
         *creds.inner.cached.lock().expect("lock") =
             Some(Minted::new("cached-token", expires).expect("a header"));

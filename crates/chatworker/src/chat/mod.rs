@@ -8,7 +8,9 @@
 //! query and credentials: the typed client decodes every answer into a
 //! `Message`, cards and all, which the worker never reads. Profiling the
 //! benchmark put that decoding at a tenth of the worker's CPU (`BENCHMARKS.md`).
-//! The rarer calls (update, delete) use the typed client.
+//! Update and delete go the same way. So every call takes the network
+//! settings' way ([`Egress::http_client`]): the proxy and the extra CAs,
+//! which the typed client's own HTTP client cannot be given.
 
 mod error;
 pub(crate) mod impersonation;
@@ -16,15 +18,13 @@ mod wire;
 
 pub use error::ClientError;
 
-use crate::config::ChatSettings;
+use crate::config::{ChatSettings, NetworkSettings};
 use crate::names::{MessageName, SpaceName};
+use crate::net::Egress;
 use crate::ops::metrics::Metrics;
 use crate::reply::compose::{Content, Created, NewMessage, Threading, check_cards};
 use crate::reply::{ApiError, BoxError, Markup, Reply, SendError};
-use error::{api_error, classify, classify_status, is_our_message, label, retry_after};
-use google_chat_v1::client::ChatService;
-use google_cloud_gax::options::RequestOptionsBuilder;
-use google_cloud_gax::retry_policy::NeverRetry;
+use error::{api_error, classify_status, is_our_message, retry_after};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,11 +35,10 @@ pub(crate) const CHAT_BOT_SCOPE: &str = "https://www.googleapis.com/auth/chat.bo
 /// reach Chat, and what the worker sends through.
 #[derive(Clone, Debug)]
 pub struct ChatClient {
-    inner: ChatService,
-    /// For `create`; HTTP/1.1 with a connection per request in flight, as the
-    /// typed client does.
+    /// HTTP/1.1 with a connection per request in flight, as the typed
+    /// client does; the egress's way.
     http: reqwest::Client,
-    /// The endpoint, for `create`'s URL.
+    /// The endpoint, for the calls' URLs.
     endpoint: reqwest::Url,
     credentials: google_cloud_auth::credentials::Credentials,
     timeout: Duration,
@@ -51,7 +50,19 @@ impl ChatClient {
     /// Builds the client with the settings' credentials (a key file, else
     /// Application Default Credentials; impersonating a service account when
     /// configured) and the `chat.bot` scope.
-    pub async fn new(settings: &ChatSettings) -> Result<Self, ClientError> {
+    pub async fn new(
+        settings: &ChatSettings,
+        network: &NetworkSettings,
+    ) -> Result<Self, ClientError> {
+        let egress = Egress::from_settings(network).map_err(|e| ClientError::Setup(e.into()))?;
+        Self::with_egress(settings, &egress).await
+    }
+
+    /// As [`ChatClient::new`], with the egress already read.
+    pub(crate) async fn with_egress(
+        settings: &ChatSettings,
+        egress: &Egress,
+    ) -> Result<Self, ClientError> {
         let impersonate = settings.impersonate_service_account.as_deref();
         // Impersonating, the worker's own credentials only need to call IAM.
         let scope = match impersonate {
@@ -86,27 +97,17 @@ impl ChatClient {
                     settings.iam_endpoint.as_str(),
                     target,
                     CHAT_BOT_SCOPE,
+                    egress,
                 ))
             }
         };
-        let endpoint = settings.endpoint.as_str().trim_end_matches('/');
-        let http = reqwest::Client::builder()
+        let http = egress
+            .http_client()
             .http1_only()
             .user_agent(concat!("chatworker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Setup(e.into()))?;
-        let inner = ChatService::builder()
-            .with_endpoint(endpoint)
-            .with_credentials(credentials.clone())
-            // One attempt per call: `crate::send` retries, because it
-            // honours Retry-After, waits for quota slots between attempts and
-            // bounds the time per delivery, which the built-in loop cannot.
-            .with_retry_policy(NeverRetry)
-            .build()
-            .await
-            .map_err(|e| ClientError::Setup(e.into()))?;
         Ok(Self {
-            inner,
             http,
             endpoint: settings.endpoint.clone(),
             credentials,
@@ -187,51 +188,44 @@ impl ChatClient {
         name: &MessageName,
         content: &Content,
     ) -> Result<(), SendError> {
-        let mask = google_cloud_wkt::FieldMask::default().set_paths([
-            "text",
-            "cards_v2",
-            "accessory_widgets",
-        ]);
-        let result = self
-            .inner
-            .update_message()
-            .set_message(wire::update_body(name.as_str(), content))
-            .set_update_mask(mask)
-            .with_attempt_timeout(self.timeout)
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                self.count("update", "200");
-                Ok(())
-            }
-            Err(e) => {
-                self.count("update", &label(&e));
-                Err(classify(e))
-            }
-        }
+        let body = serde_json::to_vec(&wire::update_body(name.as_str(), content))
+            .map_err(|e| SendError::permanent(format!("cannot encode the message: {e}")))?;
+        let mut url = wire::message_url(&self.endpoint, name);
+        url.query_pairs_mut()
+            .append_pair("updateMask", "text,cards_v2,accessory_widgets");
+        let answer = self.call(reqwest::Method::PATCH, url, Some(body)).await;
+        self.settle("update", answer, false)
     }
 
     /// Deletes the app's message `name`. A message already gone (404) counts
     /// as deleted, so that a retried delete succeeds.
     pub(crate) async fn delete(&self, name: &MessageName) -> Result<(), SendError> {
-        let result = self
-            .inner
-            .delete_message()
-            .set_name(name.as_str())
-            .with_attempt_timeout(self.timeout)
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                self.count("delete", "200");
-                Ok(())
+        let url = wire::message_url(&self.endpoint, name);
+        let answer = self.call(reqwest::Method::DELETE, url, None).await;
+        self.settle("delete", answer, true)
+    }
+
+    /// The outcome of an update or a delete, counted.
+    fn settle(
+        &self,
+        method: &'static str,
+        answer: Result<HttpAnswer, (&'static str, SendError)>,
+        gone_is_done: bool,
+    ) -> Result<(), SendError> {
+        match answer {
+            Err((label, error)) => {
+                self.count(method, label);
+                Err(error)
             }
-            Err(e) => {
-                self.count("delete", &label(&e));
-                match e.http_status_code() {
-                    Some(404) => Ok(()),
-                    _ => Err(classify(e)),
+            Ok(answer) => {
+                self.count(method, answer.status.as_str());
+                match answer.status.as_u16() {
+                    200..=299 => Ok(()),
+                    404 if gone_is_done => Ok(()),
+                    code => Err(classify_status(
+                        api_error(code, &answer.body),
+                        answer.retry_after,
+                    )),
                 }
             }
         }
@@ -246,7 +240,11 @@ impl ChatClient {
         let body = serde_json::to_vec(&wire::create_body(message))
             .map_err(|e| SendError::permanent(format!("cannot encode the message: {e}")))?;
         let answer = self
-            .post_json(wire::create_url(&self.endpoint, message), body)
+            .call(
+                reqwest::Method::POST,
+                wire::create_url(&self.endpoint, message),
+                Some(body),
+            )
             .await;
         match answer {
             Err((label, error)) => {
@@ -275,12 +273,13 @@ impl ChatClient {
         }
     }
 
-    /// One authenticated POST of a JSON body: Chat's answer, or why there
-    /// was none (with its metrics label).
-    async fn post_json(
+    /// One authenticated call, with a JSON body if any: Chat's answer, or
+    /// why there was none (with its metrics label).
+    async fn call(
         &self,
+        method: reqwest::Method,
         url: reqwest::Url,
-        body: Vec<u8>,
+        body: Option<Vec<u8>>,
     ) -> Result<HttpAnswer, (&'static str, SendError)> {
         use google_cloud_auth::credentials::CacheableResource;
         let auth = match self.credentials.headers(http::Extensions::new()).await {
@@ -302,16 +301,17 @@ impl ChatClient {
             };
             (label, error)
         };
-        let response = self
+        let mut request = self
             .http
-            .post(url)
+            .request(method, url)
             .headers(auth)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .timeout(self.timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(failed)?;
+            .timeout(self.timeout);
+        if let Some(body) = body {
+            request = request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request.send().await.map_err(failed)?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let body = response.bytes().await.map_err(failed)?;

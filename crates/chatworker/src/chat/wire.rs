@@ -10,6 +10,18 @@ use google_chat_v1::model;
 /// reference writes them. The path is built from segments, each encoded, so
 /// that no part of a name can add a segment or climb out of its place (the
 /// names are checked when parsed, too).
+/// `{endpoint}/v1/spaces/S/messages/M`, from encoded segments.
+pub(super) fn message_url(
+    endpoint: &reqwest::Url,
+    name: &crate::names::MessageName,
+) -> reqwest::Url {
+    let mut url = endpoint.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().push("v1").extend(name.segments());
+    }
+    url
+}
+
 pub(super) fn create_url(endpoint: &reqwest::Url, message: &NewMessage) -> reqwest::Url {
     let mut url = endpoint.clone();
     // An http(s) endpoint (checked when the settings were read) always has

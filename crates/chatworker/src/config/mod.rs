@@ -57,6 +57,8 @@ pub(crate) const DEFAULT_PATH: &str = "config/default.toml";
 /// The prefix of environment variables that override settings.
 pub(crate) const ENV_PREFIX: &str = "CHATWORKER_";
 
+pub use crate::net::NetworkError;
+
 /// Google's convention for pointing clients at the Pub/Sub emulator.
 pub const EMULATOR_ENV: &str = "PUBSUB_EMULATOR_HOST";
 
@@ -66,6 +68,8 @@ pub struct Config {
     figment: Figment,
     file: Option<PathBuf>,
     emulator_host: Option<String>,
+    env_proxy: Option<String>,
+    env_no_proxy: Option<String>,
     /// The sections read so far, so that [`Config::check_sections`] can
     /// tell a section nobody reads (a typo) from a bot's own.
     read: Mutex<BTreeSet<String>>,
@@ -113,6 +117,16 @@ impl Config {
                 problem: format!("{host:?} must be HOST:PORT, without a scheme"),
             });
         }
+        let first_of = |names: &[&str]| {
+            names.iter().find_map(|name| {
+                env.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+            })
+        };
+        let env_proxy = first_of(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]);
+        let env_no_proxy = first_of(&["NO_PROXY", "no_proxy"]);
         // Only variables with a `__` are ours: Kubernetes injects
         // CHATWORKER_SERVICE_HOST and friends for a Service named chatworker,
         // and those must not be mistaken for (unknown) settings.
@@ -126,6 +140,8 @@ impl Config {
             figment,
             file,
             emulator_host,
+            env_proxy,
+            env_no_proxy,
             read: Mutex::default(),
         })
     }
@@ -153,6 +169,12 @@ impl Config {
             chat: self.section("chat")?,
             worker: self.section("worker")?,
             server: self.section("server")?,
+            network: {
+                let mut network: NetworkSettings = self.section("network")?;
+                network.env_proxy = self.env_proxy.clone();
+                network.env_no_proxy = self.env_no_proxy.clone();
+                network
+            },
         };
         settings.validate()?;
         Ok(settings)
@@ -217,6 +239,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// The operations listener (health and metrics).
     pub server: ServerSettings,
+    /// How connections reach Google: proxy, company CAs.
+    pub network: NetworkSettings,
 }
 
 /// The operations listener.
@@ -232,6 +256,49 @@ pub struct ServerSettings {
     /// or a busy moment would read as a stall.
     #[serde(deserialize_with = "parse::duration_in::<_, 15_000, { u64::MAX }>")]
     pub stall_after: Duration,
+}
+
+/// How connections to Google go: directly, or through an HTTP CONNECT
+/// proxy, trusting the system's CAs and the company's own.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NetworkSettings {
+    /// The proxy (`http://[USER:PASSWORD@]HOST:PORT`), `"direct"` for none
+    /// whatever the environment says, or none (`""`): `HTTPS_PROXY`
+    /// (`https_proxy`, `ALL_PROXY`) from the environment.
+    #[serde(default)]
+    pub proxy: String,
+    /// Hosts that bypass the proxy, as `NO_PROXY` is written (hosts,
+    /// domains, IP addresses, CIDR blocks, `*`); none (`""`): `NO_PROXY`
+    /// (`no_proxy`) from the environment. Loopback and the GKE metadata
+    /// server never go through a proxy.
+    #[serde(default)]
+    pub no_proxy: String,
+    /// A PEM bundle of CAs trusted besides the system's, for every TLS
+    /// connection (a TLS-inspecting proxy's CA); none: the system's only.
+    #[serde(default, deserialize_with = "parse::optional")]
+    pub extra_ca_file: Option<PathBuf>,
+    /// The proxy from the environment; not a file setting.
+    #[serde(skip)]
+    pub env_proxy: Option<String>,
+    /// `NO_PROXY` from the environment; not a file setting.
+    #[serde(skip)]
+    pub env_no_proxy: Option<String>,
+}
+
+impl std::fmt::Debug for NetworkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A proxy URL may carry a password: shown without it.
+        let redact = |url: &str| crate::net::redacted(url);
+        f.debug_struct("NetworkSettings")
+            .field("proxy", &redact(&self.proxy))
+            .field("no_proxy", &self.no_proxy)
+            .field("extra_ca_file", &self.extra_ca_file)
+            .field("env_proxy", &self.env_proxy.as_deref().map(redact))
+            .field("env_no_proxy", &self.env_no_proxy)
+            .finish()
+    }
 }
 
 /// The Pub/Sub side.
@@ -284,6 +351,17 @@ pub struct PubSubSettings {
     /// How long one event may stay leased.
     #[serde(with = "humantime_serde")]
     pub max_lease: Duration,
+    /// Pub/Sub's endpoint: Google's global one when none, or a locational
+    /// (`https://europe-west3-pubsub.googleapis.com`), Private Service
+    /// Connect (`https://pubsub-NAME.p.googleapis.com`) or restricted VIP
+    /// one. `https://` only (plain HTTP is for the emulator, through
+    /// `PUBSUB_EMULATOR_HOST`).
+    #[serde(default, deserialize_with = "parse::optional_https_url")]
+    pub endpoint: Option<reqwest::Url>,
+    /// `/readyz` fails until the streaming pull has connected to Pub/Sub,
+    /// and again once it has been unable to connect for this long.
+    #[serde(deserialize_with = "parse::duration_in::<_, 1_000, { u64::MAX }>")]
+    pub unready_after: Duration,
     /// `host:port` of the emulator, from `PUBSUB_EMULATOR_HOST`; not a file
     /// setting.
     #[serde(skip)]

@@ -38,6 +38,25 @@ pub(super) fn url<'de, D: Deserializer<'de>>(d: D) -> Result<reqwest::Url, D::Er
     }
 }
 
+/// An `https://` URL, or none (`""`): an endpoint of Google's that is
+/// never plain HTTP (the emulator has its own variable).
+pub(super) fn optional_https_url<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<reqwest::Url>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let url = reqwest::Url::parse(text.trim())
+        .map_err(|e| D::Error::custom(format!("{text:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" if url.has_host() => Ok(Some(url)),
+        _ => Err(D::Error::custom(format!(
+            "{text:?} must be an https:// URL (the emulator is set with PUBSUB_EMULATOR_HOST)"
+        ))),
+    }
+}
+
 /// Whether `url` names this machine: `localhost`, 127.0.0.0/8 or `::1`.
 fn is_loopback(url: &reqwest::Url) -> bool {
     url.host_str().is_some_and(|host| {

@@ -131,7 +131,7 @@ pub async fn run_with<A: Service>(
         SubscriptionName::parse(&format!("{SUBSCRIPTION_PREFIX}{}", std::process::id()))
             .expect("the prefix and a process ID make a subscription name");
     let topic = TopicName::parse(TOPIC).expect("TOPIC is a topic name");
-    let admin = Admin::new(&settings.pubsub)
+    let admin = Admin::new(&settings.pubsub, &settings.network)
         .await
         .map_err(|source| DevError::Topic {
             host: emulator.host().to_owned(),

@@ -5,8 +5,9 @@
 //! - Alive: the pull loop turns (it beats every few seconds, busy or idle),
 //!   and Pub/Sub has not been unreachable for longer than `stall_after`.
 //!   Idle by choice (no events) is alive.
-//! - Ready: a Chat API token was obtained, the subscription answered, no
-//!   outage is open, and the worker is not shutting down.
+//! - Ready: a Chat API token was obtained, the subscription answered, the
+//!   streaming pull's link says it is up (when one reports), no outage is
+//!   open, and the worker is not shutting down.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -28,6 +29,17 @@ pub(crate) struct Status {
     credentials: AtomicU8,
     subscription: AtomicBool,
     stopping: AtomicBool,
+    /// The streaming pull's link, when one reports: `Err(why)` while down.
+    link: std::sync::OnceLock<LinkCheck>,
+}
+
+/// Whether the streaming pull's link is up; `Err(why)` when not.
+pub(crate) struct LinkCheck(pub(crate) Box<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for LinkCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkCheck")
+    }
 }
 
 impl Status {
@@ -41,7 +53,13 @@ impl Status {
             credentials: AtomicU8::new(UNKNOWN),
             subscription: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            link: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on readiness also asks `check` (the first one given wins).
+    pub(crate) fn watch_link(&self, check: LinkCheck) {
+        let _ = self.link.set(check);
     }
 
     fn now_ms(&self) -> u64 {
@@ -126,6 +144,9 @@ impl Status {
         if !self.subscription.load(Relaxed) {
             return Err("the subscription has not answered yet".into());
         }
+        if let Some(check) = self.link.get() {
+            (check.0)()?;
+        }
         if let Some(down) = self.outage() {
             return Err(format!("Pub/Sub unreachable for {down:?}"));
         }
@@ -159,6 +180,15 @@ mod tests {
                 .contains("reconnecting")
         );
         s.outage_ended();
+        assert!(s.readiness().is_ok());
+        let up = std::sync::Arc::new(AtomicBool::new(false));
+        let link = up.clone();
+        s.watch_link(LinkCheck(Box::new(move || match link.load(Relaxed) {
+            true => Ok(()),
+            false => Err("the pull has not connected".into()),
+        })));
+        assert_eq!(s.readiness(), Err("the pull has not connected".into()));
+        up.store(true, Relaxed);
         assert!(s.readiness().is_ok());
         s.stopping();
         assert_eq!(s.readiness(), Err("shutting down".into()));

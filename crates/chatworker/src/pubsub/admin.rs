@@ -2,8 +2,8 @@
 //! `chatworker setup` (idempotent), `chatworker check` and `chatworker dev`.
 //! Only domain types cross this boundary: names, durations and outcomes.
 
-use super::connection;
-use crate::config::{PubSubSettings, SubscriptionName, TopicName};
+use super::Connection;
+use crate::config::{NetworkSettings, PubSubSettings, SubscriptionName, TopicName};
 use crate::reply::BoxError;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::NeverRetry;
@@ -98,6 +98,8 @@ pub struct Admin {
     topics: TopicAdmin,
     subscriptions: SubscriptionAdmin,
     emulator: bool,
+    /// Where the clients connect; keeps the gateway, if any, listening.
+    connection: Connection,
 }
 
 /// What a failed call on `resource` while doing `what` comes to.
@@ -138,17 +140,27 @@ async fn timed<T>(
 
 impl Admin {
     /// Clients for the Pub/Sub the settings name (the emulator's with
-    /// `PUBSUB_EMULATOR_HOST`).
-    pub async fn new(settings: &PubSubSettings) -> Result<Self, AdminError> {
+    /// `PUBSUB_EMULATOR_HOST`), reached the way `network` says.
+    pub async fn new(
+        settings: &PubSubSettings,
+        network: &NetworkSettings,
+    ) -> Result<Self, AdminError> {
+        let connection =
+            Connection::open(settings, network)
+                .await
+                .map_err(|e| AdminError::Failed {
+                    what: "cannot set up a Pub/Sub client".into(),
+                    source: e.into(),
+                })?;
         let mut topics = TopicAdmin::builder();
         let mut subscriptions = SubscriptionAdmin::builder();
-        if let Some((endpoint, credentials)) = connection(settings) {
-            topics = topics
-                .with_endpoint(&endpoint)
-                .with_credentials(credentials.clone());
-            subscriptions = subscriptions
-                .with_endpoint(endpoint)
-                .with_credentials(credentials);
+        if let Some(endpoint) = &connection.admin_endpoint {
+            topics = topics.with_endpoint(endpoint);
+            subscriptions = subscriptions.with_endpoint(endpoint);
+        }
+        if let Some(credentials) = &connection.credentials {
+            topics = topics.with_credentials(credentials.clone());
+            subscriptions = subscriptions.with_credentials(credentials.clone());
         }
         let client = |e: google_cloud_gax::client_builder::Error| AdminError::Failed {
             what: "cannot set up a Pub/Sub client".into(),
@@ -166,6 +178,7 @@ impl Admin {
                 .await
                 .map_err(client)?,
             emulator: settings.emulator_host.is_some(),
+            connection,
         })
     }
 
@@ -291,29 +304,37 @@ impl Admin {
     }
 
     /// Whether the caller holds `permission` on `resource` (IAM's
-    /// `testIamPermissions`); `None` on the emulator, which has no IAM.
+    /// `testIamPermissions`); `None` on the emulator, which has no IAM (or
+    /// wherever the method is not implemented).
     pub async fn may(&self, resource: &str, permission: &str) -> Result<Option<bool>, AdminError> {
         if self.emulator {
             return Ok(None);
         }
         // The IAM methods are a mixin served for every Pub/Sub resource; the
         // client exposes them on SchemaService.
-        let iam = SchemaService::builder()
-            .build()
-            .await
-            .map_err(|e| AdminError::Failed {
-                what: "cannot set up an IAM client".into(),
-                source: e.into(),
-            })?;
+        let mut iam = SchemaService::builder();
+        if let Some(endpoint) = &self.connection.admin_endpoint {
+            iam = iam.with_endpoint(endpoint);
+        }
+        if let Some(credentials) = &self.connection.credentials {
+            iam = iam.with_credentials(credentials.clone());
+        }
+        let iam = iam.build().await.map_err(|e| AdminError::Failed {
+            what: "cannot set up an IAM client".into(),
+            source: e.into(),
+        })?;
         let call = iam
             .test_iam_permissions()
             .set_resource(resource)
             .set_permissions([permission])
             .send();
-        let granted = timed(call)
-            .await?
-            .map_err(failed(format!("cannot test {permission} on"), resource))?;
-        Ok(Some(granted.permissions.iter().any(|p| p == permission)))
+        match timed(call).await? {
+            Ok(granted) => Ok(Some(granted.permissions.iter().any(|p| p == permission))),
+            // A Pub/Sub without IAM (an emulator behind an endpoint
+            // setting): nothing to test.
+            Err(e) if code(&e) == Some(Code::Unimplemented) => Ok(None),
+            Err(e) => Err(failed(format!("cannot test {permission} on"), resource)(e)),
+        }
     }
 }
 

@@ -14,9 +14,12 @@ pub(crate) use delivery::Delivery;
 pub(crate) use publisher::TopicPublisher;
 pub(crate) use source::Source;
 
-use crate::config::PubSubSettings;
+use crate::config::{NetworkSettings, PubSubSettings};
+use crate::net::gateway::{Gateway, Link};
+use crate::net::{Egress, NoProxy};
 use crate::reply::BoxError;
 use google_cloud_auth::credentials::{Credentials, anonymous};
+use std::sync::Arc;
 
 /// Pub/Sub could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +49,78 @@ pub enum PubSubError {
     Client(#[source] BoxError),
 }
 
-/// Credentials and endpoint: the emulator's when `PUBSUB_EMULATOR_HOST` is
-/// set (the Google crates ignore that variable), else Google's with ADC.
-fn connection(settings: &PubSubSettings) -> Option<(String, Credentials)> {
-    settings
-        .emulator_host
-        .as_ref()
-        .map(|host| (format!("http://{host}"), anonymous::Builder::new().build()))
+/// Where the Pub/Sub clients connect: the emulator (`PUBSUB_EMULATOR_HOST`,
+/// plain HTTP, no credentials), or Google (`pubsub.endpoint`, else the
+/// global endpoint) through the [gateway](crate::net::gateway), which takes
+/// the network settings' way and reports the link's state.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// For the gRPC clients (subscriber, publisher).
+    endpoint: Option<String>,
+    /// For the REST admin clients.
+    admin_endpoint: Option<String>,
+    credentials: Option<Credentials>,
+    gateway: Option<Gateway>,
+}
+
+/// Google's global Pub/Sub endpoint.
+const GOOGLE: &str = "https://pubsub.googleapis.com";
+
+impl Connection {
+    /// The connection the settings describe. Starts the gateway, unless the
+    /// emulator is used.
+    pub(crate) async fn open(
+        settings: &PubSubSettings,
+        network: &NetworkSettings,
+    ) -> Result<Self, PubSubError> {
+        if let Some(host) = &settings.emulator_host {
+            let endpoint = format!("http://{host}");
+            return Ok(Self {
+                endpoint: Some(endpoint.clone()),
+                admin_endpoint: Some(endpoint),
+                credentials: Some(anonymous::Builder::new().build()),
+                gateway: None,
+            });
+        }
+        let egress = Egress::from_settings(network).map_err(|e| PubSubError::Client(e.into()))?;
+        let upstream = match &settings.endpoint {
+            Some(url) => url.clone(),
+            None => GOOGLE.parse().expect("a URL"),
+        };
+        let gateway = Gateway::start(egress, &upstream)
+            .await
+            .map_err(|e| PubSubError::Client(e.into()))?;
+        // The admin clients (REST, reqwest) read HTTP_PROXY themselves: if
+        // it would send plain HTTP to loopback through a proxy, they go to
+        // Pub/Sub directly (their own way, by the environment) instead.
+        let admin_endpoint = match env_proxies_loopback() {
+            true => upstream.as_str().trim_end_matches('/').to_owned(),
+            false => gateway.endpoint(),
+        };
+        Ok(Self {
+            endpoint: Some(gateway.endpoint()),
+            admin_endpoint: Some(admin_endpoint),
+            credentials: None,
+            gateway: Some(gateway),
+        })
+    }
+
+    /// The link to Pub/Sub, when it goes through the gateway.
+    pub(crate) fn link(&self) -> Option<Arc<Link>> {
+        self.gateway.as_ref().map(Gateway::link)
+    }
+}
+
+/// Whether reqwest, as configured by the environment, would send a plain
+/// HTTP request for 127.0.0.1 to a proxy.
+fn env_proxies_loopback() -> bool {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let proxied = var(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]).is_some();
+    let exempt = var(&["NO_PROXY", "no_proxy"])
+        .is_some_and(|list| NoProxy::parse(&list).matches("127.0.0.1"));
+    proxied && !exempt
 }

@@ -1,8 +1,8 @@
 //! Publishing to a topic (the dead-letter topic), with the same connection
 //! rules as the subscriber.
 
-use super::{PubSubError, connection};
-use crate::config::{PubSubSettings, TopicName};
+use super::{Connection, PubSubError};
+use crate::config::TopicName;
 use bytes::Bytes;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
@@ -16,14 +16,15 @@ pub(crate) struct TopicPublisher {
 impl TopicPublisher {
     /// A publisher for `topic` (`projects/P/topics/T`).
     pub(crate) async fn new(
-        settings: &PubSubSettings,
+        connection: &Connection,
         topic: &TopicName,
     ) -> Result<Self, PubSubError> {
         let mut builder = Publisher::builder(topic.as_str());
-        if let Some((endpoint, credentials)) = connection(settings) {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_credentials(credentials);
+        if let Some(endpoint) = &connection.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(credentials) = &connection.credentials {
+            builder = builder.with_credentials(credentials.clone());
         }
         let publisher = builder
             .build()

@@ -3,9 +3,9 @@
 //! ends.
 
 use super::outage::{Health, Probe, ProbeError};
-use super::{Delivery, PubSubError, connection};
+use super::{Connection, Delivery, PubSubError};
 use crate::config::{PubSubSettings, SubscriptionName};
-use crate::ops::health::Status;
+use crate::ops::health::{LinkCheck, Status};
 use crate::ops::metrics::Metrics;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use google_cloud_gax::retry_policy::NeverRetry;
@@ -65,6 +65,7 @@ impl Source {
     /// A missing subscription or a refusal is an error; an unreachable
     /// Pub/Sub is not (it is logged, and the stream keeps trying).
     pub(crate) async fn open(
+        connection: &Connection,
         settings: &PubSubSettings,
         subscription: &SubscriptionName,
         metrics: Arc<Metrics>,
@@ -72,11 +73,21 @@ impl Source {
     ) -> Result<Self, PubSubError> {
         let mut builder = Subscriber::builder();
         let mut admin = SubscriptionAdmin::builder();
-        if let Some((endpoint, credentials)) = connection(settings) {
-            builder = builder
-                .with_endpoint(&endpoint)
-                .with_credentials(credentials.clone());
-            admin = admin.with_endpoint(endpoint).with_credentials(credentials);
+        if let Some(endpoint) = &connection.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(endpoint) = &connection.admin_endpoint {
+            admin = admin.with_endpoint(endpoint);
+        }
+        if let Some(credentials) = &connection.credentials {
+            builder = builder.with_credentials(credentials.clone());
+            admin = admin.with_credentials(credentials.clone());
+        }
+        // Ready only once the streaming pull has connected, and not while
+        // it has been unable to for longer than `pubsub.unready_after`.
+        if let Some(link) = connection.link() {
+            let unready_after = settings.unready_after;
+            status.watch_link(LinkCheck(Box::new(move || link.readiness(unready_after))));
         }
         let subscriber = builder
             .build()

@@ -18,10 +18,11 @@ use crate::app::Service;
 use crate::chat::{ChatClient, ClientError};
 use crate::config::{ConfigError, Settings};
 use crate::event::{DecodeError, Event, decode};
+use crate::net::Egress;
 use crate::ops::health::Status;
 use crate::ops::metrics::Metrics;
 pub use crate::ops::{ServerError, Snapshot};
-use crate::pubsub::{Delivery, PubSubError, Source, TopicPublisher};
+use crate::pubsub::{Connection, Delivery, PubSubError, Source, TopicPublisher};
 use crate::send::Sender;
 use admit::{Admission, Verdict};
 use dispatch::Dispatcher;
@@ -80,6 +81,9 @@ pub enum WorkerError {
     /// The operations listener could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The network settings (proxy, CA file) cannot be used.
+    #[error(transparent)]
+    Network(#[from] crate::config::NetworkError),
 }
 
 /// Runs until `shutdown` completes or the subscription fails for good.
@@ -102,7 +106,9 @@ pub async fn run<A: Service>(
         })
         .await?;
     }
-    let chat = ChatClient::new(&settings.chat).await?;
+    let egress = Egress::from_settings(&settings.network)?;
+    let chat = ChatClient::with_egress(&settings.chat, &egress).await?;
+    let connection = Connection::open(&settings.pubsub, &settings.network).await?;
     // Events are pulled once the first token is there (or has been waited
     // for long enough): it costs the most (a key's first signature seeds the
     // crypto library's random generator, about 0.1 s of CPU), and obtained
@@ -115,9 +121,10 @@ pub async fn run<A: Service>(
     let _ = tokio::time::timeout(FIRST_TOKEN_WAIT, &mut credentials).await;
     let dead_letter = match &settings.pubsub.dead_letter_topic {
         None => None,
-        Some(topic) => Some(TopicPublisher::new(&settings.pubsub, topic).await?),
+        Some(topic) => Some(TopicPublisher::new(&connection, topic).await?),
     };
     let mut source = Source::open(
+        &connection,
         &settings.pubsub,
         &subscription,
         metrics.clone(),

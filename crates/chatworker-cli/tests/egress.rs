@@ -1,0 +1,336 @@
+//! Behind the firewall: the worker where nothing resolves Google's names and
+//! the only way out is a TLS-inspecting proxy (the test kit's), with its own
+//! CA and a password. Pub/Sub's streaming pull, its admin calls and the
+//! Chat API all go through it, or the worker says why not and is not ready.
+
+mod common;
+
+use chatworker_testkit::proxy::{Alpn, InspectingProxy};
+use common::*;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const CREDENTIALS: (&str, &str) = ("alice", "pr0xy-s3cret");
+
+fn local(host_port: &str) -> SocketAddr {
+    host_port
+        .trim_start_matches("http://")
+        .to_socket_addrs()
+        .expect("an address")
+        .next()
+        .expect("one address")
+}
+
+/// The proxy's routes: "Google" is the emulator and the simulator.
+async fn proxy(sim: &Sim, alpn: Alpn, credentials: Option<(&str, &str)>) -> InspectingProxy {
+    let routes = [
+        ("pubsub.googleapis.com", local(&emulator_host())),
+        ("chat.googleapis.com", local(&sim.url)),
+    ];
+    InspectingProxy::start(&routes, alpn, credentials).await
+}
+
+/// The simulator, answering to Google's name too (the proxy routes it here).
+async fn chat_behind_the_proxy() -> Sim {
+    Sim::start_with_options(chatworker_sim::SimOptions {
+        also_hosts: vec!["chat.googleapis.com".into()],
+        ..Default::default()
+    })
+    .await
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The worker's environment behind `proxy`: no emulator variable, Google's
+/// endpoints, the proxy from `HTTPS_PROXY`.
+fn behind<'a>(proxy_url: &'a str, ca: Option<&'a str>, listen: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("PUBSUB_EMULATOR_HOST", ""),
+        ("HTTPS_PROXY", proxy_url),
+        ("CHATWORKER_CHAT__ENDPOINT", "https://chat.googleapis.com"),
+        ("CHATWORKER_SERVER__LISTEN", listen),
+    ];
+    if let Some(ca) = ca {
+        env.push(("CHATWORKER_NETWORK__EXTRA_CA_FILE", ca));
+    }
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_behind_a_tls_inspecting_proxy_answers_every_event() {
+    let sim = chat_behind_the_proxy().await;
+    let topic = Topic::fresh("egress").await;
+    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
+    let url = proxy.url(Some(CREDENTIALS));
+    let ca = proxy.ca_file.display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = behind(&url, Some(&ca), &listen);
+    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    for i in 0..6 {
+        let message = sim.seed(&format!("spaces/EGRESS{i}"), "hello", None).await;
+        topic.publish_json(&message_event(&message)).await;
+    }
+    let answered = eventually(DEADLINE, || async {
+        (sim.app_messages().await.len() >= 6).then_some(())
+    })
+    .await;
+    assert!(answered.is_some(), "not all answered:\n{}", worker.logs());
+    let ready = eventually(DEADLINE, || async {
+        let (status, body) = get(&format!("http://{listen}/readyz")).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert!(ready.is_some(), "not ready:\n{}", worker.logs());
+    assert!(
+        proxy.tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "Pub/Sub and Chat both went through the proxy"
+    );
+    worker.terminate(Duration::from_secs(30)).await;
+    let logs = worker.logs();
+    assert!(logs.contains("Pub/Sub reached"), "{logs}");
+    assert!(
+        logs.contains("(with credentials)"),
+        "the way is named: {logs}"
+    );
+    assert!(
+        !logs.contains(CREDENTIALS.1),
+        "the proxy's password leaked: {logs}"
+    );
+    assert_eq!(
+        worker.summary().get("events_acked").map(String::as_str),
+        Some("6")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_cannot_carry_http2_is_named_and_the_worker_is_not_ready() {
+    let sim = chat_behind_the_proxy().await;
+    let topic = Topic::fresh("egressh1").await;
+    let proxy = proxy(&sim, Alpn::Http1Only, None).await;
+    let url = proxy.url(None);
+    let ca = proxy.ca_file.display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = behind(&url, Some(&ca), &listen);
+    let worker = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
+    worker
+        .wait_for_log(
+            "HTTP/2 was not negotiated with pubsub.googleapis.com",
+            Duration::from_secs(15),
+        )
+        .await;
+    let (status, body) = get(&format!("http://{listen}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("HTTP/2"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_inspecting_ca_is_named_with_the_setting_that_fixes_it() {
+    let sim = chat_behind_the_proxy().await;
+    let topic = Topic::fresh("egressca").await;
+    let proxy = proxy(&sim, Alpn::Http2, None).await;
+    let url = proxy.url(None);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = behind(&url, None, &listen);
+    let worker = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
+    worker
+        .wait_for_log(
+            "issued by \\\"CN=chatworker test inspecting proxy CA, O=chatworker tests\\\"",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(worker.logs().contains("network.extra_ca_file"));
+    let (status, body) = get(&format!("http://{listen}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_wants_credentials_is_named() {
+    let sim = chat_behind_the_proxy().await;
+    let topic = Topic::fresh("egress407").await;
+    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
+    let url = proxy.url(None);
+    let ca = proxy.ca_file.display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = behind(&url, Some(&ca), &listen);
+    let worker = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
+    worker
+        .wait_for_log(
+            "answered 407: it wants credentials",
+            Duration::from_secs(15),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_way_to_each_host() {
+    let sim = chat_behind_the_proxy().await;
+    let topic = Topic::fresh("egresscheck").await;
+    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
+    let url = proxy.url(Some(CREDENTIALS));
+    let ca = proxy.ca_file.display().to_string();
+    let output = tokio::process::Command::new(chatworker())
+        .arg("check")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &sim.key_path)
+        .env("CHATWORKER_PUBSUB__SUBSCRIPTION", &topic.subscription)
+        .env("CHATWORKER_CHAT__ENDPOINT", "https://chat.googleapis.com")
+        .env("HTTPS_PROXY", &url)
+        .env("CHATWORKER_NETWORK__EXTRA_CA_FILE", &ca)
+        .output()
+        .await
+        .expect("chatworker check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for expected in [
+        "pubsub.googleapis.com:443",
+        "chat.googleapis.com:443",
+        "proxy http://127.0.0.1",
+        "HTTP/2",
+        "CN=chatworker test inspecting proxy CA",
+        "ok    egress to pubsub.googleapis.com:443",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains(CREDENTIALS.1) && !stderr.contains(CREDENTIALS.1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_away_for_30_s_mid_burst_loses_and_doubles_nothing() {
+    const EVENTS: usize = 60;
+    let sim = chat_behind_the_proxy().await;
+    let topic = Topic::fresh("egressdown").await;
+    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
+    let url = proxy.url(Some(CREDENTIALS));
+    let ca = proxy.ca_file.display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = behind(&url, Some(&ca), &listen);
+    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut threads = Vec::new();
+    for i in 0..EVENTS {
+        if i == EVENTS / 3 {
+            // A third published and (mostly) answered: the proxy goes away,
+            // and the rest is published while it is away.
+            let _ = eventually(DEADLINE, || async {
+                (sim.app_messages().await.len() >= EVENTS / 6).then_some(())
+            })
+            .await;
+            proxy.set_down(true);
+        }
+        let message = sim
+            .seed("spaces/EGRESSDOWN", &format!("event {i}"), None)
+            .await;
+        threads.push(
+            message["thread"]["name"]
+                .as_str()
+                .expect("a thread")
+                .to_owned(),
+        );
+        topic.publish_json(&message_event(&message)).await;
+    }
+    worker
+        .wait_for_log("Pub/Sub cannot be reached", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    proxy.set_down(false);
+    let answered = eventually(Duration::from_secs(120), || async {
+        let replies = sim.app_messages().await;
+        (replies.len() >= EVENTS).then_some(replies)
+    })
+    .await;
+    let Some(replies) = answered else {
+        panic!(
+            "{} of {EVENTS} answered after the proxy came back:\n{}",
+            sim.app_messages().await.len(),
+            worker.logs()
+        );
+    };
+    // Settle, then count: nothing answered twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let replies = sim.app_messages().await.len().max(replies.len());
+    assert_eq!(replies, EVENTS, "an event was answered twice");
+    let mut answered_threads: Vec<String> = sim
+        .app_messages()
+        .await
+        .iter()
+        .filter_map(|r| r["message"]["thread"]["name"].as_str().map(str::to_owned))
+        .collect();
+    answered_threads.sort();
+    threads.sort();
+    assert_eq!(
+        answered_threads, threads,
+        "every event's thread answered once"
+    );
+    worker.terminate(Duration::from_secs(30)).await;
+    assert!(
+        worker.logs().contains("Pub/Sub reached again"),
+        "{}",
+        worker.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_real_squid_with_a_password() {
+    let sim = chat_behind_the_proxy().await;
+    let topic = Topic::fresh("egresssquid").await;
+    // Squid asks for the password and passes CONNECT on to the inspecting
+    // proxy, the only way to "Google" here.
+    let inspector = proxy(&sim, Alpn::Http2, None).await;
+    let squid =
+        chatworker_testkit::squid::Squid::start(inspector.addr, CREDENTIALS.0, CREDENTIALS.1).await;
+    let ca = inspector.ca_file.display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    // First without the password: Squid's 407 is named.
+    let without = squid.url(CREDENTIALS.0, "wrong");
+    let env = behind(&without, Some(&ca), &listen);
+    let refused = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
+    refused
+        .wait_for_log(
+            "answered 407: it refused the credentials",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(!refused.logs().contains("wrong"), "the password leaked");
+    drop(refused);
+    let url = squid.url(CREDENTIALS.0, CREDENTIALS.1);
+    let env = behind(&url, Some(&ca), &listen);
+    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    for i in 0..4 {
+        let message = sim.seed(&format!("spaces/SQUID{i}"), "hello", None).await;
+        topic.publish_json(&message_event(&message)).await;
+    }
+    let answered = eventually(DEADLINE, || async {
+        (sim.app_messages().await.len() >= 4).then_some(())
+    })
+    .await;
+    assert!(
+        answered.is_some(),
+        "not answered through Squid:\n{}\n{}",
+        worker.logs(),
+        squid.logs()
+    );
+    worker.terminate(Duration::from_secs(30)).await;
+    assert!(
+        !worker.logs().contains(CREDENTIALS.1),
+        "the password leaked"
+    );
+    assert!(
+        squid.logs().contains("CONNECT pubsub.googleapis.com:443"),
+        "{}",
+        squid.logs()
+    );
+}
