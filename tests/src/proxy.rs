@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,8 +30,7 @@ pub struct InspectingProxy {
     pub addr: SocketAddr,
     /// The proxy's CA, PEM: what `network.extra_ca_file` names.
     pub ca_file: PathBuf,
-    /// Tunnels opened (CONNECT answered 200).
-    pub tunnels: Arc<AtomicU64>,
+    tunnels: Arc<Mutex<HashMap<String, u64>>>,
     down: tokio::sync::watch::Sender<bool>,
     _dir: TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -90,7 +89,7 @@ impl InspectingProxy {
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let tunnels = Arc::new(AtomicU64::new(0));
+        let tunnels = Arc::new(Mutex::new(HashMap::new()));
         let (down, _) = tokio::sync::watch::channel(false);
         let routes = Arc::new(Routes {
             configs,
@@ -134,6 +133,16 @@ impl InspectingProxy {
         self.down.send_replace(down);
     }
 
+    /// Tunnels opened to `host` (CONNECT answered 200).
+    pub fn tunnels_to(&self, host: &str) -> u64 {
+        self.tunnels
+            .lock()
+            .expect("tunnels")
+            .get(host)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// `http://[USER:PASSWORD@]127.0.0.1:PORT`.
     pub fn url(&self, credentials: Option<(&str, &str)>) -> String {
         match credentials {
@@ -147,7 +156,7 @@ struct Routes {
     configs: HashMap<String, Arc<rustls::ServerConfig>>,
     targets: HashMap<String, SocketAddr>,
     expected: Option<String>,
-    tunnels: Arc<AtomicU64>,
+    tunnels: Arc<Mutex<HashMap<String, u64>>>,
     down: tokio::sync::watch::Sender<bool>,
 }
 
@@ -193,7 +202,12 @@ impl Routes {
         client
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .await?;
-        self.tunnels.fetch_add(1, Ordering::SeqCst);
+        *self
+            .tunnels
+            .lock()
+            .expect("tunnels")
+            .entry(host.to_owned())
+            .or_default() += 1;
         let mut tls = tokio_rustls::TlsAcceptor::from(config.clone())
             .accept(client)
             .await?;

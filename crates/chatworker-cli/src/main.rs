@@ -15,9 +15,22 @@ use std::process::ExitCode;
 // the tail latency of the multi-threaded runtime in the benchmark's drain
 // (no cross-thread wake-ups, one malloc arena; BENCHMARKS.md). A bot binary
 // with CPU-heavy handlers should keep the multi-threaded runtime.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    chatworker::init_logging();
-    let cli = cli::Cli::parse();
-    cli.run(chatworker::shutdown_signal()).await
+fn main() -> ExitCode {
+    // SAFETY: first thing, before the runtime or any other thread starts.
+    unsafe { chatworker::net::keep_loopback_off_proxies() };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chatworker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        chatworker::init_logging();
+        let cli = cli::Cli::parse();
+        cli.run(chatworker::shutdown_signal()).await
+    })
 }

@@ -100,7 +100,7 @@ impl Impersonated {
         endpoint: &str,
         target: &str,
         scope: &str,
-        egress: &crate::net::Egress,
+        http: reqwest::Client,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -110,12 +110,8 @@ impl Impersonated {
                     endpoint.trim_end_matches('/')
                 ),
                 scope: scope.to_owned(),
-                // The network settings' way; a client that cannot be built
-                // (a bad CA) was refused when the egress was read.
-                http: egress
-                    .http_client()
-                    .build()
-                    .unwrap_or_else(|_| reqwest::Client::new()),
+                // The Chat client's: the network settings' way.
+                http,
                 cached: Mutex::new(None),
                 minting: tokio::sync::Mutex::new(()),
                 refreshing: AtomicBool::new(false),
@@ -289,7 +285,7 @@ mod tests {
             &endpoint,
             "bot@p.iam.gserviceaccount.com",
             "s",
-            &crate::net::Egress::default(),
+            reqwest::Client::new(),
         );
         (creds, listener)
     }
@@ -346,7 +342,7 @@ mod tests {
             &endpoint,
             "bot@p.iam.gserviceaccount.com",
             "s",
-            &crate::net::Egress::default(),
+            reqwest::Client::new(),
         );
         let expires = SystemTime::now() + Duration::from_secs(120);
         *creds.inner.cached.lock().expect("lock") =

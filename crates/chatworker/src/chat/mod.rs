@@ -9,7 +9,7 @@
 //! `Message`, cards and all, which the worker never reads. Profiling the
 //! benchmark put that decoding at a tenth of the worker's CPU (`BENCHMARKS.md`).
 //! Update and delete go the same way. So every call takes the network
-//! settings' way ([`Egress::http_client`]): the proxy and the extra CAs,
+//! settings' way (`Egress::http_client`): the proxy and the extra CAs,
 //! which the typed client's own HTTP client cannot be given.
 
 mod error;
@@ -63,6 +63,12 @@ impl ChatClient {
         settings: &ChatSettings,
         egress: &Egress,
     ) -> Result<Self, ClientError> {
+        let http = egress
+            .http_client()
+            .http1_only()
+            .user_agent(concat!("chatworker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Setup(e.into()))?;
         let impersonate = settings.impersonate_service_account.as_deref();
         // Impersonating, the worker's own credentials only need to call IAM.
         let scope = match impersonate {
@@ -97,16 +103,10 @@ impl ChatClient {
                     settings.iam_endpoint.as_str(),
                     target,
                     CHAT_BOT_SCOPE,
-                    egress,
+                    http.clone(),
                 ))
             }
         };
-        let http = egress
-            .http_client()
-            .http1_only()
-            .user_agent(concat!("chatworker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Setup(e.into()))?;
         Ok(Self {
             http,
             endpoint: settings.endpoint.clone(),

@@ -1,16 +1,13 @@
-//! Our messages in the Chat API's terms: the URL and query of
-//! `spaces.messages.create`, and the `google-chat-v1` bodies of a create or
-//! an update.
+//! Our messages in the Chat API's terms: the URLs (and the create's query)
+//! of `spaces.messages.create`, `patch` and `delete`, and the
+//! `google-chat-v1` bodies of a create or an update.
 
 use crate::reply::compose::{Content, NewMessage, Threading};
 use crate::reply::{Card, Markup, Notify};
 use google_chat_v1::model;
 
-/// `…/v1/{space}/messages` and its query, with enums by name as the API
-/// reference writes them. The path is built from segments, each encoded, so
-/// that no part of a name can add a segment or climb out of its place (the
-/// names are checked when parsed, too).
-/// `{endpoint}/v1/spaces/S/messages/M`, from encoded segments.
+/// `{endpoint}/v1/spaces/S/messages/M` (update, delete), from encoded
+/// segments as in [`create_url`].
 pub(super) fn message_url(
     endpoint: &reqwest::Url,
     name: &crate::names::MessageName,
@@ -22,6 +19,10 @@ pub(super) fn message_url(
     url
 }
 
+/// `…/v1/{space}/messages` and its query, with enums by name as the API
+/// reference writes them. The path is built from segments, each encoded, so
+/// that no part of a name can add a segment or climb out of its place (the
+/// names are checked when parsed, too).
 pub(super) fn create_url(endpoint: &reqwest::Url, message: &NewMessage) -> reqwest::Url {
     let mut url = endpoint.clone();
     // An http(s) endpoint (checked when the settings were read) always has

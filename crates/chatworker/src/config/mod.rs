@@ -57,13 +57,10 @@ pub(crate) const DEFAULT_PATH: &str = "config/default.toml";
 /// The prefix of environment variables that override settings.
 pub(crate) const ENV_PREFIX: &str = "CHATWORKER_";
 
-pub use crate::net::NetworkError;
-
 /// Google's convention for pointing clients at the Pub/Sub emulator.
 pub const EMULATOR_ENV: &str = "PUBSUB_EMULATOR_HOST";
 
 /// The layered configuration, before it is read into types.
-#[derive(Debug)]
 pub struct Config {
     figment: Figment,
     file: Option<PathBuf>,
@@ -73,6 +70,18 @@ pub struct Config {
     /// The sections read so far, so that [`Config::check_sections`] can
     /// tell a section nobody reads (a typo) from a bot's own.
     read: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Config {
+    /// The values themselves stay out: a proxy URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("file", &self.file)
+            .field("emulator_host", &self.emulator_host)
+            .field("env_proxy", &self.env_proxy.as_deref().map(redacted))
+            .field("env_no_proxy", &self.env_no_proxy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -290,7 +299,7 @@ pub struct NetworkSettings {
 impl std::fmt::Debug for NetworkSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A proxy URL may carry a password: shown without it.
-        let redact = |url: &str| crate::net::redacted(url);
+        let redact = |url: &str| redacted(url);
         f.debug_struct("NetworkSettings")
             .field("proxy", &redact(&self.proxy))
             .field("no_proxy", &self.no_proxy)
@@ -567,6 +576,25 @@ fn with_field(path: &[String], field: &str) -> String {
     }
 }
 
+/// A proxy URL shown without its credentials: `http://proxy:3128`, with
+/// ` (with credentials)` when it has some.
+pub(crate) fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if parsed.has_host() => {
+            let credentials = !parsed.username().is_empty() || parsed.password().is_some();
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let shown = format!("{}://{host}{port}", parsed.scheme());
+            match credentials {
+                true => format!("{shown} (with credentials)"),
+                false => shown,
+            }
+        }
+        // Unparsable: the part after the last `@`, which holds no password.
+        _ => url.rsplit('@').next().unwrap_or_default().to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +610,30 @@ mod tests {
         "CHATWORKER_PUBSUB__SUBSCRIPTION",
         "projects/p1/subscriptions/sub",
     );
+
+    #[test]
+    fn a_proxys_password_never_reaches_debug_output() {
+        let env = [
+            ("HTTPS_PROXY", "http://alice:s3cret-pw@proxy.corp:3128"),
+            (
+                "CHATWORKER_NETWORK__PROXY",
+                "http://bob:0ther-pw@proxy2.corp:8080",
+            ),
+            SUB,
+        ];
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load_from(None, env).expect("config");
+        let settings = config.settings().expect("settings");
+        let shown = format!("{config:?} {settings:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && !shown.contains("0ther-pw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("proxy.corp:3128 (with credentials)"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn defaults_come_from_the_compiled_in_file() {

@@ -32,7 +32,7 @@ pub struct HostCheck {
 /// Pub/Sub is local and not tried.
 pub async fn check(settings: &Settings) -> Result<Vec<HostCheck>, super::NetworkError> {
     let egress = Egress::from_settings(&settings.network)?;
-    let roots = Roots::load(&egress);
+    let roots = Roots::load(&egress)?;
     let mut hosts: Vec<(String, u16, &'static str, bool)> = Vec::new();
     if settings.pubsub.emulator_host.is_none() {
         let url = settings
@@ -67,9 +67,11 @@ pub async fn check(settings: &Settings) -> Result<Vec<HostCheck>, super::Network
     }
     let mut checks = Vec::new();
     for (host, port, purpose, grpc) in hosts {
+        // As the worker will: the gateway offers both and needs HTTP/2;
+        // the Chat and IAM clients speak HTTP/1.1.
         let alpn: &[&[u8]] = match grpc {
-            true => &[b"h2"],
-            false => &[b"h2", b"http/1.1"],
+            true => &[b"h2", b"http/1.1"],
+            false => &[b"http/1.1"],
         };
         let way = egress.way(&host).to_string();
         let started = Instant::now();

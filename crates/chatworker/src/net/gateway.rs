@@ -10,6 +10,9 @@
 
 use super::tunnel::Roots;
 use super::{Egress, EgressError, Way};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::{Request, Response, Uri};
@@ -28,6 +31,8 @@ use tokio_rustls::client::TlsStream;
 
 /// How often, at most, a pull that still cannot connect is logged again.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How long a gRPC call waits for a connection to Pub/Sub before it fails.
+const HOLD: Duration = Duration::from_secs(20);
 
 /// What the gateway knows of its link to Pub/Sub: connected yet, down
 /// since when, and why.
@@ -57,49 +62,53 @@ impl Link {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A connection for the pull was made: TLS and HTTP/2 agreed.
     fn connected(&self, way: &Way, alpn: Option<&[u8]>) {
+        let http = match alpn {
+            Some(b"h2") => "HTTP/2",
+            _ => "HTTP/1.1",
+        };
         let mut state = self.state();
+        if state.connected_once && state.down_since.is_none() {
+            tracing::debug!(host = %self.host, way = %way, http, "new connection to Pub/Sub");
+            return;
+        }
         let first = !state.connected_once;
         let was_down = state.down_since.take();
         state.connected_once = true;
         state.last_warned = None;
         state.last_error = None;
-        let http = match alpn {
-            Some(b"h2") => "HTTP/2",
-            _ => "HTTP/1.1",
-        };
         match (first, was_down) {
             (_, Some(since)) => tracing::warn!(
                 host = %self.host, way = %way, http,
                 down_for = ?since.elapsed(),
                 "Pub/Sub reached again"
             ),
-            (true, None) => tracing::info!(host = %self.host, way = %way, http, "Pub/Sub reached"),
-            (false, None) => {
-                tracing::debug!(host = %self.host, way = %way, http, "new connection to Pub/Sub")
-            }
+            _ => tracing::info!(host = %self.host, way = %way, http, "Pub/Sub reached"),
         }
     }
 
-    fn failed(&self, error: &EgressError) {
+    /// A connection could not be made: logged at once, then at most once
+    /// a minute while it lasts.
+    fn failed(&self, error: &EgressError, way: &Way) {
         let mut state = self.state();
         state.down_since.get_or_insert_with(Instant::now);
-        let changed = state.last_error.as_ref().map(EgressError::cause) != Some(error.cause());
         let due = state
             .last_warned
             .is_none_or(|at| at.elapsed() >= WARN_EVERY);
         state.last_error = Some(error.clone());
-        if due || changed {
+        if due {
             state.last_warned = Some(Instant::now());
             let down_for = state.down_since.map(|at| at.elapsed()).unwrap_or_default();
             tracing::warn!(
                 host = %self.host,
+                way = %way,
                 cause = error.cause(),
                 down_for = ?down_for,
                 "Pub/Sub cannot be reached, so no event can arrive: {error}"
             );
         } else {
-            tracing::debug!(host = %self.host, error = %error, "Pub/Sub still cannot be reached");
+            tracing::debug!(host = %self.host, way = %way, error = %error, "Pub/Sub still cannot be reached");
         }
     }
 
@@ -139,15 +148,17 @@ pub(crate) struct Gateway {
 impl Gateway {
     /// Listens on loopback and forwards to `upstream` (`https://HOST[:PORT]`).
     pub(crate) async fn start(egress: Egress, upstream: &reqwest::Url) -> io::Result<Self> {
-        let host = upstream
-            .host_str()
-            .ok_or_else(|| io::Error::other("the Pub/Sub endpoint names no host"))?
-            .to_owned();
+        let host = match upstream.host() {
+            Some(url::Host::Domain(name)) => name.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(io::Error::other("the Pub/Sub endpoint names no host")),
+        };
         let port = upstream.port_or_known_default().unwrap_or(443);
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let local = listener.local_addr()?;
         let link = Arc::new(Link::new(&host));
-        let roots = Roots::load(&egress);
+        let roots = Roots::load(&egress).map_err(io::Error::other)?;
         let target = Arc::new(Target {
             egress,
             roots,
@@ -155,11 +166,9 @@ impl Gateway {
             port,
             link: link.clone(),
         });
-        let authority: http::uri::Authority = match port {
-            443 => host.parse(),
-            port => format!("{host}:{port}").parse(),
-        }
-        .map_err(|e| io::Error::other(format!("the Pub/Sub endpoint: {e}")))?;
+        let authority: http::uri::Authority = authority(&host, port)
+            .parse()
+            .map_err(|e| io::Error::other(format!("the Pub/Sub endpoint: {e}")))?;
         let grpc = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -189,7 +198,11 @@ impl Gateway {
                     () = stopped.cancelled() => break,
                     accepted = listener.accept() => accepted,
                 };
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let forward = forward.clone();
                 tokio::spawn(async move {
@@ -227,6 +240,43 @@ impl Gateway {
     }
 }
 
+/// The `:authority` Pub/Sub expects, as Google's own client sends it: the
+/// endpoint's host for a locational (`REGION-pubsub.googleapis.com`) or
+/// regional (`pubsub.REGION.rep.googleapis.com`) endpoint and for a host
+/// outside `googleapis.com`; the service's own name for a Private Service
+/// Connect or VPC Service Controls one (`pubsub-NAME.p.googleapis.com`,
+/// `restricted.googleapis.com`), which is connected to by its own name.
+fn authority(host: &str, port: u16) -> String {
+    const SERVICE: &str = "pubsub";
+    let name = match host.strip_suffix(".googleapis.com") {
+        None => host.to_owned(),
+        Some(prefix) => {
+            let parts: Vec<&str> = prefix.split('.').collect();
+            let locational = |p: &str| {
+                p.strip_suffix(SERVICE)
+                    .and_then(|p| p.strip_suffix('-'))
+                    .is_some_and(|region| !region.is_empty())
+            };
+            match parts[..] {
+                [service] if service == SERVICE => host.to_owned(),
+                [service, _, "rep"] if service == SERVICE => host.to_owned(),
+                [location] if locational(location) => host.to_owned(),
+                _ => format!("{SERVICE}.googleapis.com"),
+            }
+        }
+    };
+    let name = match name.contains(':') {
+        true => format!("[{name}]"),
+        false => name,
+    };
+    match port {
+        443 => name,
+        port => format!("{name}:{port}"),
+    }
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
 struct Forward {
     grpc: Client<Connector, Incoming>,
     rest: Client<Connector, Incoming>,
@@ -234,7 +284,7 @@ struct Forward {
 }
 
 impl Forward {
-    async fn call(&self, mut request: Request<Incoming>) -> Result<Response<Incoming>, io::Error> {
+    async fn call(&self, mut request: Request<Incoming>) -> Result<Response<Body>, io::Error> {
         let path = request
             .uri()
             .path_and_query()
@@ -265,12 +315,81 @@ impl Forward {
                 &self.rest
             }
         };
-        client.request(request).await.map_err(|e| {
-            // The cause was logged by the connector; the client sees a
-            // failed call and retries as it does for any network error.
-            io::Error::other(e)
-        })
+        match client.request(request).await {
+            Ok(response) => Ok(response.map(BodyExt::boxed)),
+            // The client gets the cause in its own terms (and retries as it
+            // does for any unavailable service); the link logged it.
+            Err(e) => {
+                let cause = cause_of(&e);
+                tracing::debug!(error = %cause, "a call through the gateway failed");
+                Ok(match grpc {
+                    true => unavailable_grpc(&cause),
+                    false => unavailable_rest(&cause),
+                })
+            }
+        }
     }
+}
+
+/// The egress failure inside a client error, else the error itself.
+fn cause_of(e: &hyper_util::client::legacy::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(egress) = error.downcast_ref::<EgressError>() {
+            return egress.to_string();
+        }
+        source = error.source();
+    }
+    format!("Pub/Sub could not be reached: {e}")
+}
+
+fn empty() -> Body {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A trailers-only gRPC answer: UNAVAILABLE (14), with the cause.
+fn unavailable_grpc(cause: &str) -> Response<Body> {
+    // grpc-message is percent-encoded: anything outside printable ASCII,
+    // and `%` itself.
+    let message: String = cause
+        .bytes()
+        .map(|b| match b {
+            b' '..=b'~' if b != b'%' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    let mut response = Response::new(empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from_static("14"));
+    if let Ok(value) = http::HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
+/// A 503 UNAVAILABLE in Google's error shape, so the admin client shows the cause.
+fn unavailable_rest(cause: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": {"code": 503, "status": "UNAVAILABLE", "message": cause}
+    })
+    .to_string();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Where the gateway forwards to, and how.
@@ -307,40 +426,52 @@ impl tower_service::Service<Uri> for Connector {
                 true => &[b"h2", b"http/1.1"],
                 false => &[b"http/1.1"],
             };
-            let result = target
-                .egress
-                .connect(&target.roots, &target.host, target.port, alpn)
-                .await
-                .and_then(
-                    |upstream| match http2 && upstream.alpn.as_deref() != Some(b"h2") {
-                        true => Err(EgressError::NoHttp2 {
-                            host: target.host.clone(),
-                            way: upstream.way.to_string(),
-                        }),
-                        false => Ok(upstream),
-                    },
-                );
-            match result {
-                Ok(upstream) => {
-                    if http2 {
-                        target
-                            .link
-                            .connected(&upstream.way, upstream.alpn.as_deref());
+            // A gRPC call waits for a connection (trying again every few
+            // seconds, up to `HOLD`) rather than fail at once: the client's
+            // own backoff after quick failures grows to a minute, which would
+            // keep the pull away for that long after the way is back.
+            let started = tokio::time::Instant::now();
+            let mut pause = Duration::from_millis(250);
+            loop {
+                let result = target
+                    .egress
+                    .connect(&target.roots, &target.host, target.port, alpn)
+                    .await
+                    .and_then(
+                        |upstream| match http2 && upstream.alpn.as_deref() != Some(b"h2") {
+                            true => Err(EgressError::NoHttp2 {
+                                host: target.host.clone(),
+                                way: upstream.way.to_string(),
+                            }),
+                            false => Ok(upstream),
+                        },
+                    );
+                match result {
+                    Ok(upstream) => {
+                        if http2 {
+                            target
+                                .link
+                                .connected(&upstream.way, upstream.alpn.as_deref());
+                        }
+                        return Ok(Conn {
+                            io: TokioIo::new(upstream.stream),
+                            h2: upstream.alpn.as_deref() == Some(b"h2"),
+                        });
                     }
-                    Ok(Conn {
-                        io: TokioIo::new(upstream.stream),
-                        h2: upstream.alpn.as_deref() == Some(b"h2"),
-                    })
-                }
-                Err(e) => {
-                    if http2 {
-                        target.link.failed(&e);
-                    } else {
-                        // The call fails with it; the probe's outage log
-                        // and the command that made it say so.
+                    Err(e) if http2 => {
+                        target.link.failed(&e, &target.egress.way(&target.host));
+                        if started.elapsed() + pause > HOLD {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(4));
+                    }
+                    Err(e) => {
+                        // The call fails with it; the probe's outage log and
+                        // the command that made the call say so.
                         tracing::debug!(host = %target.host, cause = e.cause(), "a Pub/Sub call cannot reach Pub/Sub: {e}");
+                        return Err(e);
                     }
-                    Err(e)
                 }
             }
         })
@@ -387,5 +518,41 @@ impl Write for Conn {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authority;
+
+    #[test]
+    fn the_authority_is_what_googles_own_client_sends() {
+        assert_eq!(
+            authority("pubsub.googleapis.com", 443),
+            "pubsub.googleapis.com"
+        );
+        assert_eq!(
+            authority("europe-west3-pubsub.googleapis.com", 443),
+            "europe-west3-pubsub.googleapis.com"
+        );
+        assert_eq!(
+            authority("pubsub.europe-west3.rep.googleapis.com", 443),
+            "pubsub.europe-west3.rep.googleapis.com"
+        );
+        // Private Service Connect and the restricted VIP: reached by their
+        // own names, asked for as the service.
+        assert_eq!(
+            authority("pubsub-corp.p.googleapis.com", 443),
+            "pubsub.googleapis.com"
+        );
+        assert_eq!(
+            authority("restricted.googleapis.com", 443),
+            "pubsub.googleapis.com"
+        );
+        assert_eq!(
+            authority("pubsub.internal.corp", 8443),
+            "pubsub.internal.corp:8443"
+        );
+        assert_eq!(authority("::1", 8443), "[::1]:8443");
     }
 }

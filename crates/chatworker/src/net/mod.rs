@@ -2,8 +2,8 @@
 //! (`network.proxy`, else `HTTPS_PROXY`), except for the hosts `NO_PROXY`
 //! lists, loopback and the GKE metadata server; trusting the system's CAs
 //! and `network.extra_ca_file`. Every client the worker builds takes its way
-//! from an [`Egress`]: the Chat API and IAM Credentials through reqwest
-//! ([`Egress::http_client`]), Pub/Sub through the [`gateway`], because the
+//! from an `Egress`: the Chat API and IAM Credentials through reqwest
+//! (`Egress::http_client`), Pub/Sub through the `gateway`, because the
 //! official gRPC stack has no proxy support and no way to add a CA.
 //! Knows nothing of events, Chat or Pub/Sub's API.
 
@@ -25,6 +25,47 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Adds `127.0.0.1` and `localhost` to `NO_PROXY` (and `no_proxy`) when a
+/// proxy for plain HTTP is set (`HTTP_PROXY`, `ALL_PROXY`), so that clients
+/// which read the environment themselves (Pub/Sub's admin clients) reach
+/// the worker's gateway on loopback instead of asking the proxy for it.
+/// Without it they go around the gateway, and around `network.*`.
+///
+/// # Safety
+///
+/// It changes the process's environment: call it first thing in `main`,
+/// before any other thread is started (an async runtime included), as
+/// [`std::env::set_var`] requires.
+pub unsafe fn keep_loopback_off_proxies() {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|name| set(name))
+    {
+        return;
+    }
+    // The variables that are set, each extended; or NO_PROXY alone.
+    let mut names: Vec<&str> = ["NO_PROXY", "no_proxy"]
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some())
+        .collect();
+    if names.is_empty() {
+        names.push("NO_PROXY");
+    }
+    for name in names {
+        let current = std::env::var(name).unwrap_or_default();
+        if NoProxy::parse(&current).matches("127.0.0.1") {
+            continue;
+        }
+        let value = match current.trim() {
+            "" => "127.0.0.1,localhost".to_owned(),
+            list => format!("{list},127.0.0.1,localhost"),
+        };
+        // SAFETY: the caller promises no other thread runs yet.
+        unsafe { std::env::set_var(name, value) };
+    }
+}
+
 /// The network settings could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -39,6 +80,12 @@ pub enum NetworkError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// No CA is trusted at all: the system's store is empty or unreadable
+    /// and no extra CA is given.
+    #[error(
+        "no trusted CA: the system's store is empty (install ca-certificates, or check SSL_CERT_FILE and SSL_CERT_DIR) and network.extra_ca_file names none"
+    )]
+    NoRoots,
     /// The extra CA file cannot be read, or holds no certificate.
     #[error("network.extra_ca_file {path}: {problem}")]
     ExtraCa {
@@ -47,25 +94,6 @@ pub enum NetworkError {
         /// What is wrong.
         problem: String,
     },
-}
-
-/// A proxy URL shown without its credentials: `http://proxy:3128`, with
-/// ` (with credentials)` when it has some.
-pub(crate) fn redacted(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(parsed) if parsed.has_host() => {
-            let credentials = !parsed.username().is_empty() || parsed.password().is_some();
-            let host = parsed.host_str().unwrap_or_default();
-            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
-            let shown = format!("{}://{host}{port}", parsed.scheme());
-            match credentials {
-                true => format!("{shown} (with credentials)"),
-                false => shown,
-            }
-        }
-        // Unparsable: the part after the last `@`, which holds no password.
-        _ => url.rsplit('@').next().unwrap_or_default().to_owned(),
-    }
 }
 
 /// An HTTP CONNECT proxy.
@@ -87,7 +115,10 @@ impl std::fmt::Debug for Proxy {
 impl std::fmt::Display for Proxy {
     /// The proxy without its credentials: safe for logs and errors.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "proxy http://{}:{}", self.host, self.port)?;
+        match self.host.contains(':') {
+            true => write!(f, "proxy http://[{}]:{}", self.host, self.port)?,
+            false => write!(f, "proxy http://{}:{}", self.host, self.port)?,
+        }
         if self.authorization.is_some() {
             f.write_str(" (with credentials)")?;
         }
@@ -103,22 +134,27 @@ impl Proxy {
             false => format!("http://{text}"),
         };
         let problem = |problem| NetworkError::Proxy {
-            proxy: redacted(&with_scheme),
+            proxy: crate::config::redacted(&with_scheme),
             from,
             problem,
         };
         let url = Url::parse(&with_scheme).map_err(|_| problem("is not a URL"))?;
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err(problem(
+                "has a path, a query or a fragment; write http://[USER:PASSWORD@]HOST:PORT, with any /, ? or # in the password percent-encoded",
+            ));
+        }
         if url.scheme() != "http" {
             return Err(problem(
                 "is not an http:// proxy; the worker speaks HTTP CONNECT to its proxy (TLS runs inside the tunnel)",
             ));
         }
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| problem("names no host"))?
-            .trim_matches(['[', ']'])
-            .to_owned();
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(problem("names no host")),
+        };
         let decode = |s: &str| {
             percent_decode(s)
                 .ok_or_else(|| problem("has credentials that are not valid percent-encoded UTF-8"))
@@ -160,6 +196,9 @@ fn percent_decode(text: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -206,9 +245,17 @@ impl Egress {
     /// certificate, it is an error.
     pub(crate) fn from_settings(settings: &NetworkSettings) -> Result<Self, NetworkError> {
         let proxy = match settings.proxy.trim() {
-            "direct" => None,
+            direct if direct.eq_ignore_ascii_case("direct") => None,
+            // The environment's proxy serves other programs too: one the
+            // worker cannot use (socks5://, https://) is said and skipped.
             "" => match &settings.env_proxy {
-                Some(text) => Some(Proxy::parse(text, "HTTPS_PROXY in the environment")?),
+                Some(text) => match Proxy::parse(text, "HTTPS_PROXY in the environment") {
+                    Ok(proxy) => Some(proxy),
+                    Err(e) => {
+                        tracing::warn!("{e}; it is ignored (set network.proxy to override)");
+                        None
+                    }
+                },
                 None => None,
             },
             text => Some(Proxy::parse(text, "network.proxy")?),
@@ -359,6 +406,7 @@ mod tests {
         let e = Egress::from_settings(&settings("socks5://bob:pw@proxy:1080", "", None))
             .expect_err("not http");
         assert!(!e.to_string().contains("pw"), "{e}");
+        use crate::config::redacted;
         assert_eq!(redacted("http://u:p@h:1"), "http://h:1 (with credentials)");
         assert_eq!(redacted("u:p@h:1"), "h:1");
     }

@@ -33,7 +33,8 @@ impl NoProxy {
             }
             let host = strip_port(entry)
                 .trim_start_matches("*.")
-                .trim_start_matches('.');
+                .trim_start_matches('.')
+                .trim_end_matches('.');
             if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
                 let bits = if ip.is_ipv4() { 32 } else { 128 };
                 parsed.blocks.push((ip, bits));
@@ -121,6 +122,7 @@ mod tests {
         assert!(list.matches("corp.internal"));
         assert!(list.matches("proxy.corp.internal"));
         assert!(list.matches("a.b.svc.local"));
+        assert!(NoProxy::parse("example.com.").matches("www.example.com"));
         assert!(!list.matches("pubsub.googleapis.com"));
     }
 

@@ -155,13 +155,16 @@ pub(crate) struct Upstream {
     pub(crate) issuer: Option<String>,
 }
 
-/// The roots every connection trusts: the system's (or `SSL_CERT_FILE`'s)
-/// and the extra CAs. Loaded once: reading the system's store takes time.
+/// What every connection trusts: the system's roots (or `SSL_CERT_FILE`'s)
+/// and the extra CAs, as one verifier. Built once: reading the system's
+/// store takes time.
 #[derive(Clone, Debug)]
-pub(crate) struct Roots(Arc<RootCertStore>);
+pub(crate) struct Roots(Arc<rustls::client::WebPkiServerVerifier>);
 
 impl Roots {
-    pub(crate) fn load(egress: &Egress) -> Self {
+    /// The system's roots and the extra CAs; none at all is an error (no
+    /// connection could ever be trusted).
+    pub(crate) fn load(egress: &Egress) -> Result<Self, super::NetworkError> {
         let mut store = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for e in &native.errors {
@@ -176,7 +179,11 @@ impl Roots {
             );
         }
         tracing::debug!(system = added, extra, "TLS roots loaded");
-        Self(Arc::new(store))
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+            .build()
+            .map(Roots)
+            .map_err(|_| super::NetworkError::NoRoots)
     }
 }
 
@@ -387,22 +394,10 @@ struct Recording {
 
 impl Recording {
     fn new(roots: &Roots, seen: Arc<Mutex<Option<String>>>) -> Self {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let inner =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.0.clone(), provider)
-                .build()
-                .unwrap_or_else(|_| {
-                    // No roots at all: every certificate is unknown.
-                    let mut one = RootCertStore::empty();
-                    let _ = one.add_parsable_certificates(Vec::new());
-                    rustls::client::WebPkiServerVerifier::builder_with_provider(
-                        Arc::new(one),
-                        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-                    )
-                    .build()
-                    .expect("a verifier")
-                });
-        Self { inner, seen }
+        Self {
+            inner: roots.0.clone(),
+            seen,
+        }
     }
 }
 
@@ -477,7 +472,13 @@ fn issuer_name(cert: &[u8]) -> Option<String> {
             [0x55, 0x04, 0x0a] => "O",
             _ => continue,
         };
-        parts.push(format!("{label}={}", String::from_utf8_lossy(text)));
+        // The peer's words, bound for a log line: no control characters.
+        let text: String = String::from_utf8_lossy(text)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        parts.push(format!("{label}={text}"));
     }
     (!parts.is_empty()).then(|| parts.join(", "))
 }

@@ -141,11 +141,12 @@ impl Status {
             FAILED => return Err("no Chat API token (see the worker's log)".into()),
             _ => return Err("no Chat API token yet".into()),
         }
-        if !self.subscription.load(Relaxed) {
-            return Err("the subscription has not answered yet".into());
-        }
+        // The link first: when Pub/Sub cannot be reached, it has the cause.
         if let Some(check) = self.link.get() {
             (check.0)()?;
+        }
+        if !self.subscription.load(Relaxed) {
+            return Err("the subscription has not answered yet".into());
         }
         if let Some(down) = self.outage() {
             return Err(format!("Pub/Sub unreachable for {down:?}"));

@@ -53,14 +53,15 @@ pub enum PubSubError {
 /// plain HTTP, no credentials), or Google (`pubsub.endpoint`, else the
 /// global endpoint) through the [gateway](crate::net::gateway), which takes
 /// the network settings' way and reports the link's state.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Connection {
     /// For the gRPC clients (subscriber, publisher).
     endpoint: Option<String>,
     /// For the REST admin clients.
     admin_endpoint: Option<String>,
     credentials: Option<Credentials>,
-    gateway: Option<Gateway>,
+    /// Shared by every client that uses it: it listens while one does.
+    gateway: Option<Arc<Gateway>>,
 }
 
 /// Google's global Pub/Sub endpoint.
@@ -94,20 +95,25 @@ impl Connection {
         // it would send plain HTTP to loopback through a proxy, they go to
         // Pub/Sub directly (their own way, by the environment) instead.
         let admin_endpoint = match env_proxies_loopback() {
-            true => upstream.as_str().trim_end_matches('/').to_owned(),
+            true => {
+                tracing::warn!(
+                    "HTTP_PROXY (or ALL_PROXY) is set and NO_PROXY does not list 127.0.0.1, so Pub/Sub's admin calls (the subscription check, the probe) cannot use the worker's gateway: they go to Pub/Sub by the environment's proxy and the system's CAs, not by network.*; add 127.0.0.1 and localhost to NO_PROXY (the chatworker binary does it itself)"
+                );
+                upstream.as_str().trim_end_matches('/').to_owned()
+            }
             false => gateway.endpoint(),
         };
         Ok(Self {
             endpoint: Some(gateway.endpoint()),
             admin_endpoint: Some(admin_endpoint),
             credentials: None,
-            gateway: Some(gateway),
+            gateway: Some(Arc::new(gateway)),
         })
     }
 
     /// The link to Pub/Sub, when it goes through the gateway.
     pub(crate) fn link(&self) -> Option<Arc<Link>> {
-        self.gateway.as_ref().map(Gateway::link)
+        self.gateway.as_ref().map(|gateway| gateway.link())
     }
 }
 

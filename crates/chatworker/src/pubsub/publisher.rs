@@ -11,6 +11,8 @@ use google_cloud_pubsub::model::Message;
 #[derive(Clone, Debug)]
 pub(crate) struct TopicPublisher {
     publisher: Publisher,
+    /// Keeps the gateway, if any, listening.
+    _connection: Connection,
 }
 
 impl TopicPublisher {
@@ -30,7 +32,10 @@ impl TopicPublisher {
             .build()
             .await
             .map_err(|e| PubSubError::Client(e.into()))?;
-        Ok(Self { publisher })
+        Ok(Self {
+            publisher,
+            _connection: connection.clone(),
+        })
     }
 
     /// Publishes and waits for the server's acknowledgement.

@@ -26,6 +26,8 @@ pub(crate) struct Source {
     /// The subscription's dead-letter policy's attempts, as read at start.
     max_delivery_attempts: Option<i32>,
     _watch: tokio_util::sync::DropGuard,
+    /// Keeps the gateway, if any, listening.
+    _connection: Connection,
 }
 
 impl std::fmt::Debug for Source {
@@ -128,6 +130,7 @@ impl Source {
             backoff: reconnect_backoff(),
             max_delivery_attempts,
             _watch: watch.drop_guard(),
+            _connection: connection.clone(),
         })
     }
 

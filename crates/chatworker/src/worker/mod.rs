@@ -83,7 +83,7 @@ pub enum WorkerError {
     Server(#[from] ServerError),
     /// The network settings (proxy, CA file) cannot be used.
     #[error(transparent)]
-    Network(#[from] crate::config::NetworkError),
+    Network(#[from] crate::net::NetworkError),
 }
 
 /// Runs until `shutdown` completes or the subscription fails for good.
