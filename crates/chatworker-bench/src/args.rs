@@ -19,7 +19,7 @@ pub struct Args {
     pub worker_cmd: Option<String>,
     /// A name for the worker in the results.
     pub label: Option<String>,
-    /// Scenarios to run: drain, backlog, paced, quota.
+    /// Scenarios to run: drain, backlog, paced, quota, proxied.
     pub scenarios: Vec<String>,
     /// Backlog scenario: how long the simulator takes to answer each call.
     pub backlog_latency_ms: u64,
@@ -55,7 +55,8 @@ Options (--name VALUE or --name=VALUE):
   --concurrency N       the worker's concurrency (CHATWORKER_WORKER__CONCURRENCY) [128]
   --worker-cmd CMD      the worker to measure, a shell command [the chatworker binary beside this one, run]
   --label NAME          a name for the worker in the results [chatworker, or the command]
-  --scenarios LIST      scenarios to run, comma-separated: drain, backlog, paced, quota [drain,backlog,paced,quota]
+  --scenarios LIST      scenarios to run, comma-separated: drain, backlog, paced, quota, and proxied
+                        (the drain through the Pub/Sub gateway and a TLS-inspecting proxy) [drain,backlog,paced,quota]
   --backlog-latency-ms N  backlog scenario: the simulator's answer time, in milliseconds [100]
   --paced-rate N        paced scenario: events per second [100]
   --paced-events N      paced scenario: how many events [2000]

@@ -20,6 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use args::{Args, Parsed};
 use chatworker_sim::SimOptions;
 use chatworker_sim::faults::ControlPatch;
+use chatworker_testkit::proxy::{Alpn, InspectingProxy};
 use chatworker_testkit::{Emulator, Sim, Topic};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -149,6 +150,7 @@ impl Worker {
         sim: &Sim,
         dir: &Path,
         writes_per_minute: (u32, u32),
+        extra_env: &[(&str, &str)],
     ) -> Result<Self> {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
@@ -158,7 +160,7 @@ impl Worker {
             writes_per_minute.1.to_string(),
         );
         let log = std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into());
-        let env = [
+        let mut env = vec![
             ("CHATWORKER_WORKER__CONCURRENCY", concurrency.as_str()),
             ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", space.as_str()),
             (
@@ -169,6 +171,7 @@ impl Worker {
             ("CHATWORKER_LOG_FORMAT", "json"),
             ("RUST_LOG", log.as_str()),
         ];
+        env.extend_from_slice(extra_env);
         let mut process = chatworker_testkit::Worker::spawn_program(
             Path::new("sh"),
             &["-c", &format!("exec {command}")],
@@ -509,6 +512,14 @@ impl Bench {
         self.drain_of(self.args.events, "drain", 0).await
     }
 
+    /// The drain as behind a firewall: Pub/Sub through the worker's gateway
+    /// and a TLS-inspecting proxy (the test kit's) whose CA the worker is
+    /// given, so the worker pays for the gateway's hop and for TLS, as it
+    /// does in production; Chat stays the local simulator.
+    async fn proxied(&self) -> Result<Outcome> {
+        self.drain_of(self.args.events, "proxied", 0).await
+    }
+
     /// The drain, against a Chat that answers in `--backlog-latency-ms`: the
     /// backlog stays at Pub/Sub while the worker holds what flow control
     /// lets it, so memory must not grow with the backlog.
@@ -528,6 +539,35 @@ impl Bench {
         })
         .await;
         let topic = Topic::fresh_on(&self.emulator, name).await;
+        let proxy = match name {
+            "proxied" => {
+                let emulator = tokio::net::lookup_host(self.emulator.as_str())
+                    .await?
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("no address for {}", self.emulator))?;
+                Some(
+                    InspectingProxy::start(
+                        &[("pubsub.googleapis.com", emulator)],
+                        Alpn::Http2,
+                        None,
+                    )
+                    .await,
+                )
+            }
+            _ => None,
+        };
+        let (proxy_url, ca_file) = match &proxy {
+            Some(proxy) => (proxy.url(None), proxy.ca_file.display().to_string()),
+            None => (String::new(), String::new()),
+        };
+        let extra_env: Vec<(&str, &str)> = match &proxy {
+            Some(_) => vec![
+                ("PUBSUB_EMULATOR_HOST", ""),
+                ("HTTPS_PROXY", proxy_url.as_str()),
+                ("CHATWORKER_NETWORK__EXTRA_CA_FILE", ca_file.as_str()),
+            ],
+            None => Vec::new(),
+        };
         let events: Vec<Value> = (0..n).map(|i| event(i % k, i)).collect();
         eprintln!("{name}: publishing {n} events over {k} spaces");
         let published = topic.publish_timed(&events, PUBLISH_BATCH).await;
@@ -544,8 +584,16 @@ impl Bench {
         eprintln!("{name}: starting the worker");
         let started = Instant::now();
         let started_at = SystemTime::now();
-        let mut worker =
-            Worker::spawn(&self.args, &self.command, &topic, &sim, &dir, (0, 0)).await?;
+        let mut worker = Worker::spawn(
+            &self.args,
+            &self.command,
+            &topic,
+            &sim,
+            &dir,
+            (0, 0),
+            &extra_env,
+        )
+        .await?;
         let before = worker.counters();
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
@@ -577,7 +625,7 @@ impl Bench {
         let sim = simulator(ControlPatch::default()).await;
         let topic = Topic::fresh_on(&self.emulator, "paced").await;
         let mut worker =
-            Worker::spawn(&self.args, &self.command, &topic, &sim, &dir, (0, 0)).await?;
+            Worker::spawn(&self.args, &self.command, &topic, &sim, &dir, (0, 0), &[]).await?;
         let before = worker.counters();
         eprintln!("paced: {n} events at {}/s", self.args.paced_rate);
         let started = Instant::now();
@@ -628,8 +676,16 @@ impl Bench {
         );
         topic.publish_timed(&events, PUBLISH_BATCH).await;
         let started = Instant::now();
-        let mut worker =
-            Worker::spawn(&self.args, &self.command, &topic, &sim, &dir, (quota, 3000)).await?;
+        let mut worker = Worker::spawn(
+            &self.args,
+            &self.command,
+            &topic,
+            &sim,
+            &dir,
+            (quota, 3000),
+            &[],
+        )
+        .await?;
         let before = worker.counters();
         let answered = await_answers(&sim, &mut worker, n as u64, self.args.timeout).await?;
         let seconds = started.elapsed().as_secs_f64();
@@ -836,10 +892,13 @@ async fn main() -> Result<()> {
             bench.run.set(run);
             let outcome = match scenario.as_str() {
                 "drain" => bench.drain().await,
+                "proxied" => bench.proxied().await,
                 "backlog" => bench.backlog().await,
                 "paced" => bench.paced().await,
                 "quota" => bench.quota().await,
-                other => bail!("unknown scenario {other:?} (drain, backlog, paced, quota)"),
+                other => {
+                    bail!("unknown scenario {other:?} (drain, backlog, paced, quota, proxied)")
+                }
             };
             let outcome = outcome.with_context(|| format!("scenario {scenario}, run {run}"))?;
             eprintln!("{}", serde_json::to_string(&outcome)?);
