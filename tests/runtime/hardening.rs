@@ -177,60 +177,22 @@ async fn a_409_aborted_is_retried_not_taken_for_delivery() {
 }
 
 /// Every message gets the same chosen ID; the error hook tells the person
-/// when Chat says another message holds it.
-fn stubborn() -> App {
-    App::new()
-        .message(|_ctx, m: Message| async move {
-            let id = chatworker::names::ClientMessageId::new("client-taken")?;
-            Ok::<_, HandlerError>(Reply::text(m.argument()).with_id(id))
-        })
-        .on_error(|_ctx, e: HandlerError| async move {
-            let refused = e
-                .downcast_ref::<chatworker::SendError>()
-                .and_then(|s| s.api_error());
-            match refused {
-                Some(answer) if answer.code == 409 => Ok(Reply::text("That ID is taken.")),
-                _ => Err(e),
-            }
-        })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_chosen_id_already_taken_reaches_the_error_hook() {
-    let sim = Sim::start().await;
-    let topic = Topic::fresh("taken").await;
-    let worker = InProcess::start(&sim, &topic, stubborn(), &[]);
-    let first = sim.seed("spaces/TAKEN", "first", None).await;
-    topic.publish_json(&message_event(&first)).await;
-    await_app_messages(&sim, 1, DEADLINE).await;
-    // The same event again: its message is found, nothing new appears.
-    topic.publish_json(&message_event(&first)).await;
-    // Another event wants the same ID: not swallowed as "already there".
-    let second = sim.seed("spaces/TAKEN", "second", None).await;
-    topic.publish_json(&message_event(&second)).await;
-    let replies = await_app_messages(&sim, 2, DEADLINE).await;
-    let texts: Vec<&str> = replies
-        .iter()
-        .filter_map(|r| r["message"]["text"].as_str())
-        .collect();
-    assert_eq!(texts, ["first", "That ID is taken."]);
-    let snapshot = worker.stop().await;
-    assert_eq!(snapshot.events_acked, 3);
-}
-
-/// As `stubborn`, but the first time its hook answers, the simulator is told
-/// to fail the next call: the hook's own answer fails for now.
-fn stubborn_hook_fails_once(sim_url: String) -> App {
-    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// when Chat says another message holds it. With `fail_once` (the
+/// simulator's URL), the first time the hook answers it has the simulator
+/// fail the next call: the hook's own answer fails for now.
+fn stubborn(fail_once: Option<String>) -> App {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(fail_once.is_none()));
     App::new()
         .message(|_ctx, m: Message| async move {
             let id = chatworker::names::ClientMessageId::new("client-taken")?;
             Ok::<_, HandlerError>(Reply::text(m.argument()).with_id(id))
         })
         .on_error(move |_ctx, e: HandlerError| {
-            let (armed, sim_url) = (armed.clone(), sim_url.clone());
+            let (armed, sim_url) = (armed.clone(), fail_once.clone());
             async move {
-                if !armed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if let Some(sim_url) = sim_url
+                    && !armed.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
                     reqwest::Client::new()
                         .post(format!("{sim_url}/_sim/control"))
                         .json(&serde_json::json!({"failNext": 1, "failStatus": 503}))
@@ -253,10 +215,33 @@ fn stubborn_hook_fails_once(sim_url: String) -> App {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_chosen_id_already_taken_reaches_the_error_hook() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("taken").await;
+    let worker = InProcess::start(&sim, &topic, stubborn(None), &[]);
+    let first = sim.seed("spaces/TAKEN", "first", None).await;
+    topic.publish_json(&message_event(&first)).await;
+    await_app_messages(&sim, 1, DEADLINE).await;
+    // The same event again: its message is found, nothing new appears.
+    topic.publish_json(&message_event(&first)).await;
+    // Another event wants the same ID: not swallowed as "already there".
+    let second = sim.seed("spaces/TAKEN", "second", None).await;
+    topic.publish_json(&message_event(&second)).await;
+    let replies = await_app_messages(&sim, 2, DEADLINE).await;
+    let texts: Vec<&str> = replies
+        .iter()
+        .filter_map(|r| r["message"]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["first", "That ID is taken."]);
+    let snapshot = worker.stop().await;
+    assert_eq!(snapshot.events_acked, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_error_hooks_answer_failing_for_now_is_retried() {
     let sim = Sim::start().await;
     let topic = Topic::fresh("hookretry").await;
-    let worker = InProcess::start(&sim, &topic, stubborn_hook_fails_once(sim.url.clone()), &[]);
+    let worker = InProcess::start(&sim, &topic, stubborn(Some(sim.url.clone())), &[]);
     let first = sim.seed("spaces/HOOK", "first", None).await;
     topic.publish_json(&message_event(&first)).await;
     await_app_messages(&sim, 1, DEADLINE).await;

@@ -40,18 +40,59 @@ async fn chat_behind_the_proxy() -> Sim {
     .await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// One test's world: the simulator (answering as chat.googleapis.com), a
+/// fresh topic, the inspecting proxy in front of both, and the worker's
+/// listener address.
+struct Scene {
+    sim: Sim,
+    topic: Topic,
+    proxy: InspectingProxy,
+    ca: String,
+    listen: String,
 }
 
-async fn get(url: &str) -> (u16, String) {
-    match reqwest::get(url).await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(e) => (0, e.to_string()),
+impl Scene {
+    /// The proxy offers `alpn` and, with `asks`, wants those credentials.
+    async fn new(name: &str, alpn: Alpn, asks: Option<(&str, &str)>) -> Self {
+        let sim = chat_behind_the_proxy().await;
+        let topic = Topic::fresh(name).await;
+        let proxy = proxy(&sim, alpn, asks).await;
+        let ca = proxy.ca_file.display().to_string();
+        let listen = format!("127.0.0.1:{}", free_port());
+        Self {
+            sim,
+            topic,
+            proxy,
+            ca,
+            listen,
+        }
     }
+
+    /// `/readyz`'s status and body.
+    async fn readyz(&self) -> (u16, String) {
+        get(&format!("http://{}/readyz", self.listen)).await
+    }
+}
+
+/// A worker that cannot get out: it logs `cause` and the link's warning,
+/// and `/readyz` fails saying `why`.
+async fn named_and_not_ready(
+    scene: &Scene,
+    env: &[(&str, &str)],
+    cause: &str,
+    why: &str,
+) -> Worker {
+    let worker = Worker::spawn(chatworker(), &scene.sim, &scene.topic.subscription, env);
+    worker.wait_for_log(cause, Duration::from_secs(15)).await;
+    assert!(
+        worker.logs().contains("Pub/Sub cannot be reached"),
+        "the link's warning:\n{}",
+        worker.logs()
+    );
+    let (status, body) = scene.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(why), "{body}");
+    worker
 }
 
 /// The worker's environment behind `proxy`: no emulator variable, Google's
@@ -71,18 +112,17 @@ fn behind<'a>(proxy_url: &'a str, ca: Option<&'a str>, listen: &'a str) -> Vec<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_behind_a_tls_inspecting_proxy_answers_every_event() {
-    let sim = chat_behind_the_proxy().await;
-    let topic = Topic::fresh("egress").await;
-    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
+    let scene = Scene::new("egress", Alpn::Http2, Some(CREDENTIALS)).await;
+    let Scene {
+        sim, topic, proxy, ..
+    } = &scene;
     let url = proxy.url(Some(CREDENTIALS));
-    let ca = proxy.ca_file.display().to_string();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut env = behind(&url, Some(&ca), &listen);
+    let mut env = behind(&url, Some(&scene.ca), &scene.listen);
     // As many companies set it: a proxy for plain HTTP too, and a NO_PROXY
     // that does not list loopback. The admin calls still use the gateway.
     env.push(("HTTP_PROXY", &url));
     env.push(("RUST_LOG", "debug"));
-    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut worker = Worker::start(chatworker(), sim, &topic.subscription, &env).await;
     for i in 0..6 {
         let message = sim.seed(&format!("spaces/EGRESS{i}"), "hello", None).await;
         topic.publish_json(&message_event(&message)).await;
@@ -93,7 +133,7 @@ async fn a_worker_behind_a_tls_inspecting_proxy_answers_every_event() {
     .await;
     assert!(answered.is_some(), "not all answered:\n{}", worker.logs());
     let ready = eventually(DEADLINE, || async {
-        let (status, body) = get(&format!("http://{listen}/readyz")).await;
+        let (status, body) = scene.readyz().await;
         (status == 200).then_some(body)
     })
     .await;
@@ -133,85 +173,43 @@ async fn a_worker_behind_a_tls_inspecting_proxy_answers_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_cannot_carry_http2_is_named_and_the_worker_is_not_ready() {
-    let sim = chat_behind_the_proxy().await;
-    let topic = Topic::fresh("egressh1").await;
-    let proxy = proxy(&sim, Alpn::Http1Only, None).await;
-    let url = proxy.url(None);
-    let ca = proxy.ca_file.display().to_string();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let env = behind(&url, Some(&ca), &listen);
-    let worker = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
-    worker
-        .wait_for_log(
-            "HTTP/2 was not negotiated with pubsub.googleapis.com",
-            Duration::from_secs(15),
-        )
-        .await;
-    let (status, body) = get(&format!("http://{listen}/readyz")).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("HTTP/2"), "{body}");
+    let scene = Scene::new("egressh1", Alpn::Http1Only, None).await;
+    let url = scene.proxy.url(None);
+    let env = behind(&url, Some(&scene.ca), &scene.listen);
+    let cause = "HTTP/2 was not negotiated with pubsub.googleapis.com";
+    named_and_not_ready(&scene, &env, cause, "HTTP/2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_inspecting_ca_is_named_with_the_setting_that_fixes_it() {
-    let sim = chat_behind_the_proxy().await;
-    let topic = Topic::fresh("egressca").await;
-    let proxy = proxy(&sim, Alpn::Http2, None).await;
-    let url = proxy.url(None);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let env = behind(&url, None, &listen);
-    let worker = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
-    worker
-        .wait_for_log(
-            "issued by \\\"CN=chatworker test inspecting proxy CA, O=chatworker tests\\\"",
-            Duration::from_secs(15),
-        )
-        .await;
-    assert!(
-        worker.logs().contains("Pub/Sub cannot be reached"),
-        "the link's warning"
-    );
+    let scene = Scene::new("egressca", Alpn::Http2, None).await;
+    let url = scene.proxy.url(None);
+    let env = behind(&url, None, &scene.listen);
+    let cause = "issued by \\\"CN=chatworker test inspecting proxy CA, O=chatworker tests\\\"";
+    let worker = named_and_not_ready(
+        &scene,
+        &env,
+        cause,
+        "CN=chatworker test inspecting proxy CA",
+    )
+    .await;
     assert!(worker.logs().contains("network.extra_ca_file"));
-    let (status, body) = get(&format!("http://{listen}/readyz")).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body.contains("CN=chatworker test inspecting proxy CA"),
-        "{body}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_wants_credentials_is_named() {
-    let sim = chat_behind_the_proxy().await;
-    let topic = Topic::fresh("egress407").await;
-    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
-    let url = proxy.url(None);
-    let ca = proxy.ca_file.display().to_string();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let env = behind(&url, Some(&ca), &listen);
-    let worker = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
-    worker
-        .wait_for_log(
-            "answered 407: it wants credentials",
-            Duration::from_secs(15),
-        )
-        .await;
-    assert!(
-        worker.logs().contains("Pub/Sub cannot be reached"),
-        "the link's warning"
-    );
-    let (status, body) = get(&format!("http://{listen}/readyz")).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("407"), "{body}");
+    let scene = Scene::new("egress407", Alpn::Http2, Some(CREDENTIALS)).await;
+    let url = scene.proxy.url(None);
+    let env = behind(&url, Some(&scene.ca), &scene.listen);
+    let cause = "answered 407: it wants credentials";
+    named_and_not_ready(&scene, &env, cause, "407").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_prints_the_way_to_each_host() {
-    let sim = chat_behind_the_proxy().await;
-    let topic = Topic::fresh("egresscheck").await;
-    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
-    let url = proxy.url(Some(CREDENTIALS));
-    let ca = proxy.ca_file.display().to_string();
+    let scene = Scene::new("egresscheck", Alpn::Http2, Some(CREDENTIALS)).await;
+    let Scene { sim, topic, ca, .. } = &scene;
+    let url = scene.proxy.url(Some(CREDENTIALS));
     let output = tokio::process::Command::new(chatworker())
         .arg("check")
         .env_clear()
@@ -220,7 +218,7 @@ async fn check_prints_the_way_to_each_host() {
         .env("CHATWORKER_PUBSUB__SUBSCRIPTION", &topic.subscription)
         .env("CHATWORKER_CHAT__ENDPOINT", "https://chat.googleapis.com")
         .env("HTTPS_PROXY", &url)
-        .env("CHATWORKER_NETWORK__EXTRA_CA_FILE", &ca)
+        .env("CHATWORKER_NETWORK__EXTRA_CA_FILE", ca)
         .output()
         .await
         .expect("chatworker check");
@@ -243,14 +241,13 @@ async fn check_prints_the_way_to_each_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_away_for_30_s_mid_burst_loses_and_doubles_nothing() {
     const EVENTS: usize = 60;
-    let sim = chat_behind_the_proxy().await;
-    let topic = Topic::fresh("egressdown").await;
-    let proxy = proxy(&sim, Alpn::Http2, Some(CREDENTIALS)).await;
+    let scene = Scene::new("egressdown", Alpn::Http2, Some(CREDENTIALS)).await;
+    let Scene {
+        sim, topic, proxy, ..
+    } = &scene;
     let url = proxy.url(Some(CREDENTIALS));
-    let ca = proxy.ca_file.display().to_string();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let env = behind(&url, Some(&ca), &listen);
-    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let env = behind(&url, Some(&scene.ca), &scene.listen);
+    let mut worker = Worker::start(chatworker(), sim, &topic.subscription, &env).await;
     let mut threads = Vec::new();
     for i in 0..EVENTS {
         if i == EVENTS / 3 {
@@ -324,19 +321,22 @@ async fn the_proxy_away_for_30_s_mid_burst_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_real_squid_with_a_password() {
-    let sim = chat_behind_the_proxy().await;
-    let topic = Topic::fresh("egresssquid").await;
     // Squid asks for the password and passes CONNECT on to the inspecting
     // proxy, the only way to "Google" here.
-    let inspector = proxy(&sim, Alpn::Http2, None).await;
+    let scene = Scene::new("egresssquid", Alpn::Http2, None).await;
+    let Scene {
+        sim,
+        topic,
+        proxy: inspector,
+        ca,
+        listen,
+    } = &scene;
     let squid =
         chatworker_testkit::squid::Squid::start(inspector.addr, CREDENTIALS.0, CREDENTIALS.1).await;
-    let ca = inspector.ca_file.display().to_string();
-    let listen = format!("127.0.0.1:{}", free_port());
     // First without the password: Squid's 407 is named.
     let without = squid.url(CREDENTIALS.0, "wr0ng-pa55w0rd");
-    let env = behind(&without, Some(&ca), &listen);
-    let refused = Worker::spawn(chatworker(), &sim, &topic.subscription, &env);
+    let env = behind(&without, Some(ca), listen);
+    let refused = Worker::spawn(chatworker(), sim, &topic.subscription, &env);
     refused
         .wait_for_log(
             "answered 407: it refused the credentials",
@@ -349,8 +349,8 @@ async fn through_a_real_squid_with_a_password() {
     );
     drop(refused);
     let url = squid.url(CREDENTIALS.0, CREDENTIALS.1);
-    let env = behind(&url, Some(&ca), &listen);
-    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let env = behind(&url, Some(ca), listen);
+    let mut worker = Worker::start(chatworker(), sim, &topic.subscription, &env).await;
     for i in 0..4 {
         let message = sim.seed(&format!("spaces/SQUID{i}"), "hello", None).await;
         topic.publish_json(&message_event(&message)).await;

@@ -272,6 +272,13 @@ mod tests {
     use super::*;
     use google_cloud_auth::credentials::anonymous;
 
+    /// Credentials minting through IAM Credentials at `endpoint`.
+    fn impersonated(endpoint: &str) -> Impersonated {
+        let source = anonymous::Builder::new().build();
+        let target = "bot@p.iam.gserviceaccount.com";
+        Impersonated::new(source, endpoint, target, "s", reqwest::Client::new())
+    }
+
     /// Credentials whose IAM endpoint accepts connections and never
     /// answers: every mint hangs until its timeout.
     async fn stuck() -> (Impersonated, tokio::net::TcpListener) {
@@ -279,14 +286,7 @@ mod tests {
             .await
             .expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let source = anonymous::Builder::new().build();
-        let creds = Impersonated::new(
-            source,
-            &endpoint,
-            "bot@p.iam.gserviceaccount.com",
-            "s",
-            reqwest::Client::new(),
-        );
+        let creds = impersonated(&endpoint);
         (creds, listener)
     }
 
@@ -336,14 +336,7 @@ mod tests {
                 drop(stream);
             }
         });
-        let source = anonymous::Builder::new().build();
-        let creds = Impersonated::new(
-            source,
-            &endpoint,
-            "bot@p.iam.gserviceaccount.com",
-            "s",
-            reqwest::Client::new(),
-        );
+        let creds = impersonated(&endpoint);
         let expires = SystemTime::now() + Duration::from_secs(120);
         *creds.inner.cached.lock().expect("lock") =
             Some(Minted::new("cached-token", expires).expect("a header"));

@@ -4,6 +4,7 @@
 
 use super::Connection;
 use crate::config::{NetworkSettings, PubSubSettings, SubscriptionName, TopicName};
+use crate::net::Egress;
 use crate::reply::BoxError;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::NeverRetry;
@@ -145,13 +146,14 @@ impl Admin {
         settings: &PubSubSettings,
         network: &NetworkSettings,
     ) -> Result<Self, AdminError> {
-        let connection =
-            Connection::open(settings, network)
-                .await
-                .map_err(|e| AdminError::Failed {
-                    what: "cannot set up a Pub/Sub client".into(),
-                    source: e.into(),
-                })?;
+        let setup = |source: BoxError| AdminError::Failed {
+            what: "cannot set up a Pub/Sub client".into(),
+            source,
+        };
+        let egress = Egress::from_settings(network).map_err(|e| setup(e.into()))?;
+        let connection = Connection::open(settings, &egress)
+            .await
+            .map_err(|e| setup(e.into()))?;
         let mut topics = TopicAdmin::builder();
         let mut subscriptions = SubscriptionAdmin::builder();
         if let Some(endpoint) = &connection.admin_endpoint {

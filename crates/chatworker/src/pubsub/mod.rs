@@ -14,7 +14,7 @@ pub(crate) use delivery::Delivery;
 pub(crate) use publisher::TopicPublisher;
 pub(crate) use source::Source;
 
-use crate::config::{NetworkSettings, PubSubSettings};
+use crate::config::PubSubSettings;
 use crate::net::gateway::{Gateway, Link};
 use crate::net::{Egress, NoProxy};
 use crate::reply::BoxError;
@@ -72,7 +72,7 @@ impl Connection {
     /// emulator is used.
     pub(crate) async fn open(
         settings: &PubSubSettings,
-        network: &NetworkSettings,
+        egress: &Egress,
     ) -> Result<Self, PubSubError> {
         if let Some(host) = &settings.emulator_host {
             let endpoint = format!("http://{host}");
@@ -83,12 +83,11 @@ impl Connection {
                 gateway: None,
             });
         }
-        let egress = Egress::from_settings(network).map_err(|e| PubSubError::Client(e.into()))?;
         let upstream = match &settings.endpoint {
             Some(url) => url.clone(),
             None => GOOGLE.parse().expect("a URL"),
         };
-        let gateway = Gateway::start(egress, &upstream)
+        let gateway = Gateway::start(egress.clone(), &upstream)
             .await
             .map_err(|e| PubSubError::Client(e.into()))?;
         // The admin clients (REST, reqwest) read HTTP_PROXY themselves: if

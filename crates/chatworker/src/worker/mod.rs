@@ -108,7 +108,7 @@ pub async fn run<A: Service>(
     }
     let egress = Egress::from_settings(&settings.network)?;
     let chat = ChatClient::with_egress(&settings.chat, &egress).await?;
-    let connection = Connection::open(&settings.pubsub, &settings.network).await?;
+    let connection = Connection::open(&settings.pubsub, &egress).await?;
     // Events are pulled once the first token is there (or has been waited
     // for long enough): it costs the most (a key's first signature seeds the
     // crypto library's random generator, about 0.1 s of CPU), and obtained
