@@ -13,7 +13,10 @@
 # `chatworker sim`, so no Chat simulator, playground page or discovery
 # document in the binary.
 
-FROM rust:1.95-bookworm AS build
+# Both bases are pinned by digest (docs/deployment.md, "The image"): the
+# build does not change under us when a tag moves. Look the digests up again
+# to take the bases' updates.
+FROM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
 WORKDIR /src
 COPY . .
 # The registry and the target directory are BuildKit caches, so a rebuild
@@ -23,7 +26,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p chatworker-cli --no-default-features \
     && cp target/release/chatworker /usr/local/bin/chatworker
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 # ca-certificates is left unpinned on purpose: it should follow the base
 # image's security updates, and a pinned version breaks the build at the
 # next point release.
