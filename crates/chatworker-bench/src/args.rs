@@ -19,7 +19,8 @@ pub struct Args {
     pub worker_cmd: Option<String>,
     /// A name for the worker in the results.
     pub label: Option<String>,
-    /// Scenarios to run: drain, backlog, paced, quota, proxied.
+    /// Scenarios to run: drain, backlog, paced, quota, proxied, rest,
+    /// proxied-rest.
     pub scenarios: Vec<String>,
     /// Backlog scenario: how long the simulator takes to answer each call.
     pub backlog_latency_ms: u64,
@@ -55,8 +56,10 @@ Options (--name VALUE or --name=VALUE):
   --concurrency N       the worker's concurrency (CHATWORKER_WORKER__CONCURRENCY) [128]
   --worker-cmd CMD      the worker to measure, a shell command [the chatworker binary beside this one, run]
   --label NAME          a name for the worker in the results [chatworker, or the command]
-  --scenarios LIST      scenarios to run, comma-separated: drain, backlog, paced, quota, and proxied
-                        (the drain through the Pub/Sub gateway and a TLS-inspecting proxy) [drain,backlog,paced,quota]
+  --scenarios LIST      scenarios to run, comma-separated: drain, backlog, paced, quota, and
+                        proxied (the drain through the Pub/Sub gateway and a TLS-inspecting
+                        proxy), rest (the drain pulled over REST), proxied-rest (through a
+                        proxy without HTTP/2: REST by fallback) [drain,backlog,paced,quota]
   --backlog-latency-ms N  backlog scenario: the simulator's answer time, in milliseconds [100]
   --paced-rate N        paced scenario: events per second [100]
   --paced-events N      paced scenario: how many events [2000]

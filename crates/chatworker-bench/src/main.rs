@@ -520,6 +520,19 @@ impl Bench {
         self.drain_of(self.args.events, "proxied", 0).await
     }
 
+    /// The drain with the REST transport (`subscriptions.pull` over
+    /// HTTP/1.1) straight to the emulator: its cost next to `drain`'s
+    /// streaming pull.
+    async fn rest(&self) -> Result<Outcome> {
+        self.drain_of(self.args.events, "rest", 0).await
+    }
+
+    /// `proxied` through a proxy that offers only HTTP/1.1: the worker
+    /// (`pubsub.transport = "auto"`) falls back to REST.
+    async fn proxied_rest(&self) -> Result<Outcome> {
+        self.drain_of(self.args.events, "proxied-rest", 0).await
+    }
+
     /// The drain, against a Chat that answers in `--backlog-latency-ms`: the
     /// backlog stays at Pub/Sub while the worker holds what flow control
     /// lets it, so memory must not grow with the backlog.
@@ -540,7 +553,7 @@ impl Bench {
         .await;
         let topic = Topic::fresh_on(&self.emulator, name).await;
         let proxy = match name {
-            "proxied" => {
+            "proxied" | "proxied-rest" => {
                 let emulator = tokio::net::lookup_host(self.emulator.as_str())
                     .await?
                     .next()
@@ -548,7 +561,10 @@ impl Bench {
                 Some(
                     InspectingProxy::start(
                         &[("pubsub.googleapis.com", emulator)],
-                        Alpn::Http2,
+                        match name {
+                            "proxied-rest" => Alpn::Http1Only,
+                            _ => Alpn::Http2,
+                        },
                         None,
                     )
                     .await,
@@ -560,7 +576,7 @@ impl Bench {
             Some(proxy) => (proxy.url(None), proxy.ca_file.display().to_string()),
             None => (String::new(), String::new()),
         };
-        let extra_env: Vec<(&str, &str)> = match &proxy {
+        let mut extra_env: Vec<(&str, &str)> = match &proxy {
             Some(_) => vec![
                 ("PUBSUB_EMULATOR_HOST", ""),
                 ("HTTPS_PROXY", proxy_url.as_str()),
@@ -568,6 +584,9 @@ impl Bench {
             ],
             None => Vec::new(),
         };
+        if name == "rest" {
+            extra_env.push(("CHATWORKER_PUBSUB__TRANSPORT", "rest"));
+        }
         let events: Vec<Value> = (0..n).map(|i| event(i % k, i)).collect();
         eprintln!("{name}: publishing {n} events over {k} spaces");
         let published = topic.publish_timed(&events, PUBLISH_BATCH).await;
@@ -893,11 +912,15 @@ async fn main() -> Result<()> {
             let outcome = match scenario.as_str() {
                 "drain" => bench.drain().await,
                 "proxied" => bench.proxied().await,
+                "rest" => bench.rest().await,
+                "proxied-rest" => bench.proxied_rest().await,
                 "backlog" => bench.backlog().await,
                 "paced" => bench.paced().await,
                 "quota" => bench.quota().await,
                 other => {
-                    bail!("unknown scenario {other:?} (drain, backlog, paced, quota, proxied)")
+                    bail!(
+                        "unknown scenario {other:?} (drain, backlog, paced, quota, proxied, rest, proxied-rest)"
+                    )
                 }
             };
             let outcome = outcome.with_context(|| format!("scenario {scenario}, run {run}"))?;

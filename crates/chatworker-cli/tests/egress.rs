@@ -7,38 +7,10 @@ mod common;
 
 use chatworker_testkit::proxy::{Alpn, InspectingProxy};
 use common::*;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const CREDENTIALS: (&str, &str) = ("alice", "pr0xy-s3cret");
-
-fn local(host_port: &str) -> SocketAddr {
-    host_port
-        .trim_start_matches("http://")
-        .to_socket_addrs()
-        .expect("an address")
-        .next()
-        .expect("one address")
-}
-
-/// The proxy's routes: "Google" is the emulator and the simulator.
-async fn proxy(sim: &Sim, alpn: Alpn, credentials: Option<(&str, &str)>) -> InspectingProxy {
-    let routes = [
-        ("pubsub.googleapis.com", local(&emulator_host())),
-        ("chat.googleapis.com", local(&sim.url)),
-    ];
-    InspectingProxy::start(&routes, alpn, credentials).await
-}
-
-/// The simulator, answering to Google's name too (the proxy routes it here).
-async fn chat_behind_the_proxy() -> Sim {
-    Sim::start_with_options(chatworker_sim::SimOptions {
-        also_hosts: vec!["chat.googleapis.com".into()],
-        ..Default::default()
-    })
-    .await
-}
 
 /// One test's world: the simulator (answering as chat.googleapis.com), a
 /// fresh topic, the inspecting proxy in front of both, and the worker's
@@ -56,7 +28,7 @@ impl Scene {
     async fn new(name: &str, alpn: Alpn, asks: Option<(&str, &str)>) -> Self {
         let sim = chat_behind_the_proxy().await;
         let topic = Topic::fresh(name).await;
-        let proxy = proxy(&sim, alpn, asks).await;
+        let proxy = proxy_in_front(&sim, alpn, asks).await;
         let ca = proxy.ca_file.display().to_string();
         let listen = format!("127.0.0.1:{}", free_port());
         Self {
@@ -66,6 +38,27 @@ impl Scene {
             ca,
             listen,
         }
+    }
+
+    /// `chatworker check` behind the proxy at `url`: it must succeed; its
+    /// output and error output.
+    async fn check(&self, url: &str) -> (String, String) {
+        let output = tokio::process::Command::new(chatworker())
+            .arg("check")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.sim.key_path)
+            .env("CHATWORKER_PUBSUB__SUBSCRIPTION", &self.topic.subscription)
+            .env("CHATWORKER_CHAT__ENDPOINT", "https://chat.googleapis.com")
+            .env("HTTPS_PROXY", url)
+            .env("CHATWORKER_NETWORK__EXTRA_CA_FILE", &self.ca)
+            .output()
+            .await
+            .expect("chatworker check");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        (stdout, stderr)
     }
 
     /// `/readyz`'s status and body.
@@ -93,21 +86,6 @@ async fn named_and_not_ready(
     assert_eq!(status, 503, "{body}");
     assert!(body.contains(why), "{body}");
     worker
-}
-
-/// The worker's environment behind `proxy`: no emulator variable, Google's
-/// endpoints, the proxy from `HTTPS_PROXY`.
-fn behind<'a>(proxy_url: &'a str, ca: Option<&'a str>, listen: &'a str) -> Vec<(&'a str, &'a str)> {
-    let mut env = vec![
-        ("PUBSUB_EMULATOR_HOST", ""),
-        ("HTTPS_PROXY", proxy_url),
-        ("CHATWORKER_CHAT__ENDPOINT", "https://chat.googleapis.com"),
-        ("CHATWORKER_SERVER__LISTEN", listen),
-    ];
-    if let Some(ca) = ca {
-        env.push(("CHATWORKER_NETWORK__EXTRA_CA_FILE", ca));
-    }
-    env
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,12 +150,69 @@ async fn a_worker_behind_a_tls_inspecting_proxy_answers_every_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_that_cannot_carry_http2_is_named_and_the_worker_is_not_ready() {
+async fn with_grpc_only_a_proxy_that_cannot_carry_http2_is_named_and_the_worker_is_not_ready() {
     let scene = Scene::new("egressh1", Alpn::Http1Only, None).await;
     let url = scene.proxy.url(None);
-    let env = behind(&url, Some(&scene.ca), &scene.listen);
+    let mut env = behind(&url, Some(&scene.ca), &scene.listen);
+    env.push(("CHATWORKER_PUBSUB__TRANSPORT", "grpc"));
     let cause = "HTTP/2 was not negotiated with pubsub.googleapis.com";
-    named_and_not_ready(&scene, &env, cause, "HTTP/2").await;
+    let worker = named_and_not_ready(&scene, &env, cause, "HTTP/2").await;
+    assert!(!worker.logs().contains("pulling over REST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_without_http2_the_worker_pulls_over_rest_and_answers_every_event() {
+    let scene = Scene::new("egressrest", Alpn::Http1Only, Some(CREDENTIALS)).await;
+    let Scene {
+        sim, topic, proxy, ..
+    } = &scene;
+    let url = proxy.url(Some(CREDENTIALS));
+    // The default transport, `auto`.
+    let env = behind(&url, Some(&scene.ca), &scene.listen);
+    let mut worker = Worker::start(chatworker(), sim, &topic.subscription, &env).await;
+    for i in 0..6 {
+        let message = sim
+            .seed(&format!("spaces/EGRESSREST{i}"), "hello", None)
+            .await;
+        topic.publish_json(&message_event(&message)).await;
+    }
+    let answered = eventually(DEADLINE, || async {
+        (sim.app_messages().await.len() >= 6).then_some(())
+    })
+    .await;
+    assert!(answered.is_some(), "not all answered:\n{}", worker.logs());
+    let ready = eventually(DEADLINE, || async {
+        let (status, body) = scene.readyz().await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert!(ready.is_some(), "not ready:\n{}", worker.logs());
+    assert!(proxy.tunnels_to("pubsub.googleapis.com") >= 1);
+    worker.terminate(Duration::from_secs(30)).await;
+    let logs = worker.logs();
+    assert_eq!(
+        logs.matches("pulling over REST instead").count(),
+        1,
+        "the fallback is said once, at WARNING:\n{logs}"
+    );
+    assert!(
+        !logs.contains("Pub/Sub cannot be reached"),
+        "HTTP/2 refused under `auto` is no outage:\n{logs}"
+    );
+    assert!(logs.contains("Pub/Sub reached"), "{logs}");
+    assert!(!logs.contains(CREDENTIALS.1), "the password leaked");
+    assert_eq!(
+        worker.summary().get("events_acked").map(String::as_str),
+        Some("6")
+    );
+    assert_eq!(sim.app_messages().await.len(), 6, "answered once each");
+    let (stdout, _) = scene.check(&url).await;
+    for expected in [
+        "Pub/Sub (pull over REST: no HTTP/2 this way)",
+        "ok    egress to pubsub.googleapis.com:443",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,23 +243,8 @@ async fn a_proxy_that_wants_credentials_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_prints_the_way_to_each_host() {
     let scene = Scene::new("egresscheck", Alpn::Http2, Some(CREDENTIALS)).await;
-    let Scene { sim, topic, ca, .. } = &scene;
     let url = scene.proxy.url(Some(CREDENTIALS));
-    let output = tokio::process::Command::new(chatworker())
-        .arg("check")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GOOGLE_APPLICATION_CREDENTIALS", &sim.key_path)
-        .env("CHATWORKER_PUBSUB__SUBSCRIPTION", &topic.subscription)
-        .env("CHATWORKER_CHAT__ENDPOINT", "https://chat.googleapis.com")
-        .env("HTTPS_PROXY", &url)
-        .env("CHATWORKER_NETWORK__EXTRA_CA_FILE", ca)
-        .output()
-        .await
-        .expect("chatworker check");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = scene.check(&url).await;
     for expected in [
         "pubsub.googleapis.com:443",
         "chat.googleapis.com:443",

@@ -14,6 +14,7 @@ mod common;
 
 use common::Emulator;
 use common::{Sim, Topic, Worker, chatworker, emulator_host, eventually_every, message_event};
+use common::{behind, chat_behind_the_proxy, free_port, proxy_in_front};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -603,6 +604,56 @@ async fn hot_space() -> Report {
     report
 }
 
+/// 10. Behind a TLS-inspecting proxy that offers only HTTP/1.1, pulling
+///     over REST: 5% of Chat's answers fail, and the worker is stopped
+///     with SIGTERM mid-burst and started again.
+async fn rest_through_a_proxy() -> Report {
+    let mut report = Report::new("REST through an HTTP/1.1-only proxy, SIGTERM, restart");
+    let sim = chat_behind_the_proxy().await;
+    sim.control(json!({"errorRate": 0.05, "errorStatuses": [500, 503]}))
+        .await;
+    sim.set_latency(400).await;
+    let topic = Topic::fresh("faults-rest").await;
+    let proxy = proxy_in_front(&sim, chatworker_testkit::proxy::Alpn::Http1Only, None).await;
+    let url = proxy.url(None);
+    let ca = proxy.ca_file.display().to_string();
+    let events = Events::seed(&sim, "rst", 400, 20).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut env = behind(&url, Some(&ca), &listen);
+    env.push(("CHATWORKER_PUBSUB__TRANSPORT", "rest"));
+    env.push(("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"));
+    env.push(("CHATWORKER_WORKER__SHUTDOWN_GRACE", "1s"));
+    let mut first = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let started = Instant::now();
+    topic.publish_many(&events.events).await;
+    events.until_answered(&sim, 100).await;
+    report.stop(&mut first).await;
+    report.check(
+        first.counter("events_nacked") > 0,
+        "the SIGTERM found nothing in flight",
+    );
+    sim.set_latency(50).await;
+    let mut second = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    events.settle(&sim, &mut report).await;
+    report.took = started.elapsed();
+    report.stop(&mut second).await;
+    for worker in [&first, &second] {
+        report.check(
+            worker.logs().contains("pulling over REST"),
+            format!("not over REST:\n{}", tail(&worker.logs())),
+        );
+    }
+    let tunnels = proxy.tunnels_to("pubsub.googleapis.com");
+    report.check(tunnels >= 2, "Pub/Sub was not reached through the proxy");
+    report.note(format!(
+        "first worker: {} acked, {} nacked; second: {} acked; {tunnels} tunnels to Pub/Sub",
+        first.counter("events_acked"),
+        first.counter("events_nacked"),
+        second.counter("events_acked"),
+    ));
+    report
+}
+
 // ------------------------------------------------------------------- driver
 
 type Scenario = fn() -> futures::future::BoxFuture<'static, Report>;
@@ -621,6 +672,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("three", || Box::pin(three_workers())),
         ("quota", || Box::pin(quota_burst())),
         ("hot", || Box::pin(hot_space())),
+        ("rest", || Box::pin(rest_through_a_proxy())),
     ]
 }
 

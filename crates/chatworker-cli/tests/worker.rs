@@ -484,10 +484,21 @@ async fn permanent_errors_are_acked_and_transient_ones_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_work_and_exits_zero() {
+    drains_in_flight_work(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rest_sigterm_finishes_in_flight_work_and_exits_zero() {
+    drains_in_flight_work(&[("CHATWORKER_PUBSUB__TRANSPORT", "rest")]).await;
+}
+
+/// SIGTERM with events in flight: they finish, are acked, and the worker
+/// exits 0.
+async fn drains_in_flight_work(env: &[(&str, &str)]) {
     let sim = Sim::start().await;
     sim.set_latency(1500).await;
     let topic = Topic::fresh("drain").await;
-    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &[]).await;
+    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, env).await;
 
     let mut seeded = Vec::new();
     for i in 0..10 {
@@ -708,6 +719,16 @@ async fn nine_megabyte_events_are_answered_within_the_memory_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_a_quota_slot_keeps_the_lease() {
+    keeps_the_lease("auto").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rest_waiting_for_a_quota_slot_keeps_the_lease() {
+    keeps_the_lease("rest").await;
+}
+
+/// Events held twice the subscription's ack deadline are not redelivered.
+async fn keeps_the_lease(transport: &str) {
     let sim = Sim::start().await;
     let topic = Topic::fresh("lease").await;
     // One write per 10 s into a space; the subscription's ack deadline is
@@ -720,6 +741,7 @@ async fn waiting_for_a_quota_slot_keeps_the_lease() {
         &[
             ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", "6"),
             ("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"),
+            ("CHATWORKER_PUBSUB__TRANSPORT", transport),
         ],
     )
     .await;
@@ -745,6 +767,11 @@ async fn waiting_for_a_quota_slot_keeps_the_lease() {
     );
     assert_eq!(worker.counter("replies_already_existed"), 0);
     assert!(worker.counter("quota_waits") >= 2);
+    assert_eq!(
+        worker.logs().contains("pulling over REST"),
+        transport == "rest",
+        "the transport asked for was used"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

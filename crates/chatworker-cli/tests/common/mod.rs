@@ -24,3 +24,57 @@ pub async fn get(url: &str) -> (u16, String) {
         Err(e) => (0, e.to_string()),
     }
 }
+
+// ------------------------------------------- behind the firewall (proxies)
+
+/// `host:port` (or `http://host:port`) as a socket address.
+pub fn local(host_port: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    host_port
+        .trim_start_matches("http://")
+        .to_socket_addrs()
+        .expect("an address")
+        .next()
+        .expect("one address")
+}
+
+/// The proxy's routes: "Google" is the emulator and the simulator.
+pub async fn proxy_in_front(
+    sim: &Sim,
+    alpn: chatworker_testkit::proxy::Alpn,
+    credentials: Option<(&str, &str)>,
+) -> chatworker_testkit::proxy::InspectingProxy {
+    let routes = [
+        ("pubsub.googleapis.com", local(&emulator_host())),
+        ("chat.googleapis.com", local(&sim.url)),
+    ];
+    chatworker_testkit::proxy::InspectingProxy::start(&routes, alpn, credentials).await
+}
+
+/// The simulator, answering to Google's name too (the proxy routes it here).
+pub async fn chat_behind_the_proxy() -> Sim {
+    Sim::start_with_options(chatworker_sim::SimOptions {
+        also_hosts: vec!["chat.googleapis.com".into()],
+        ..Default::default()
+    })
+    .await
+}
+
+/// The worker's environment behind `proxy`: no emulator variable, Google's
+/// endpoints, the proxy from `HTTPS_PROXY`.
+pub fn behind<'a>(
+    proxy_url: &'a str,
+    ca: Option<&'a str>,
+    listen: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("PUBSUB_EMULATOR_HOST", ""),
+        ("HTTPS_PROXY", proxy_url),
+        ("CHATWORKER_CHAT__ENDPOINT", "https://chat.googleapis.com"),
+        ("CHATWORKER_SERVER__LISTEN", listen),
+    ];
+    if let Some(ca) = ca {
+        env.push(("CHATWORKER_NETWORK__EXTRA_CA_FILE", ca));
+    }
+    env
+}

@@ -310,6 +310,22 @@ impl std::fmt::Debug for NetworkSettings {
     }
 }
 
+/// How the subscriber talks to Pub/Sub.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Transport {
+    /// The streaming pull over gRPC (HTTP/2); if HTTP/2 cannot be
+    /// negotiated with Pub/Sub (a proxy that offers only HTTP/1.1), REST,
+    /// said once at WARNING.
+    #[default]
+    Auto,
+    /// The streaming pull over gRPC only.
+    Grpc,
+    /// `subscriptions.pull` over HTTP/1.1.
+    Rest,
+}
+
 /// The Pub/Sub side.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -371,6 +387,9 @@ pub struct PubSubSettings {
     /// and again once it has been unable to connect for this long.
     #[serde(deserialize_with = "parse::duration_in::<_, 1_000, { u64::MAX }>")]
     pub unready_after: Duration,
+    /// How the worker pulls: `auto` (the streaming pull over gRPC, falling
+    /// back to REST when HTTP/2 cannot be negotiated), `grpc` or `rest`.
+    pub transport: Transport,
     /// `host:port` of the emulator, from `PUBSUB_EMULATOR_HOST`; not a file
     /// setting.
     #[serde(skip)]

@@ -5,6 +5,7 @@
 use super::tunnel::Roots;
 use super::{Egress, EgressError};
 use crate::config::Settings;
+use crate::config::Transport;
 use std::time::{Duration, Instant};
 
 /// One host the worker uses, tried.
@@ -42,12 +43,11 @@ pub async fn check(settings: &Settings) -> Result<Vec<HostCheck>, super::Network
             .unwrap_or_else(|| "https://pubsub.googleapis.com".parse().expect("a URL"));
         if let Some(host) = url.host_str() {
             let port = url.port_or_known_default().unwrap_or(443);
-            hosts.push((
-                host.to_owned(),
-                port,
-                "Pub/Sub (streaming pull, gRPC)",
-                true,
-            ));
+            let (purpose, grpc) = match settings.pubsub.transport {
+                Transport::Rest => ("Pub/Sub (pull over REST)", false),
+                _ => ("Pub/Sub (streaming pull, gRPC)", true),
+            };
+            hosts.push((host.to_owned(), port, purpose, grpc));
         }
     }
     let mut https = |url: &reqwest::Url, purpose| {
@@ -80,13 +80,18 @@ pub async fn check(settings: &Settings) -> Result<Vec<HostCheck>, super::Network
         let check = match connected {
             Ok(upstream) => {
                 let h2 = upstream.alpn.as_deref() == Some(b"h2");
-                let result = match (grpc, h2) {
-                    (true, false) => Err(EgressError::NoHttp2 {
-                        host: host.clone(),
-                        way: way.clone(),
-                    }
-                    .to_string()),
-                    _ => Ok(()),
+                // Without HTTP/2, `auto` pulls over REST; only `grpc` fails.
+                let (purpose, result) = match (grpc, h2, settings.pubsub.transport) {
+                    (true, false, Transport::Grpc) => (
+                        purpose,
+                        Err(EgressError::NoHttp2 {
+                            host: host.clone(),
+                            way: way.clone(),
+                        }
+                        .to_string()),
+                    ),
+                    (true, false, _) => ("Pub/Sub (pull over REST: no HTTP/2 this way)", Ok(())),
+                    _ => (purpose, Ok(())),
                 };
                 HostCheck {
                     host: format!("{host}:{port}"),

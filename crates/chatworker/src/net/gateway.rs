@@ -23,10 +23,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::client::TlsStream;
 
 /// How often, at most, a pull that still cannot connect is logged again.
@@ -40,6 +42,13 @@ const HOLD: Duration = Duration::from_secs(20);
 pub(crate) struct Link {
     host: String,
     state: Mutex<LinkState>,
+    /// The pull goes over REST: the HTTP/1.1 connections report the link,
+    /// the gRPC ones no longer do.
+    over_rest: AtomicBool,
+    /// `pubsub.transport = "auto"`: HTTP/2 refused is not an outage but a
+    /// reason to pull over REST, said through `fallback`.
+    fallback_armed: AtomicBool,
+    fallback: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -55,14 +64,36 @@ impl Link {
         Self {
             host: host.to_owned(),
             state: Mutex::default(),
+            over_rest: AtomicBool::new(false),
+            fallback_armed: AtomicBool::new(false),
+            fallback: watch::channel(false).0,
         }
+    }
+
+    /// From now on the pull goes over REST: its connections are the ones
+    /// that say whether Pub/Sub can be reached.
+    pub(crate) fn pull_over_rest(&self) {
+        self.over_rest.store(true, Relaxed);
+    }
+
+    /// Whether a connection of this kind speaks for the pull.
+    fn reports(&self, http2: bool) -> bool {
+        http2 != self.over_rest.load(Relaxed)
+    }
+
+    /// Arms the fallback: the first time HTTP/2 cannot be negotiated, it is
+    /// said once at WARNING and the receiver turns true.
+    pub(crate) fn fall_back_to_rest(&self) -> watch::Receiver<bool> {
+        self.fallback_armed.store(true, Relaxed);
+        self.fallback.subscribe()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection for the pull was made: TLS and HTTP/2 agreed.
+    /// A connection for the pull was made: TLS (and, for gRPC, HTTP/2)
+    /// agreed.
     fn connected(&self, way: &Way, alpn: Option<&[u8]>) {
         let http = match alpn {
             Some(b"h2") => "HTTP/2",
@@ -91,6 +122,16 @@ impl Link {
     /// A connection could not be made: logged at once, then at most once
     /// a minute while it lasts.
     fn failed(&self, error: &EgressError, way: &Way) {
+        if matches!(error, EgressError::NoHttp2 { .. }) && self.fallback_armed.load(Relaxed) {
+            if !self.fallback.send_replace(true) {
+                tracing::warn!(
+                    host = %self.host,
+                    way = %way,
+                    "HTTP/2 could not be negotiated with Pub/Sub (the way offers only HTTP/1.1), so the streaming pull cannot work: pulling over REST instead (pubsub.transport = \"auto\"); set pubsub.transport = \"rest\" to start that way"
+                );
+            }
+            return;
+        }
         let mut state = self.state();
         state.down_since.get_or_insert_with(Instant::now);
         let due = state
@@ -122,13 +163,13 @@ impl Link {
         };
         if !state.connected_once {
             return Err(why(format!(
-                "the streaming pull has not connected to {} yet",
+                "the pull has not connected to {} yet",
                 self.host
             )));
         }
         match state.down_since {
             Some(since) if since.elapsed() > unready_after => Err(why(format!(
-                "the streaming pull has not reached {} for {:?}",
+                "the pull has not reached {} for {:?}",
                 self.host,
                 since.elapsed()
             ))),
@@ -446,9 +487,10 @@ impl tower_service::Service<Uri> for Connector {
                             false => Ok(upstream),
                         },
                     );
+                let reports = target.link.reports(http2);
                 match result {
                     Ok(upstream) => {
-                        if http2 {
+                        if reports {
                             target
                                 .link
                                 .connected(&upstream.way, upstream.alpn.as_deref());
@@ -458,13 +500,19 @@ impl tower_service::Service<Uri> for Connector {
                             h2: upstream.alpn.as_deref() == Some(b"h2"),
                         });
                     }
-                    Err(e) if http2 => {
+                    Err(e) if http2 && reports => {
                         target.link.failed(&e, &target.egress.way(&target.host));
                         if started.elapsed() + pause > HOLD {
                             return Err(e);
                         }
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_secs(4));
+                    }
+                    // The REST pull's call fails with it; the pull tries again
+                    // with backoff.
+                    Err(e) if reports => {
+                        target.link.failed(&e, &target.egress.way(&target.host));
+                        return Err(e);
                     }
                     Err(e) => {
                         // The call fails with it; the probe's outage log and

@@ -1,5 +1,6 @@
 //! One Pub/Sub message with its ack handle, settled exactly once: `ack` and
-//! `nack` consume it, and dropping it nacks.
+//! `nack` consume it, and dropping it nacks. The handle is the streaming
+//! pull's or the REST transport's.
 
 use bytes::Bytes;
 use google_cloud_pubsub::model::Message;
@@ -20,30 +21,48 @@ pub(crate) struct Delivery {
     pub attributes: HashMap<String, String>,
     /// When the worker received it, for the handling latency metric.
     pub received: Instant,
-    handler: Handler,
+    settle: Settle,
+}
+
+/// How a delivery is settled: by the transport it came through.
+#[derive(Debug)]
+pub(super) enum Settle {
+    /// The streaming pull's handler.
+    Grpc(Handler),
+    /// The REST transport's ticket.
+    Rest(super::rest::Ticket),
 }
 
 impl Delivery {
     /// Done: Pub/Sub will not redeliver it.
     pub(crate) fn ack(self) {
-        self.handler.ack();
+        match self.settle {
+            Settle::Grpc(handler) => handler.ack(),
+            Settle::Rest(ticket) => ticket.ack(),
+        }
     }
 
     /// Not done: Pub/Sub redelivers it.
     pub(crate) fn nack(self) {
-        self.handler.nack();
+        match self.settle {
+            Settle::Grpc(handler) => handler.nack(),
+            Settle::Rest(ticket) => ticket.nack(),
+        }
     }
 
     /// How many times Pub/Sub has delivered it, when the subscription has a
     /// dead-letter policy (otherwise `None`).
     pub(crate) fn delivery_attempt(&self) -> Option<i32> {
-        self.handler.delivery_attempt()
+        match &self.settle {
+            Settle::Grpc(handler) => handler.delivery_attempt(),
+            Settle::Rest(ticket) => ticket.delivery_attempt(),
+        }
     }
 }
 
 impl Delivery {
-    /// A message as the subscriber handed it over.
-    pub(super) fn new(message: Message, handler: Handler) -> Self {
+    /// A message as a transport handed it over.
+    pub(super) fn new(message: Message, settle: Settle) -> Self {
         Self {
             message_id: message.message_id,
             publish_time: message
@@ -52,7 +71,7 @@ impl Delivery {
             data: message.data,
             attributes: message.attributes,
             received: Instant::now(),
-            handler,
+            settle,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Pub/Sub: the only module that knows the Pub/Sub client types. Events come
-//! in through a `Source` (the official streaming-pull subscriber: leases,
-//! flow control, shutdown) as `Delivery`s, each settled exactly once;
+//! in through a `Source` (the official streaming-pull subscriber, or our
+//! REST transport where HTTP/2 cannot pass: leases, flow control, shutdown)
+//! as `Delivery`s, each settled exactly once;
 //! dead letters go out through a `TopicPublisher`; [`admin`] creates and
 //! checks topics and subscriptions for `chatworker setup`, `check` and `dev`.
 
@@ -8,6 +9,7 @@ pub mod admin;
 mod delivery;
 mod outage;
 mod publisher;
+mod rest;
 mod source;
 
 pub(crate) use delivery::Delivery;
@@ -62,6 +64,8 @@ pub(crate) struct Connection {
     credentials: Option<Credentials>,
     /// Shared by every client that uses it: it listens while one does.
     gateway: Option<Arc<Gateway>>,
+    /// The way out, for the REST transport's own client.
+    egress: Egress,
 }
 
 /// Google's global Pub/Sub endpoint.
@@ -81,6 +85,7 @@ impl Connection {
                 admin_endpoint: Some(endpoint),
                 credentials: Some(anonymous::Builder::new().build()),
                 gateway: None,
+                egress: egress.clone(),
             });
         }
         let upstream = match &settings.endpoint {
@@ -107,6 +112,7 @@ impl Connection {
             admin_endpoint: Some(admin_endpoint),
             credentials: None,
             gateway: Some(Arc::new(gateway)),
+            egress: egress.clone(),
         })
     }
 

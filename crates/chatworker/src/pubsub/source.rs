@@ -1,10 +1,14 @@
 //! The subscription's message stream: checked at start, opened with the
-//! official streaming-pull subscriber, and rebuilt with backoff whenever it
-//! ends.
+//! official streaming-pull subscriber (rebuilt with backoff whenever it
+//! ends) or with the [REST transport](super::rest), as `pubsub.transport`
+//! says; `auto` moves from the first to the second when the gateway finds
+//! that HTTP/2 cannot be negotiated.
 
+use super::delivery::Settle;
 use super::outage::{Health, Probe, ProbeError};
+use super::rest::{Api, RestStop, RestStream};
 use super::{Connection, Delivery, PubSubError};
-use crate::config::{PubSubSettings, SubscriptionName};
+use crate::config::{PubSubSettings, SubscriptionName, Transport};
 use crate::ops::health::{LinkCheck, Status};
 use crate::ops::metrics::Metrics;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -17,8 +21,11 @@ use std::time::Duration;
 
 /// The subscription's message stream, rebuilt whenever it breaks.
 pub(crate) struct Source {
-    stream: MessageStream,
+    stream: Stream,
     subscriber: Subscriber,
+    /// Under `auto` through the gateway: turns true when HTTP/2 cannot be
+    /// negotiated, and the pull moves to REST.
+    fallback: Option<tokio::sync::watch::Receiver<bool>>,
     subscription: SubscriptionName,
     settings: PubSubSettings,
     health: Arc<Health>,
@@ -26,8 +33,8 @@ pub(crate) struct Source {
     /// The subscription's dead-letter policy's attempts, as read at start.
     max_delivery_attempts: Option<i32>,
     _watch: tokio_util::sync::DropGuard,
-    /// Keeps the gateway, if any, listening.
-    _connection: Connection,
+    /// Keeps the gateway, if any, listening; the REST transport's way.
+    connection: Connection,
 }
 
 impl std::fmt::Debug for Source {
@@ -38,15 +45,29 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// The pull, by transport.
+enum Stream {
+    Grpc(Box<MessageStream>),
+    Rest(RestStream),
+}
+
 /// Signals the stream to stop, then waits until pending acks are flushed.
 #[derive(Clone, Debug)]
-pub(crate) struct StopHandle(google_cloud_pubsub::subscriber::ShutdownToken);
+pub(crate) enum StopHandle {
+    /// The streaming pull's.
+    Grpc(google_cloud_pubsub::subscriber::ShutdownToken),
+    /// The REST transport's.
+    Rest(RestStop),
+}
 
 impl StopHandle {
     /// Stops pulling and waits for every delivery handed out to be settled
     /// and for the acks to reach Pub/Sub.
     pub(crate) async fn stop(&self) {
-        self.0.shutdown().await;
+        match self {
+            Self::Grpc(token) => token.shutdown().await,
+            Self::Rest(stop) => stop.stop().await,
+        }
     }
 }
 
@@ -120,17 +141,34 @@ impl Source {
         if !settings.probe_interval.is_zero() {
             tokio::spawn(probe.watch(health.clone(), settings.probe_interval, watch.clone()));
         }
-        let stream = subscribe(&subscriber, subscription, settings);
+        let link = connection.link();
+        let transport = match (settings.transport, &link) {
+            // The emulator speaks HTTP/2 on loopback: nothing to fall back from.
+            (Transport::Auto, None) => Transport::Grpc,
+            (transport, _) => transport,
+        };
+        let fallback = match (transport, &link) {
+            (Transport::Auto, Some(link)) => Some(link.fall_back_to_rest()),
+            _ => None,
+        };
+        let stream = match transport {
+            Transport::Rest => {
+                tracing::info!("pulling over REST (HTTP/1.1), as pubsub.transport says");
+                Stream::Rest(rest_stream(connection, settings, subscription, &health)?)
+            }
+            _ => Stream::Grpc(Box::new(subscribe(&subscriber, subscription, settings))),
+        };
         Ok(Self {
             stream,
             subscriber,
+            fallback,
             subscription: subscription.clone(),
             settings: settings.clone(),
             health,
             backoff: reconnect_backoff(),
             max_delivery_attempts,
             _watch: watch.drop_guard(),
-            _connection: connection.clone(),
+            connection: connection.clone(),
         })
     }
 
@@ -147,28 +185,111 @@ impl Source {
     /// emulator restart, or access lost), it is rebuilt with backoff.
     pub(crate) async fn next(&mut self) -> Option<Delivery> {
         loop {
-            match self.stream.next().await? {
+            let stream = match &mut self.stream {
+                Stream::Rest(stream) => return stream.next().await,
+                Stream::Grpc(stream) => stream,
+            };
+            let next = match &mut self.fallback {
+                None => Some(stream.next().await?),
+                Some(fallback) => tokio::select! {
+                    next = stream.next() => Some(next?),
+                    Ok(_) = fallback.wait_for(|refused| *refused) => None,
+                },
+            };
+            let Some(next) = next else {
+                self.fall_back();
+                continue;
+            };
+            match next {
                 Ok((message, handler)) => {
                     if self.health.restored(false) {
                         self.backoff = reconnect_backoff();
                     }
-                    return Some(Delivery::new(message, handler));
+                    return Some(Delivery::new(message, Settle::Grpc(handler)));
                 }
                 Err(e) => {
                     self.health.broken(&e.to_string(), true);
                     let delay = self.backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::debug!(error = %e, delay = ?delay, "Pub/Sub stream failed; rebuilding it");
                     tokio::time::sleep(delay).await;
-                    self.stream = subscribe(&self.subscriber, &self.subscription, &self.settings);
+                    self.stream = Stream::Grpc(Box::new(subscribe(
+                        &self.subscriber,
+                        &self.subscription,
+                        &self.settings,
+                    )));
                 }
             }
         }
     }
 
+    /// HTTP/2 cannot be negotiated: the pull moves to REST. The streaming
+    /// pull is shut down aside: what it handed out, if it ever connected,
+    /// is still settled through it.
+    fn fall_back(&mut self) {
+        self.fallback = None;
+        if let Some(link) = self.connection.link() {
+            link.pull_over_rest();
+        }
+        let rest = match rest_stream(
+            &self.connection,
+            &self.settings,
+            &self.subscription,
+            &self.health,
+        ) {
+            Ok(rest) => rest,
+            Err(e) => {
+                // Only the credentials can fail here, as they would have
+                // for the streaming pull: it stays, and says why.
+                tracing::error!(error = %e, "the REST transport could not be set up");
+                return;
+            }
+        };
+        if let Stream::Grpc(old) = std::mem::replace(&mut self.stream, Stream::Rest(rest)) {
+            let token = old.shutdown_token();
+            tokio::spawn(async move {
+                token.shutdown().await;
+                drop(old);
+            });
+        }
+    }
+
     /// A handle that stops the stream.
     pub(crate) fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.stream.shutdown_token())
+        match &self.stream {
+            Stream::Grpc(stream) => StopHandle::Grpc(stream.shutdown_token()),
+            Stream::Rest(stream) => StopHandle::Rest(stream.stop_handle()),
+        }
     }
+}
+
+/// The REST transport, over the gateway (or to the emulator), with the
+/// connection's credentials (else Application Default Credentials, as the
+/// official clients use).
+fn rest_stream(
+    connection: &Connection,
+    settings: &PubSubSettings,
+    subscription: &SubscriptionName,
+    health: &Arc<Health>,
+) -> Result<RestStream, PubSubError> {
+    let credentials = match &connection.credentials {
+        Some(credentials) => credentials.clone(),
+        None => google_cloud_auth::credentials::Builder::default()
+            .build()
+            .map_err(|e| PubSubError::Client(e.into()))?,
+    };
+    let endpoint = connection
+        .endpoint
+        .as_deref()
+        .ok_or_else(|| PubSubError::Client("no Pub/Sub endpoint".into()))?;
+    let http = connection
+        .egress
+        .http_client()
+        .http1_only()
+        .user_agent(concat!("chatworker/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| PubSubError::Client(e.into()))?;
+    let api = Api::new(http, endpoint, subscription.as_str(), credentials);
+    Ok(RestStream::start(api, settings, health.clone()))
 }
 
 fn subscribe(

@@ -1,0 +1,599 @@
+//! The subscriber over REST (HTTP/1.1), for ways that cannot carry HTTP/2
+//! (some TLS-inspecting proxies): `subscriptions.pull`, `modifyAckDeadline`
+//! and `acknowledge`, with the streaming pull's guarantees.
+//!
+//! - Flow control: a pull asks for no more than the room left under
+//!   `pubsub.max_outstanding_messages` and `max_outstanding_bytes`, and no
+//!   pull is made while none is left (the service honours `maxMessages`).
+//! - Leases: each message's deadline is set to `pubsub.max_lease_extension`
+//!   when it arrives, and extended every half of that while it is held, up
+//!   to `pubsub.max_lease`.
+//! - Settling: every delivery is settled once (ack, nack, or nack when
+//!   dropped); settlements go out in the order they were made, batched
+//!   every 100 ms, and a failed call is tried again.
+//! - Drain: on stop no pull is made, what was pulled but not handed out is
+//!   nacked, and the stop waits until every delivery handed out is settled
+//!   and the settlements sent, its leases extended meanwhile.
+//!
+//! A pull that is abandoned by the stop may already hold messages: they
+//! come back when the subscription's ack deadline passes, as after a crash.
+
+use super::Delivery;
+use super::outage::Health;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use google_cloud_auth::credentials::{CacheableResource, Credentials};
+use google_cloud_pubsub::model::Message;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The most messages one pull asks for (Pub/Sub's own limit).
+const MOST_PER_PULL: i64 = 1000;
+/// The most ack IDs in one call: Pub/Sub takes up to 512 KB per request,
+/// and an ack ID runs to a few hundred bytes.
+const IDS_PER_CALL: usize = 500;
+/// How often settlements and new leases are sent.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How long a pull may wait for messages: Pub/Sub answers well before
+/// (empty when there is nothing), the emulator after about 90 s.
+const PULL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an acknowledge or modifyAckDeadline call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a settlement is sent before it is left to the ack
+/// deadline (a message not acked comes back; the worker's deterministic
+/// reply IDs keep its answer once).
+const SETTLE_TRIES: u8 = 5;
+
+/// Pub/Sub's REST API for one subscription.
+#[derive(Debug)]
+pub(super) struct Api {
+    http: reqwest::Client,
+    /// `{endpoint}/v1/projects/P/subscriptions/S`.
+    base: String,
+    credentials: Credentials,
+}
+
+impl Api {
+    pub(super) fn new(
+        http: reqwest::Client,
+        endpoint: &str,
+        subscription: &str,
+        credentials: Credentials,
+    ) -> Self {
+        Self {
+            http,
+            base: format!("{}/v1/{subscription}", endpoint.trim_end_matches('/')),
+            credentials,
+        }
+    }
+
+    /// One call: the answer's body, or why there was none.
+    async fn call(
+        &self,
+        verb: &str,
+        body: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, String> {
+        let auth = match self.credentials.headers(http::Extensions::new()).await {
+            Ok(CacheableResource::New { data, .. }) => data,
+            // Only asked for with an entity tag, which this call never sends.
+            Ok(CacheableResource::NotModified) => {
+                return Err("the credentials returned no headers".into());
+            }
+            Err(e) => return Err(format!("credentials: {e}")),
+        };
+        let response = self
+            .http
+            .post(format!("{}:{verb}", self.base))
+            .headers(auth)
+            .json(&body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| chain(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| chain(&e))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        // Google's error shape: {"error": {"code", "status", "message"}}.
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let text = |key: &str| error["error"][key].as_str().unwrap_or_default().to_owned();
+        Err(format!(
+            "{verb}: Pub/Sub answered {} {}: {}",
+            status.as_u16(),
+            text("status"),
+            text("message")
+        ))
+    }
+
+    async fn pull(&self, max: i64) -> Result<Vec<Received>, String> {
+        let body = serde_json::json!({ "maxMessages": max });
+        let answer = self.call("pull", body, PULL_TIMEOUT).await?;
+        let pulled: PullResponse = serde_json::from_slice(&answer)
+            .map_err(|e| format!("pull: Pub/Sub's answer is not a PullResponse: {e}"))?;
+        Ok(pulled.received_messages)
+    }
+
+    async fn acknowledge(&self, ids: &[String]) -> Result<(), String> {
+        let body = serde_json::json!({ "ackIds": ids });
+        self.call("acknowledge", body, CALL_TIMEOUT).await.map(drop)
+    }
+
+    async fn modify_ack_deadline(&self, ids: &[String], seconds: u64) -> Result<(), String> {
+        let body = serde_json::json!({ "ackIds": ids, "ackDeadlineSeconds": seconds });
+        self.call("modifyAckDeadline", body, CALL_TIMEOUT)
+            .await
+            .map(drop)
+    }
+}
+
+/// An error with its causes, which reqwest keeps apart.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PullResponse {
+    #[serde(default)]
+    received_messages: Vec<Received>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Received {
+    ack_id: String,
+    #[serde(default)]
+    message: Option<Message>,
+    /// 0 without a dead-letter policy.
+    #[serde(default)]
+    delivery_attempt: i32,
+}
+
+/// What the worker decided for one delivery.
+#[derive(Debug)]
+enum Settlement {
+    Ack(String),
+    Nack(String),
+}
+
+impl Settlement {
+    fn ack_id(&self) -> &str {
+        match self {
+            Self::Ack(id) | Self::Nack(id) => id,
+        }
+    }
+}
+
+/// One delivery's ack handle over REST: settled once; dropping it nacks.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    ack_id: String,
+    attempt: Option<i32>,
+    settle: mpsc::UnboundedSender<Settlement>,
+    settled: bool,
+}
+
+impl Ticket {
+    pub(crate) fn ack(mut self) {
+        self.send(true);
+    }
+
+    pub(crate) fn nack(mut self) {
+        self.send(false);
+    }
+
+    pub(crate) fn delivery_attempt(&self) -> Option<i32> {
+        self.attempt
+    }
+
+    fn send(&mut self, ack: bool) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let id = std::mem::take(&mut self.ack_id);
+        let settlement = match ack {
+            true => Settlement::Ack(id),
+            false => Settlement::Nack(id),
+        };
+        // Closed only once the stream is gone: the message comes back when
+        // its deadline passes.
+        let _ = self.settle.send(settlement);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.send(false);
+    }
+}
+
+/// What the stream holds: a lease per message pulled and not yet settled,
+/// and the deliveries pulled but not yet handed out.
+#[derive(Debug, Default)]
+struct Held {
+    leases: HashMap<String, Lease>,
+    bytes: i64,
+    ready: VecDeque<Delivery>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    bytes: i64,
+    since: Instant,
+    /// Its deadline is still the subscription's: it is extended at the
+    /// next flush.
+    new: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    held: Mutex<Held>,
+    /// A lease was released: there may be room to pull.
+    freed: Notify,
+}
+
+impl Shared {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many messages the next pull may ask for.
+    fn room(&self, max_messages: i64, max_bytes: i64) -> i64 {
+        let held = self.held();
+        match held.bytes >= max_bytes {
+            true => 0,
+            false => (max_messages - held.leases.len() as i64).clamp(0, MOST_PER_PULL),
+        }
+    }
+
+    fn release(&self, ack_id: &str) {
+        let mut held = self.held();
+        if let Some(lease) = held.leases.remove(ack_id) {
+            held.bytes -= lease.bytes;
+            drop(held);
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// A pull under way.
+type Pull = Pin<Box<dyn Future<Output = Result<Vec<Received>, String>> + Send>>;
+
+/// The subscription's messages over REST.
+pub(super) struct RestStream {
+    api: Arc<Api>,
+    shared: Arc<Shared>,
+    settle: mpsc::UnboundedSender<Settlement>,
+    max_messages: i64,
+    max_bytes: i64,
+    health: Arc<Health>,
+    backoff: Box<dyn Iterator<Item = Duration> + Send>,
+    /// The pull under way, kept across calls to `next` so that none is
+    /// abandoned with messages in it.
+    pull: Option<Pull>,
+    /// After a failed pull, none is made before this.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    stop: CancellationToken,
+    done: watch::Receiver<bool>,
+    _stop_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl std::fmt::Debug for RestStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestStream")
+            .field("base", &self.api.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a [`RestStream`]; see [`RestStop::stop`].
+#[derive(Clone, Debug)]
+pub(crate) struct RestStop {
+    stop: CancellationToken,
+    done: watch::Receiver<bool>,
+}
+
+impl RestStop {
+    /// Stops pulling, then waits until every delivery handed out is
+    /// settled and the settlements have been sent.
+    pub(super) async fn stop(&self) {
+        self.stop.cancel();
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|done| *done).await;
+    }
+}
+
+/// Backoff between failed pulls.
+pub(super) fn backoff() -> Box<dyn Iterator<Item = Duration> + Send> {
+    Box::new(
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(30))
+            .without_max_times()
+            .with_jitter()
+            .build(),
+    )
+}
+
+impl RestStream {
+    /// Starts the stream and the task that keeps its leases and sends its
+    /// settlements.
+    pub(super) fn start(
+        api: Api,
+        settings: &crate::config::PubSubSettings,
+        health: Arc<Health>,
+    ) -> Self {
+        let api = Arc::new(api);
+        let shared = Arc::new(Shared::default());
+        let (settle, settled) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let (done_tx, done) = watch::channel(false);
+        let keeper = Keeper {
+            api: api.clone(),
+            shared: shared.clone(),
+            extension: settings.max_lease_extension,
+            max_lease: settings.max_lease,
+            queue: VecDeque::new(),
+        };
+        tokio::spawn(keeper.run(settled, stop.clone(), done_tx));
+        Self {
+            api,
+            shared,
+            settle,
+            max_messages: settings.max_outstanding_messages,
+            max_bytes: settings.max_outstanding_bytes,
+            health,
+            backoff: backoff(),
+            pull: None,
+            pause: None,
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+            done,
+        }
+    }
+
+    /// A handle that stops the stream.
+    pub(super) fn stop_handle(&self) -> RestStop {
+        RestStop {
+            stop: self.stop.clone(),
+            done: self.done.clone(),
+        }
+    }
+
+    /// The next delivery; `None` once stopped. A failed pull is counted in
+    /// the health and tried again with backoff.
+    pub(super) async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            if let Some(delivery) = self.shared.held().ready.pop_front() {
+                return Some(delivery);
+            }
+            if let Some(pause) = &mut self.pause {
+                tokio::select! {
+                    () = self.stop.cancelled() => return None,
+                    () = pause.as_mut() => self.pause = None,
+                }
+            }
+            let room = loop {
+                let freed = self.shared.freed.notified();
+                match self.shared.room(self.max_messages, self.max_bytes) {
+                    0 => tokio::select! {
+                        () = self.stop.cancelled() => return None,
+                        () = freed => {}
+                    },
+                    room => break room,
+                }
+            };
+            let pull = self.pull.get_or_insert_with(|| {
+                let api = self.api.clone();
+                Box::pin(async move { api.pull(room).await })
+            });
+            let pulled = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return None,
+                pulled = pull.as_mut() => pulled,
+            };
+            self.pull = None;
+            match pulled {
+                Ok(received) => {
+                    if self.health.restored(false) {
+                        self.backoff = backoff();
+                    }
+                    self.admit(received);
+                }
+                Err(e) => {
+                    self.health.broken(&e, true);
+                    let delay = self.backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::debug!(error = %e, delay = ?delay, "Pub/Sub pull failed; trying again");
+                    self.pause = Some(Box::pin(tokio::time::sleep(delay)));
+                }
+            }
+        }
+    }
+
+    /// Leases what a pull brought and makes it ready to hand out.
+    fn admit(&self, received: Vec<Received>) {
+        let now = Instant::now();
+        let mut held = self.shared.held();
+        for received in received {
+            let ticket = Ticket {
+                ack_id: received.ack_id.clone(),
+                attempt: (received.delivery_attempt > 0).then_some(received.delivery_attempt),
+                settle: self.settle.clone(),
+                settled: false,
+            };
+            let Some(message) = received.message else {
+                // Not seen from Pub/Sub; nacked (by the ticket's drop) rather
+                // than acked unread.
+                tracing::warn!(
+                    ack_id = %received.ack_id,
+                    "Pub/Sub's pull answer held an ack ID without a message: nacked"
+                );
+                continue;
+            };
+            let bytes = message.data.len() as i64;
+            held.bytes += bytes;
+            held.leases.insert(
+                received.ack_id,
+                Lease {
+                    bytes,
+                    since: now,
+                    new: true,
+                },
+            );
+            held.ready.push_back(Delivery::new(
+                message,
+                super::delivery::Settle::Rest(ticket),
+            ));
+        }
+    }
+}
+
+/// The task that extends leases and sends settlements.
+struct Keeper {
+    api: Arc<Api>,
+    shared: Arc<Shared>,
+    extension: Duration,
+    max_lease: Duration,
+    /// Settlements not yet sent, in the order they were made, with the
+    /// tries so far.
+    queue: VecDeque<(Settlement, u8)>,
+}
+
+impl Keeper {
+    async fn run(
+        mut self,
+        mut settled: mpsc::UnboundedReceiver<Settlement>,
+        stop: CancellationToken,
+        done: watch::Sender<bool>,
+    ) {
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renew = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.extension / 2,
+            self.extension / 2,
+        );
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                () = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    // Pulled but not handed out: back to Pub/Sub (the
+                    // tickets' drops nack them).
+                    let ready = std::mem::take(&mut self.shared.held().ready);
+                    drop(ready);
+                }
+                Some(settlement) = settled.recv() => {
+                    self.shared.release(settlement.ack_id());
+                    self.queue.push_back((settlement, 0));
+                    while let Ok(settlement) = settled.try_recv() {
+                        self.shared.release(settlement.ack_id());
+                        self.queue.push_back((settlement, 0));
+                    }
+                }
+                _ = flush.tick() => {
+                    self.extend(true).await;
+                    self.send().await;
+                }
+                _ = renew.tick() => self.extend(false).await,
+            }
+            if stopping && self.shared.held().leases.is_empty() {
+                while let Ok(settlement) = settled.try_recv() {
+                    self.queue.push_back((settlement, 0));
+                }
+                // What is left is tried a few times, then left to the
+                // deadline.
+                while !self.queue.is_empty() {
+                    self.send().await;
+                    if !self.queue.is_empty() {
+                        tokio::time::sleep(FLUSH_EVERY).await;
+                    }
+                }
+                let _ = done.send(true);
+                return;
+            }
+        }
+    }
+
+    /// Extends the leases: only the new ones (their deadline is still the
+    /// subscription's), or all those held for less than `max_lease`.
+    async fn extend(&mut self, only_new: bool) {
+        let ids: Vec<String> = {
+            let mut held = self.shared.held();
+            held.leases
+                .iter_mut()
+                .filter(|(_, lease)| match only_new {
+                    true => lease.new,
+                    false => lease.since.elapsed() < self.max_lease,
+                })
+                .map(|(id, lease)| {
+                    lease.new = false;
+                    id.clone()
+                })
+                .collect()
+        };
+        for ids in ids.chunks(IDS_PER_CALL) {
+            if let Err(e) = self
+                .api
+                .modify_ack_deadline(ids, self.extension.as_secs())
+                .await
+            {
+                // The next renewal tries again; a lease that runs out
+                // meanwhile brings the message back, answered once still.
+                tracing::debug!(error = %e, leases = ids.len(), "leases not extended");
+            }
+        }
+    }
+
+    /// Sends the queued settlements in order: each run of acks, or of
+    /// nacks, as one call.
+    async fn send(&mut self) {
+        let mut failed = VecDeque::new();
+        while let Some((first, _)) = self.queue.front() {
+            let ack = matches!(first, Settlement::Ack(_));
+            let mut run = Vec::new();
+            while let Some((next, _)) = self.queue.front() {
+                if matches!(next, Settlement::Ack(_)) != ack || run.len() == IDS_PER_CALL {
+                    break;
+                }
+                run.extend(self.queue.pop_front());
+            }
+            let ids: Vec<String> = run.iter().map(|(s, _)| s.ack_id().to_owned()).collect();
+            let sent = match ack {
+                true => self.api.acknowledge(&ids).await,
+                false => self.api.modify_ack_deadline(&ids, 0).await,
+            };
+            if let Err(e) = sent {
+                let kept: Vec<(Settlement, u8)> = run
+                    .into_iter()
+                    .filter_map(|(s, tries)| (tries + 1 < SETTLE_TRIES).then_some((s, tries + 1)))
+                    .collect();
+                tracing::debug!(error = %e, settlements = ids.len(), kept = kept.len(), "settlements not sent");
+                if kept.len() < ids.len() {
+                    tracing::warn!(
+                        error = %e,
+                        lost = ids.len() - kept.len(),
+                        "settlements could not reach Pub/Sub; those events come back when their deadline passes (their answers are not sent twice)"
+                    );
+                }
+                failed.extend(kept);
+            }
+        }
+        self.queue = failed;
+    }
+}
