@@ -90,7 +90,11 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
     let topic = Topic::fresh("example-tickets").await;
     let commands = [("/ticket", 1), ("/close", 2), ("/tickets", 3)];
     let sim = Sim::with_playground(&topic.topic, &commands).await;
-    let mut bot = Worker::start_example("tickets", &sim, &topic.subscription, &[]).await;
+    // The store outlives the bot: it is restarted below.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("tickets.db").display());
+    let env = [("CHATWORKER_STORE__URL", url.as_str())];
+    let mut bot = Worker::start_example("tickets", &sim, &topic.subscription, &env).await;
     let space = "spaces/TICKETS";
 
     sim.act(
@@ -162,6 +166,32 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
     assert_eq!(bot.counter("events_acked"), 5);
     assert_eq!(bot.counter("events_nacked"), 0);
     assert!(bot.summary()["events_dropped"].contains("handler_permanent"));
+
+    // Restarted on the same store: the numbers go on, the closed ticket
+    // stays closed.
+    let mut bot = Worker::start_example("tickets", &sim, &topic.subscription, &env).await;
+    sim.act(
+        space,
+        json!({"kind": "message", "text": "/ticket Toner low"}),
+    )
+    .await;
+    await_answers_of(&sim, &bot, 5, DEADLINE).await;
+    let second = message_with_id(&sim, "client-ticket-2").await;
+    assert!(
+        shown(&second).contains("Ticket #2") && shown(&second).contains("Toner low"),
+        "{}",
+        shown(&second)
+    );
+    sim.act(space, json!({"kind": "message", "text": "/tickets"}))
+        .await;
+    let records = await_answers_of(&sim, &bot, 6, DEADLINE).await;
+    let listed = shown(&records[5]);
+    assert!(
+        listed.contains("#2 Toner low") && !listed.contains("#1 "),
+        "{listed}"
+    );
+    let (status, _) = bot.terminate(DEADLINE).await;
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

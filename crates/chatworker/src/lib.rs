@@ -47,7 +47,9 @@
 //!
 //! - [`App`]: register handlers, middleware ([`middleware`]) and state.
 //! - [`Context`]: what a handler can do (send, update, delete, placeholder,
-//!   private messages) and its state.
+//!   private messages) and its state: [`Context::load`] reads a typed value
+//!   per app, space, thread or user from the [`store`], committed with the
+//!   event's replies, once.
 //! - [`Reply`]: a message: text, cards ([`card`]), thread, space,
 //!   notification, markup.
 //! - [`action`]: typed card actions shared by buttons and handlers.
@@ -84,6 +86,7 @@ pub mod pubsub;
 pub mod reply;
 mod run;
 mod send;
+pub mod store;
 pub mod worker;
 
 pub use app::{
@@ -96,3 +99,4 @@ pub use event::{Event, Message};
 pub use regex;
 pub use reply::{Reply, SendError, action, action::CardAction, card};
 pub use run::{DEV_ENV, RunError, init_logging, run, run_with, shutdown_signal};
+pub use store::{BadState, Scope, StateError, Stored};

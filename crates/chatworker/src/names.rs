@@ -38,7 +38,8 @@ fn matches(name: &str, shape: &[&str], extra: &[u8]) -> bool {
 macro_rules! resource_name {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, [$($collection:literal),+], $extra:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
         pub struct $name(String);
 
         impl $name {
@@ -142,7 +143,8 @@ pub struct InvalidName {
 
 /// A client-assigned message ID as the Chat API accepts it: `client-` followed
 /// by lowercase letters, digits and hyphens, at most 63 characters in all.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ClientMessageId(String);
 
 /// Why a string is not a valid [`ClientMessageId`].

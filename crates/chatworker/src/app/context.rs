@@ -13,6 +13,7 @@ use crate::event::Event;
 use crate::names::{ClientMessageId, MessageName, SpaceName};
 use crate::reply::compose::{Content, Created, NewMessage, check_cards, compose};
 use crate::reply::{Markup, Reply, SendError, Update};
+use crate::store::{Key, Scope, StateError, Stored, Txn};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +72,12 @@ pub struct Context<S = ()> {
 
 struct Inner {
     outlet: Arc<dyn Outlet>,
+    /// Where a placeholder goes: at once, even when `outlet` holds the
+    /// event's other messages for its outbox.
+    immediate: Option<Arc<dyn Outlet>>,
+    /// The event's transaction: its state, and (through `outlet`) its
+    /// outbox.
+    txn: Option<Arc<Txn>>,
     event: Arc<Event>,
     identity: String,
     next: AtomicUsize,
@@ -110,6 +117,8 @@ impl Context {
         Self {
             inner: Arc::new(Inner {
                 outlet,
+                immediate: None,
+                txn: None,
                 event,
                 identity,
                 next: AtomicUsize::new(0),
@@ -121,7 +130,70 @@ impl Context {
     }
 }
 
+impl Context {
+    /// The same context, its next message at position `n`. Only before the
+    /// context is shared.
+    pub(crate) fn starting_at(self, n: usize) -> Self {
+        self.inner.next.store(n, Ordering::SeqCst);
+        self
+    }
+
+    /// The same context with the event's transaction: state reads and
+    /// writes go to it; `immediate` is where a placeholder goes (the
+    /// context's outlet being the outbox). Only before the context is
+    /// shared.
+    pub(crate) fn with_txn(mut self, txn: Arc<Txn>, immediate: Option<Arc<dyn Outlet>>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("a context not yet shared");
+        inner.txn = Some(txn);
+        inner.immediate = immediate;
+        self
+    }
+}
+
 impl<S> Context<S> {
+    /// Reads the state value `name` of `scope` (the app, the event's space,
+    /// its thread, or the person who caused it) as a `T`, inside the
+    /// event's transaction: what the handler sets is committed with its
+    /// replies, once. See [`Stored`].
+    pub async fn load<T: serde::de::DeserializeOwned>(
+        &self,
+        scope: Scope,
+        name: &str,
+    ) -> Result<Stored<T>, StateError> {
+        let txn = self.inner.txn.as_ref().ok_or(StateError::NoStore)?;
+        let event = &self.inner.event;
+        let owner = match scope {
+            Scope::App => String::new(),
+            Scope::Space => event.space.name.to_string(),
+            Scope::Thread => event
+                .thread
+                .as_ref()
+                .map(ToString::to_string)
+                .ok_or(StateError::NoOwner("thread"))?,
+            Scope::User => event
+                .sender()
+                .and_then(|u| u.name.as_ref())
+                .map(ToString::to_string)
+                .ok_or(StateError::NoOwner("user"))?,
+        };
+        let key = Key {
+            scope: scope.label(),
+            owner,
+            name: name.to_owned(),
+        };
+        txn.load(key).await
+    }
+
+    /// The event's idempotency key: the same on every delivery of the event
+    /// (and in every process). Pass it to other services a handler calls,
+    /// so that they too act once: the store covers only its own state and
+    /// the app's Chat messages.
+    pub fn idempotency_key(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.inner.identity.as_bytes());
+        hex::encode(&digest[..16])
+    }
+
     /// The same context carrying another state: how an [`crate::App`] gives
     /// its handlers their state.
     pub fn with_state<T>(&self, state: Arc<T>) -> Context<T> {
@@ -189,8 +261,31 @@ impl<S> Context<S> {
 
     /// Sends a short text now, to be replaced later with
     /// [`Context::update`]: how an app answers at once and works after.
+    ///
+    /// The placeholder goes out at once, outside the event's transaction
+    /// (its deterministic ID still keeps it once); everything else the
+    /// handler sends waits for the commit.
     pub async fn placeholder(&self, text: impl Into<String>) -> Result<Sent, SendError> {
-        self.send(Reply::text(text)).await
+        let Some(immediate) = &self.inner.immediate else {
+            return self.send(Reply::text(text)).await;
+        };
+        let index = self.inner.next.fetch_add(1, Ordering::SeqCst);
+        let inner = &self.inner;
+        let messages = compose(
+            &inner.event,
+            Reply::text(text),
+            &inner.identity,
+            index,
+            inner.markup,
+        );
+        let first = messages[0]
+            .name()
+            .ok_or_else(|| SendError::permanent("a composed message has no ID"))?;
+        for message in &messages {
+            inner.writes.fetch_add(1, Ordering::SeqCst);
+            immediate.create(message).await?;
+        }
+        Ok(Sent { name: first })
     }
 
     /// Sends `reply` to the person who caused the event only (a private

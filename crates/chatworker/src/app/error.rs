@@ -119,3 +119,34 @@ impl From<crate::names::InvalidName> for HandlerError {
         Self::permanent(e)
     }
 }
+
+/// A store that is unavailable is worth a retry; a value that does not
+/// decode, or a scope the event lacks, is not.
+impl From<crate::store::StateError> for HandlerError {
+    fn from(e: crate::store::StateError) -> Self {
+        use crate::store::{StateError, StoreError};
+        match e {
+            StateError::Store(StoreError::Unavailable(_)) => Self::transient(e),
+            e => Self::permanent(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::HandlerError;
+    use crate::store::{StateError, StoreError};
+
+    #[test]
+    fn only_an_unavailable_store_is_worth_a_retry() {
+        let down: HandlerError = StateError::Store(StoreError::Unavailable("gone".into())).into();
+        assert!(down.is_transient());
+        let undecodable: HandlerError = StateError::Undecodable {
+            key: "space spaces/A/n".into(),
+            type_name: "u64",
+            error: "invalid type".into(),
+        }
+        .into();
+        assert!(!undecodable.is_transient(), "no retry loop");
+    }
+}

@@ -82,6 +82,7 @@ pub struct App<S = ()> {
     layers: Arc<Vec<Arc<dyn DynLayer<S>>>>,
     routes: Arc<Routes<S>>,
     on_error: Option<Erased<S, HandlerError>>,
+    bad_state: crate::store::BadState,
 }
 
 impl App<()> {
@@ -107,6 +108,7 @@ impl<S: Send + Sync + 'static> App<S> {
             layers: Arc::default(),
             routes: Arc::default(),
             on_error: None,
+            bad_state: crate::store::BadState::Fail,
         }
     }
 
@@ -334,6 +336,19 @@ impl<S: Send + Sync + 'static> App<S> {
         }
     }
 
+    /// What a handler's [`Context::load`] does with a stored value that no
+    /// longer decodes as the type asked for (its type changed in a deploy):
+    /// fail the event ([`crate::BadState::Fail`], the default: acked or
+    /// dead-lettered, the value kept for a fix) or read it as absent
+    /// ([`crate::BadState::Reset`]). Either way the key is logged and
+    /// counted; never a crash loop.
+    pub fn on_bad_state(self, policy: crate::store::BadState) -> Self {
+        Self {
+            bad_state: policy,
+            ..self
+        }
+    }
+
     /// Wraps every handler in `layer` (added first: outermost).
     pub fn layer(mut self, layer: impl Layer<S>) -> Self {
         Arc::make_mut(&mut self.layers).push(Arc::new(layer));
@@ -368,6 +383,10 @@ impl<S: Send + Sync + 'static> App<S> {
 const UNNUMBERED_COMMAND_IDS: i64 = 1_000_000;
 
 impl<S: Send + Sync + 'static> Service for App<S> {
+    fn bad_state(&self) -> crate::store::BadState {
+        self.bad_state
+    }
+
     fn slash_commands(&self) -> Vec<(String, i64)> {
         let declared = self.routes.declared.iter().enumerate();
         declared

@@ -9,6 +9,7 @@ use super::HandlerError;
 use super::context::Context;
 use crate::event::Event;
 use crate::reply::Reply;
+use crate::store::BadState;
 use std::future::Future;
 
 /// What handling an event came to: the replies to send after the handler
@@ -105,6 +106,13 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Answer, HandlerError>> + Send {
         let _ = (ctx, event);
         async move { Err(error) }
+    }
+
+    /// What to do with a stored state value that no longer decodes as the
+    /// type a handler asks for: [`BadState::Fail`] by default. An
+    /// [`crate::App`] says what [`crate::App::on_bad_state`] set.
+    fn bad_state(&self) -> BadState {
+        BadState::Fail
     }
 
     /// The slash commands this service answers, as `(name, ID)`, for the

@@ -35,6 +35,7 @@ use crate::event::Event;
 use crate::names::{MessageName, UserName};
 use crate::reply::compose::{Content, Created, NewMessage};
 use crate::reply::{Card, Markup, SendError};
+use crate::store::{Store, Txn, TxnOptions};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -84,15 +85,59 @@ impl Call {
 pub struct TestContext {
     context: Context,
     outlet: Arc<Recorder>,
+    txn: Arc<Txn>,
+    store: Store,
 }
 
 impl TestContext {
-    /// A context for `event`, with the default markup (`chat`).
+    /// A context for `event`, with the default markup (`chat`) and a store
+    /// of its own (in memory).
     pub fn new(event: Event) -> Self {
+        Self::with_store(event, Store::memory())
+    }
+
+    /// A context for `event` whose state lives in `store`: give each event
+    /// of a test the same one ([`TestContext::store`]) to see the state
+    /// an earlier one left. [`TestContext::run`] commits what the handler
+    /// set (its messages are recorded at once).
+    pub fn with_store(event: Event, store: Store) -> Self {
         let identity = event.identity().unwrap_or_else(|| "test".into());
         let outlet = Arc::new(Recorder::default());
-        let context = Context::new(outlet.clone(), Arc::new(event), identity, Markup::default());
-        Self { context, outlet }
+        let txn = Arc::new(Txn::new(
+            store.clone(),
+            identity.clone(),
+            TxnOptions::default(),
+        ));
+        let context = Context::new(outlet.clone(), Arc::new(event), identity, Markup::default())
+            .with_txn(txn.clone(), None);
+        Self {
+            context,
+            outlet,
+            txn,
+            store,
+        }
+    }
+
+    /// The store this context's state lives in.
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Commits what the handler set, as the worker would after it returns.
+    /// A value another event changed meanwhile is a transient error (the
+    /// worker would run the handler again).
+    pub async fn commit(&self) -> Result<(), HandlerError> {
+        use crate::store::Committed;
+        let mut commit = self.txn.commit();
+        // Messages were recorded at once; only the state is committed.
+        commit.outbox.clear();
+        match self.store.commit(&commit).await {
+            Ok(Committed::Done | Committed::Duplicate) => Ok(()),
+            Ok(Committed::Conflict(key)) => Err(HandlerError::transient(format!(
+                "state {key} changed since it was read"
+            ))),
+            Err(e) => Err(HandlerError::transient(e)),
+        }
     }
 
     /// The context to hand a handler (`.with_state(…)` gives it a state).
@@ -112,6 +157,7 @@ impl TestContext {
         for reply in answer.replies() {
             self.context.send(reply.clone()).await?;
         }
+        self.commit().await?;
         Ok(answer)
     }
 }

@@ -184,6 +184,7 @@ impl Config {
                 network.env_no_proxy = self.env_no_proxy.clone();
                 network
             },
+            store: self.section("store")?,
         };
         settings.validate()?;
         Ok(settings)
@@ -250,6 +251,52 @@ pub struct Settings {
     pub server: ServerSettings,
     /// How connections reach Google: proxy, company CAs.
     pub network: NetworkSettings,
+    /// Where the app's state, the inbox and the outbox are kept.
+    pub store: StoreSettings,
+}
+
+/// The store: the app's state, and the inbox and outbox that make each
+/// event's effects happen once.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StoreSettings {
+    /// `memory:`, `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`;
+    /// empty: `memory:` for `run`, SQLite for `chatworker dev`.
+    #[serde(default)]
+    pub url: String,
+    /// How long an event stays in the inbox after its commit; a
+    /// redelivery later than that would run its handler again. At least
+    /// Pub/Sub's longest redelivery (its 7-day retention).
+    #[serde(deserialize_with = "parse::duration_in::<_, 3_600_000, { u64::MAX }>")]
+    pub retention: Duration,
+    /// The most events the inbox keeps; the oldest go first.
+    #[serde(deserialize_with = "parse::int_in::<_, i64, 1_000, { i64::MAX }>")]
+    pub max_inbox: i64,
+    /// How often housekeeping runs (expired inbox rows and values).
+    #[serde(deserialize_with = "parse::duration_in::<_, 1_000, { u64::MAX }>")]
+    pub sweep_every: Duration,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &redacted(&self.url))
+            .field("retention", &self.retention)
+            .field("max_inbox", &self.max_inbox)
+            .field("sweep_every", &self.sweep_every)
+            .finish()
+    }
+}
+
+impl StoreSettings {
+    /// The URL to open: the setting, else `default`.
+    pub fn url_or<'a>(&'a self, default: &'a str) -> &'a str {
+        match self.url.trim() {
+            "" => default,
+            url => url,
+        }
+    }
 }
 
 /// The operations listener.

@@ -115,6 +115,9 @@ pub async fn run<A: Service>(
     run_with(config, app, options, shutdown).await
 }
 
+/// Where the playground keeps the app's state unless `store.url` says.
+pub const DEV_STORE: &str = "sqlite://.chatworker/dev.db";
+
 /// As [`run`], with the configuration already loaded (a program that reads
 /// its own sections first).
 pub async fn run_with<A: Service>(
@@ -125,6 +128,15 @@ pub async fn run_with<A: Service>(
 ) -> Result<(), DevError> {
     let mut settings = config.settings()?;
     config.check_sections()?;
+    // The app's state survives the playground's restarts: SQLite, unless
+    // store.url says otherwise.
+    if settings.store.url.trim().is_empty() {
+        settings.store.url = DEV_STORE.into();
+        tracing::info!(
+            store = DEV_STORE,
+            "the app's state is kept in SQLite (store.url overrides it)"
+        );
+    }
     let emulator = Emulator::ensure(settings.pubsub.emulator_host.clone()).await?;
     settings.pubsub.emulator_host = Some(emulator.host().to_owned());
     let subscription =

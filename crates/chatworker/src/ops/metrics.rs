@@ -58,6 +58,9 @@ pub struct Metrics {
     quota_waits: Counter,
     lane_waits: Counter,
     handler_panics: Counter,
+    state_conflicts: Counter,
+    inbox_repeats: Counter,
+    state_undecodable: Counter,
     deferred: Counter,
     returned: Counter,
     last_attempts_taken: Counter,
@@ -97,6 +100,13 @@ pub struct Snapshot {
     pub lane_waits: u64,
     /// Events whose handler panicked.
     pub handler_panics: u64,
+    /// Commits refused because a value changed since it was read (the
+    /// handler then ran again).
+    pub state_conflicts: u64,
+    /// Deliveries of events the inbox already held as committed.
+    pub inbox_repeats: u64,
+    /// Stored values that did not decode as the type asked for.
+    pub state_undecodable: u64,
     /// Events nacked to come back in their turn (an earlier event of their
     /// thread failed for now).
     pub events_deferred: u64,
@@ -139,6 +149,9 @@ impl Default for Metrics {
         let quota_waits = Counter::default();
         let lane_waits = Counter::default();
         let handler_panics = Counter::default();
+        let state_conflicts = Counter::default();
+        let inbox_repeats = Counter::default();
+        let state_undecodable = Counter::default();
         let deferred = Counter::default();
         let returned = Counter::default();
         let last_attempts_taken = Counter::default();
@@ -208,6 +221,21 @@ impl Default for Metrics {
             lane_waits.clone(),
         );
         r.register(
+            "state_conflicts",
+            "Commits refused because a state value changed since the handler read it; the handler ran again",
+            state_conflicts.clone(),
+        );
+        r.register(
+            "inbox_repeats",
+            "Deliveries of events already committed in the store's inbox: the handler did not run again",
+            inbox_repeats.clone(),
+        );
+        r.register(
+            "state_undecodable",
+            "Stored state values that did not decode as the type the handler asked for",
+            state_undecodable.clone(),
+        );
+        r.register(
             "handler_panics",
             "Events whose handler panicked (each is then nacked, or set aside without a dead-letter policy)",
             handler_panics.clone(),
@@ -265,6 +293,9 @@ impl Default for Metrics {
             quota_waits,
             lane_waits,
             handler_panics,
+            state_conflicts,
+            inbox_repeats,
+            state_undecodable,
             deferred,
             returned,
             last_attempts_taken,
@@ -333,6 +364,15 @@ impl Metrics {
     pub(crate) fn handler_panicked(&self) {
         self.handler_panics.inc();
     }
+    pub(crate) fn state_conflicted(&self) {
+        self.state_conflicts.inc();
+    }
+    pub(crate) fn inbox_repeated(&self) {
+        self.inbox_repeats.inc();
+    }
+    pub(crate) fn state_undecodable(&self) {
+        self.state_undecodable.inc();
+    }
     pub(crate) fn deferred(&self) {
         self.deferred.inc();
     }
@@ -388,6 +428,9 @@ impl Metrics {
             quota_wait_seconds: self.quota_wait_seconds.get(),
             lane_waits: self.lane_waits.get(),
             handler_panics: self.handler_panics.get(),
+            state_conflicts: self.state_conflicts.get(),
+            inbox_repeats: self.inbox_repeats.get(),
+            state_undecodable: self.state_undecodable.get(),
             events_deferred: self.deferred.get(),
             events_returned: self.returned.get(),
             last_attempts_taken: self.last_attempts_taken.get(),

@@ -7,6 +7,7 @@ use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
 
 /// One Pub/Sub message with its ack handle.
 #[derive(Debug)]
@@ -30,7 +31,7 @@ pub(super) enum Settle {
     /// The streaming pull's handler.
     Grpc(Handler),
     /// The REST transport's ticket.
-    Rest(super::rest::Ticket),
+    Rest(Ticket),
 }
 
 impl Delivery {
@@ -73,5 +74,76 @@ impl Delivery {
             received: Instant::now(),
             settle,
         }
+    }
+}
+
+/// What the worker decided for one delivery.
+#[derive(Debug)]
+pub(super) enum Settlement {
+    Ack(String),
+    Nack(String),
+}
+
+impl Settlement {
+    pub(super) fn ack_id(&self) -> &str {
+        match self {
+            Self::Ack(id) | Self::Nack(id) => id,
+        }
+    }
+}
+
+/// One delivery's ack handle over REST: settled once; dropping it nacks.
+#[derive(Debug)]
+pub(super) struct Ticket {
+    ack_id: String,
+    attempt: Option<i32>,
+    settle: mpsc::UnboundedSender<Settlement>,
+    settled: bool,
+}
+
+impl Ticket {
+    pub(super) fn new(
+        ack_id: String,
+        attempt: Option<i32>,
+        settle: mpsc::UnboundedSender<Settlement>,
+    ) -> Self {
+        Self {
+            ack_id,
+            attempt,
+            settle,
+            settled: false,
+        }
+    }
+
+    pub(super) fn ack(mut self) {
+        self.send(true);
+    }
+
+    pub(super) fn nack(mut self) {
+        self.send(false);
+    }
+
+    pub(super) fn delivery_attempt(&self) -> Option<i32> {
+        self.attempt
+    }
+
+    fn send(&mut self, ack: bool) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let id = std::mem::take(&mut self.ack_id);
+        let settlement = match ack {
+            true => Settlement::Ack(id),
+            false => Settlement::Nack(id),
+        };
+        // Closed only once the stream is gone: the message comes back when
+        // its deadline passes.
+        let _ = self.settle.send(settlement);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.send(false);
     }
 }

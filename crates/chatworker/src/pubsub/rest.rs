@@ -19,6 +19,7 @@
 //! come back when the subscription's ack deadline passes, as after a crash.
 
 use super::Delivery;
+use super::delivery::{Settle, Settlement, Ticket};
 use super::outage::Health;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use google_cloud_auth::credentials::{CacheableResource, Credentials};
@@ -159,64 +160,6 @@ struct Received {
     /// 0 without a dead-letter policy.
     #[serde(default)]
     delivery_attempt: i32,
-}
-
-/// What the worker decided for one delivery.
-#[derive(Debug)]
-enum Settlement {
-    Ack(String),
-    Nack(String),
-}
-
-impl Settlement {
-    fn ack_id(&self) -> &str {
-        match self {
-            Self::Ack(id) | Self::Nack(id) => id,
-        }
-    }
-}
-
-/// One delivery's ack handle over REST: settled once; dropping it nacks.
-#[derive(Debug)]
-pub(crate) struct Ticket {
-    ack_id: String,
-    attempt: Option<i32>,
-    settle: mpsc::UnboundedSender<Settlement>,
-    settled: bool,
-}
-
-impl Ticket {
-    pub(crate) fn ack(mut self) {
-        self.send(true);
-    }
-
-    pub(crate) fn nack(mut self) {
-        self.send(false);
-    }
-
-    pub(crate) fn delivery_attempt(&self) -> Option<i32> {
-        self.attempt
-    }
-
-    fn send(&mut self, ack: bool) {
-        if std::mem::replace(&mut self.settled, true) {
-            return;
-        }
-        let id = std::mem::take(&mut self.ack_id);
-        let settlement = match ack {
-            true => Settlement::Ack(id),
-            false => Settlement::Nack(id),
-        };
-        // Closed only once the stream is gone: the message comes back when
-        // its deadline passes.
-        let _ = self.settle.send(settlement);
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.send(false);
-    }
 }
 
 /// What the stream holds: a lease per message pulled and not yet settled,
@@ -430,12 +373,11 @@ impl RestStream {
         let now = Instant::now();
         let mut held = self.shared.held();
         for received in received {
-            let ticket = Ticket {
-                ack_id: received.ack_id.clone(),
-                attempt: (received.delivery_attempt > 0).then_some(received.delivery_attempt),
-                settle: self.settle.clone(),
-                settled: false,
-            };
+            let ticket = Ticket::new(
+                received.ack_id.clone(),
+                (received.delivery_attempt > 0).then_some(received.delivery_attempt),
+                self.settle.clone(),
+            );
             let Some(message) = received.message else {
                 // Not seen from Pub/Sub; nacked (by the ticket's drop) rather
                 // than acked unread.
@@ -455,10 +397,8 @@ impl RestStream {
                     new: true,
                 },
             );
-            held.ready.push_back(Delivery::new(
-                message,
-                super::delivery::Settle::Rest(ticket),
-            ));
+            held.ready
+                .push_back(Delivery::new(message, Settle::Rest(ticket)));
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::event::Event;
 use crate::names::{ClientMessageId, MessageName, SpaceName, ThreadName, UserName};
 
 /// A message to create.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct NewMessage {
     /// The space to post in.
     pub space: SpaceName,
@@ -46,7 +46,7 @@ impl NewMessage {
 }
 
 /// The parts of a message an update writes over.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Content {
     /// Text.
     pub text: Option<String>,
@@ -72,7 +72,7 @@ impl Content {
 }
 
 /// Where a new message goes in its space.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Threading {
     /// Reply in this thread, or start a new one if it is gone.
     Reply(ThreadName),

@@ -90,7 +90,7 @@ pub enum Update {
 
 /// How Chat notifies people of a new message
 /// (`createMessageNotificationOptions.notificationType`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Notify {
     /// As if a person had sent it.

@@ -11,6 +11,7 @@
 mod admit;
 mod dispatch;
 mod order;
+mod outbox;
 mod process;
 mod settle;
 
@@ -84,6 +85,9 @@ pub enum WorkerError {
     /// The network settings (proxy, CA file) cannot be used.
     #[error(transparent)]
     Network(#[from] crate::net::NetworkError),
+    /// The store cannot be opened (unreachable, or its schema too new).
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Runs until `shutdown` completes or the subscription fails for good.
@@ -107,6 +111,13 @@ pub async fn run<A: Service>(
         .await?;
     }
     let egress = Egress::from_settings(&settings.network)?;
+    let store = crate::store::Store::open(settings.store.url_or("memory:")).await?;
+    tokio::spawn(store.clone().keep_house(
+        settings.store.sweep_every,
+        settings.store.retention,
+        settings.store.max_inbox as u64,
+        stopped.child_token(),
+    ));
     let chat = ChatClient::with_egress(&settings.chat, &egress).await?;
     let connection = Connection::open(&settings.pubsub, &egress).await?;
     // Events are pulled once the first token is there (or has been waited
@@ -145,8 +156,10 @@ pub async fn run<A: Service>(
         Some(n) => n,
         None => settings.pubsub.max_delivery_attempts,
     };
+    let store_kind = store.kind();
     let shared = Arc::new(Shared {
         app,
+        store,
         sender: Arc::new(Sender::new(chat, &settings.chat, metrics.clone())),
         markup: settings.chat.markup_syntax,
         dead_letter,
@@ -167,6 +180,7 @@ pub async fn run<A: Service>(
         chat_endpoint = %settings.chat.endpoint,
         emulator = settings.pubsub.emulator_host.as_deref().unwrap_or("no"),
         concurrency = settings.worker.concurrency,
+        store = store_kind,
         "worker started"
     );
 

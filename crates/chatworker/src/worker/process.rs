@@ -6,6 +6,7 @@
 
 use super::dispatch::Slot;
 use super::order::Order;
+use super::outbox::{Op, OutboxOutlet};
 use super::settle::{Outcome, Settlement, settle};
 use crate::app::{Answer, Context, HandlerError, Outlet, OutletFuture, Service};
 use crate::event::{DecodeError, Event, EventKind};
@@ -16,6 +17,7 @@ use crate::pubsub::{Delivery, TopicPublisher};
 use crate::reply::compose::{Content, Created, NewMessage};
 use crate::reply::{Markup, SendError};
 use crate::send::{Sender, Turn};
+use crate::store::{Admission, Committed, Entry, Store, StoreError, Txn, TxnOptions};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -28,6 +30,8 @@ use tokio::sync::Notify;
 /// Everything a job needs, shared by all of them.
 pub(super) struct Shared<A> {
     pub app: A,
+    /// State, inbox and outbox.
+    pub store: Store,
     pub sender: Arc<Sender>,
     pub markup: Markup,
     pub dead_letter: Option<TopicPublisher>,
@@ -380,8 +384,14 @@ async fn dead_letter<A>(
     }
 }
 
-/// Runs the app and sends its replies. Returns the outcome and, for failures,
-/// a detail for the dead-letter attributes.
+/// How many times a handler runs for one delivery when its commit keeps
+/// meeting values changed by other events meanwhile.
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// Runs the app in the event's transaction, commits its state and replies
+/// together, and sends the replies from the outbox. A delivery of an event
+/// already committed sends only what is left. Returns the outcome and, for
+/// failures, a detail for the dead-letter attributes.
 async fn handle<A: Service>(
     shared: &Shared<A>,
     delivery: &Delivery,
@@ -401,26 +411,138 @@ async fn handle<A: Service>(
         retry_deadline: delivery.received + shared.retry_budget,
         status: shared.status.clone(),
     });
-    let ctx = Context::new(outlet, event.clone(), identity, shared.markup);
-    let replies = match shared.app.handle(&ctx, &event).await {
+    let store = &shared.store;
+    let unavailable = |e: StoreError| {
+        tracing::warn!(error = %e, "the store is unavailable; nacked for redelivery");
+        (Outcome::Transient, e.to_string())
+    };
+    match store.admit(&identity).await {
+        Err(e) => return unavailable(e),
+        Ok(Admission::Finished) => {
+            tracing::debug!("already committed and answered: acked");
+            shared.metrics.inbox_repeated();
+            return (Outcome::Delivered, String::new());
+        }
+        Ok(Admission::Committed(entries)) => {
+            tracing::debug!(
+                left = entries.len(),
+                "already committed: sending what is left"
+            );
+            shared.metrics.inbox_repeated();
+            return deliver(shared, &outlet, &event, &identity, entries).await;
+        }
+        Ok(Admission::New) => {}
+    }
+    let metrics = shared.metrics.clone();
+    let options = TxnOptions {
+        bad_state: shared.app.bad_state(),
+    };
+    let mut attempt = 0;
+    let (txn, ctx) = loop {
+        attempt += 1;
+        let counter = metrics.clone();
+        let txn = Arc::new(
+            Txn::new(store.clone(), identity.clone(), options)
+                .counting_undecodable(Arc::new(move || counter.state_undecodable())),
+        );
+        let immediate: Arc<dyn Outlet> = outlet.clone();
+        let ctx = Context::new(
+            Arc::new(OutboxOutlet(txn.clone())),
+            event.clone(),
+            identity.clone(),
+            shared.markup,
+        )
+        .with_txn(txn.clone(), Some(immediate));
+        if let Err(done) = run_app(shared, &ctx, &event).await {
+            // Failed for good, the handler changes no state; what it (or
+            // its error hook) sent still goes out, once.
+            if !matches!(done.0, Outcome::Permanent(_)) || !txn.has_outbox() {
+                return done;
+            }
+            txn.drop_writes();
+            return match store.commit(&txn.commit()).await {
+                Err(e) => unavailable(e),
+                Ok(_) => match store.admit(&identity).await {
+                    Err(e) => unavailable(e),
+                    Ok(Admission::Committed(entries)) => {
+                        match deliver(shared, &outlet, &event, &identity, entries).await {
+                            (Outcome::Transient, detail) => (Outcome::Transient, detail),
+                            _ => done,
+                        }
+                    }
+                    Ok(_) => done,
+                },
+            };
+        }
+        if txn.is_empty() {
+            // Nothing to commit: a placeholder at most, sent already.
+            return (Outcome::Delivered, String::new());
+        }
+        match store.commit(&txn.commit()).await {
+            Err(e) => return unavailable(e),
+            Ok(Committed::Done) => break (txn, ctx),
+            Ok(Committed::Duplicate) => {
+                // Another delivery of this event committed meanwhile.
+                tracing::debug!("committed by another delivery meanwhile");
+                return match store.admit(&identity).await {
+                    Err(e) => unavailable(e),
+                    Ok(Admission::Committed(entries)) => {
+                        deliver(shared, &outlet, &event, &identity, entries).await
+                    }
+                    Ok(_) => (Outcome::Delivered, String::new()),
+                };
+            }
+            Ok(Committed::Conflict(key)) if attempt < COMMIT_ATTEMPTS => {
+                tracing::debug!(key = %key, attempt, "a value changed since it was read: the handler runs again");
+                metrics.state_conflicted();
+            }
+            Ok(Committed::Conflict(key)) => {
+                metrics.state_conflicted();
+                tracing::warn!(key = %key, attempts = attempt, "values kept changing under the handler; nacked for redelivery");
+                return (Outcome::Transient, format!("state {key} kept changing"));
+            }
+        }
+    };
+    drop(ctx);
+    let entries = txn
+        .commit()
+        .outbox
+        .into_iter()
+        .enumerate()
+        .map(|(seq, json)| Entry {
+            seq: seq as i64,
+            json,
+        })
+        .collect();
+    deliver(shared, &outlet, &event, &identity, entries).await
+}
+
+/// Runs the app: its replies go into the context's outbox. `Err` is the
+/// event's outcome when there is nothing to commit (a failure, a skip).
+async fn run_app<A: Service>(
+    shared: &Shared<A>,
+    ctx: &Context,
+    event: &Event,
+) -> Result<(), (Outcome, String)> {
+    let replies = match shared.app.handle(ctx, event).await {
         Ok(Answer::Replies(replies)) => replies,
         // A skip after the handler wrote something is no skip: it answered.
         Ok(Answer::Skipped(reason)) if !ctx.wrote() => {
             tracing::debug!(reason, "not answered");
-            return (Outcome::Skipped(reason), String::new());
+            return Err((Outcome::Skipped(reason), String::new()));
         }
         Ok(Answer::Skipped(_)) => Vec::new(),
         // The dead-letter detail is the handler's own cause.
         Err(e @ HandlerError::Transient(_)) => {
             tracing::warn!(error = %e, "handler failed; nacked for redelivery");
-            return (Outcome::Transient, e.cause().to_string());
+            return Err((Outcome::Transient, e.cause().to_string()));
         }
         Err(e) => {
             tracing::warn!(error = %e, "handler failed permanently");
-            return (
+            return Err((
                 Outcome::Permanent("handler_permanent"),
                 e.cause().to_string(),
-            );
+            ));
         }
     };
     // A handler that only updated or deleted a message did answer.
@@ -430,31 +552,33 @@ async fn handle<A: Service>(
             _ => "no_reply",
         };
         tracing::debug!(reason, "not answered");
-        return (Outcome::Skipped(reason), String::new());
+        return Err((Outcome::Skipped(reason), String::new()));
     }
     let mut refused = None;
     for reply in replies {
         let index = ctx.position();
-        match ctx.send(reply).await {
-            Ok(_) => {}
-            // Later replies wait: they must not overtake this one.
-            Err(e @ SendError::Transient { .. }) => {
-                tracing::warn!(index, error = %e, "reply failed after retries; nacked for redelivery");
-                return (Outcome::Transient, e.to_string());
-            }
-            Err(e) => {
-                tracing::warn!(index, error = %e, "reply rejected");
-                refused.get_or_insert(e);
-            }
+        // Into the outbox: only a reply that cannot be composed fails.
+        if let Err(e) = ctx.send(reply).await {
+            tracing::warn!(index, error = %e, "reply rejected");
+            refused.get_or_insert(e);
         }
     }
-    let Some(refusal) = refused else {
-        tracing::debug!("answered");
-        return (Outcome::Delivered, String::new());
-    };
-    // A reply that will never appear: the app may tell the person.
+    if let Some(refusal) = refused {
+        answer_refusal(shared, ctx, event, refusal).await?;
+    }
+    Ok(())
+}
+
+/// A reply that will never appear: the app may tell the person. Its answer
+/// goes where `ctx` sends.
+async fn answer_refusal<A: Service>(
+    shared: &Shared<A>,
+    ctx: &Context,
+    event: &Event,
+    refusal: SendError,
+) -> Result<(), (Outcome, String)> {
     let detail = refusal.to_string();
-    match shared.app.refused(&ctx, &event, refusal.into()).await {
+    match shared.app.refused(ctx, event, refusal.into()).await {
         Ok(answer) => {
             for reply in answer.replies().iter().cloned() {
                 match ctx.send(reply).await {
@@ -463,19 +587,104 @@ async fn handle<A: Service>(
                     // answers again; what was sent is found by its ID.
                     Err(e @ SendError::Transient { .. }) => {
                         tracing::warn!(error = %e, "the app's answer to a refused reply failed for now; nacked for redelivery");
-                        return (Outcome::Transient, e.to_string());
+                        return Err((Outcome::Transient, e.to_string()));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the app's answer to a refused reply was refused too");
-                        return (Outcome::Permanent("chat_permanent"), detail);
+                        return Err((Outcome::Permanent("chat_permanent"), detail));
                     }
                 }
             }
             tracing::info!("a reply was refused; the app's error hook answered instead");
+            Ok(())
+        }
+        Err(e) if e.is_transient() => Err((Outcome::Transient, e.cause().to_string())),
+        Err(_) => Err((Outcome::Permanent("chat_permanent"), detail)),
+    }
+}
+
+/// Where the error hook's messages start: past any position the handler's
+/// own messages could have taken, so that their IDs never meet.
+const REFUSAL_POSITIONS: usize = 10_000;
+
+/// Sends committed outbox entries in order, then finishes the event in the
+/// inbox. A transient failure stops there (later entries must not overtake
+/// it): the event is nacked, and its redelivery sends what is left.
+async fn deliver<A: Service>(
+    shared: &Shared<A>,
+    outlet: &Arc<EventOutlet>,
+    event: &Arc<Event>,
+    identity: &str,
+    entries: Vec<Entry>,
+) -> (Outcome, String) {
+    let mut refused = None;
+    for entry in entries {
+        let op = match Op::from_json(&entry.json) {
+            Ok(op) => op,
+            Err(e) => {
+                tracing::error!(seq = entry.seq, error = %e, "an outbox entry cannot be read: skipped");
+                refused.get_or_insert((entry.seq, e));
+                continue;
+            }
+        };
+        let sent = match &op {
+            Op::Create(message) => outlet.create(message).await.map(drop),
+            Op::Update(name, content) => outlet.update(name, content).await,
+            Op::Delete(name) => outlet.delete(name).await,
+        };
+        match sent {
+            Ok(()) if op.marked_when_sent() => {
+                if let Err(e) = shared.store.sent(identity, entry.seq).await {
+                    tracing::warn!(error = %e, "the store is unavailable; nacked for redelivery");
+                    return (Outcome::Transient, e.to_string());
+                }
+            }
+            Ok(()) => {}
+            // Later entries wait: they must not overtake this one.
+            Err(e @ SendError::Transient { .. }) => {
+                tracing::warn!(seq = entry.seq, error = %e, "reply failed after retries; nacked for redelivery");
+                return (Outcome::Transient, e.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(seq = entry.seq, error = %e, "reply rejected");
+                refused.get_or_insert((entry.seq, e));
+            }
+        }
+    }
+    let Some((seq, refusal)) = refused else {
+        finish(shared, identity).await;
+        tracing::debug!("answered");
+        return (Outcome::Delivered, String::new());
+    };
+    // The hook's answer goes straight to Chat: the event is committed.
+    let ctx = Context::new(
+        outlet.clone(),
+        event.clone(),
+        identity.to_owned(),
+        shared.markup,
+    )
+    .starting_at(REFUSAL_POSITIONS + seq as usize);
+    match answer_refusal(shared, &ctx, event, refusal).await {
+        Ok(()) => {
+            finish(shared, identity).await;
             (Outcome::Delivered, String::new())
         }
-        Err(e) if e.is_transient() => (Outcome::Transient, e.cause().to_string()),
-        Err(_) => (Outcome::Permanent("chat_permanent"), detail),
+        // Unfinished, its redelivery meets the refusal and asks the hook
+        // again.
+        Err(done @ (Outcome::Transient, _)) => done,
+        Err(done) => {
+            finish(shared, identity).await;
+            done
+        }
+    }
+}
+
+/// Records in the inbox that everything was sent.
+async fn finish<A>(shared: &Shared<A>, identity: &str) {
+    if let Err(e) = shared.store.finish(identity).await {
+        // Everything was sent: a redelivery would only find its own
+        // messages again.
+        tracing::warn!(error = %e, "the store could not record the event as answered");
     }
 }
 

@@ -1,0 +1,343 @@
+//! `postgres://…`: the store shared by several pods. A few connections,
+//! each used by one call at a time (a transaction needs its connection to
+//! itself), reconnected when one breaks. Plain TCP: in production, Cloud SQL
+//! through its Auth Proxy on loopback, or a private IP inside the VPC.
+
+use super::backend::{
+    Admission, Backend, Commit, Committed, Entry, Key, MIGRATIONS, StateRow, StoreError, Swept,
+    Versioned,
+};
+use futures::future::BoxFuture;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+/// Connections kept.
+const CONNECTIONS: usize = 4;
+/// The advisory lock that keeps two pods from migrating at once.
+const MIGRATION_LOCK: i64 = 0x6368_6174_776b;
+
+pub(super) struct Postgres {
+    config: tokio_postgres::Config,
+    url: String,
+    connections: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL: {e}"))
+}
+
+/// The error with its cause (tokio-postgres keeps the server's message in
+/// the source).
+fn described(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => unavailable(format!("{e}: {}", db.message())),
+        None => match std::error::Error::source(&e) {
+            Some(cause) => unavailable(format!("{e}: {cause}")),
+            None => unavailable(e),
+        },
+    }
+}
+
+impl Postgres {
+    /// Connects and brings the schema up to date.
+    pub(super) async fn open(url: &str) -> Result<Self, StoreError> {
+        let shown = crate::config::redacted(url);
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url {
+            url: shown.clone(),
+            problem: format!("{e}"),
+        })?;
+        let store = Self {
+            config,
+            url: shown,
+            connections: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        };
+        let mut client = store.connect().await?;
+        migrate(&mut client).await?;
+        *store.connections[0].lock().await = Some(client);
+        Ok(store)
+    }
+
+    async fn connect(&self) -> Result<Client, StoreError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+            let StoreError::Unavailable(text) = described(e) else {
+                unreachable!()
+            };
+            StoreError::Unavailable(format!("{text} (connecting to {})", self.url))
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Runs `f` on one of the connections, (re)connecting it first if
+    /// needed. A failed call drops its connection, so the next one starts
+    /// afresh.
+    async fn with<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let i = self.next.fetch_add(1, Relaxed) % self.connections.len();
+        let mut slot = self.connections[i].lock().await;
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(self.connect().await?);
+        }
+        let result = f(slot.as_mut().expect("connected")).await;
+        result.map_err(|e| {
+            if e.as_db_error().is_none() {
+                *slot = None;
+            }
+            described(e)
+        })
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(described)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(described)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS chatworker_schema (version BIGINT NOT NULL)")
+        .await
+        .map_err(described)?;
+    let found: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM chatworker_schema",
+            &[],
+        )
+        .await
+        .map_err(described)?
+        .get(0);
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(step).await.map_err(described)?;
+        tx.execute("DELETE FROM chatworker_schema", &[])
+            .await
+            .map_err(described)?;
+        tx.execute(
+            "INSERT INTO chatworker_schema (version) VALUES ($1)",
+            &[&(i as i64 + 1)],
+        )
+        .await
+        .map_err(described)?;
+        tracing::info!(version = i + 1, "store schema migrated (PostgreSQL)");
+    }
+    tx.commit().await.map_err(described)
+}
+
+impl Backend for Postgres {
+    fn admit<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<Admission, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+                let row = c
+                    .query_opt(
+                        "SELECT finished FROM chatworker_inbox WHERE identity = $1",
+                        &[&identity],
+                    )
+                    .await?;
+                Ok(match row.map(|r| r.get::<_, bool>(0)) {
+                    None => Admission::New,
+                    Some(true) => Admission::Finished,
+                    Some(false) => {
+                        let rows = c
+                            .query(
+                                "SELECT seq, entry FROM chatworker_outbox WHERE identity = $1 AND NOT sent ORDER BY seq",
+                                &[&identity],
+                            )
+                            .await?;
+                        Admission::Committed(
+                            rows.iter()
+                                .map(|r| Entry {
+                                    seq: r.get(0),
+                                    json: r.get(1),
+                                })
+                                .collect(),
+                        )
+                    }
+                })
+        }))
+    }
+
+    fn read<'a>(
+        &'a self,
+        key: &'a Key,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            let row = c
+                .query_opt(
+                    "SELECT CASE WHEN expires_at IS NULL OR expires_at > $4 THEN value END, version
+                         FROM chatworker_state WHERE scope = $1 AND owner = $2 AND name = $3",
+                    &[&key.scope, &key.owner, &key.name, &now],
+                )
+                .await?;
+            Ok(row.map(|r| Versioned {
+                json: r.get(0),
+                version: r.get(1),
+            }))
+        }))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        commit: &'a Commit,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Committed, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+                let tx = c.transaction().await?;
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO chatworker_inbox (identity, committed_at, finished) VALUES ($1, $2, $3)
+                         ON CONFLICT DO NOTHING",
+                        &[&commit.identity, &now, &commit.outbox.is_empty()],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    return Ok(Committed::Duplicate);
+                }
+                for write in &commit.writes {
+                    let k = &write.key;
+                    let changed = match (&write.json, write.expected) {
+                        (Some(json), Some(version)) => {
+                            tx.execute(
+                                "UPDATE chatworker_state SET value = $4, version = version + 1, expires_at = $5, updated_at = $6
+                                 WHERE scope = $1 AND owner = $2 AND name = $3 AND version = $7",
+                                &[&k.scope, &k.owner, &k.name, json, &write.expires_at, &now, &version],
+                            )
+                            .await?
+                        }
+                        (Some(json), None) => {
+                            tx.execute(
+                                "INSERT INTO chatworker_state (scope, owner, name, value, version, expires_at, updated_at)
+                                 VALUES ($1, $2, $3, $4, 1, $5, $6) ON CONFLICT DO NOTHING",
+                                &[&k.scope, &k.owner, &k.name, json, &write.expires_at, &now],
+                            )
+                            .await?
+                        }
+                        (None, Some(version)) => {
+                            tx.execute(
+                                "DELETE FROM chatworker_state WHERE scope = $1 AND owner = $2 AND name = $3 AND version = $4",
+                                &[&k.scope, &k.owner, &k.name, &version],
+                            )
+                            .await?
+                        }
+                        (None, None) => {
+                            let exists: bool = tx
+                                .query_one(
+                                    "SELECT EXISTS (SELECT 1 FROM chatworker_state WHERE scope = $1 AND owner = $2 AND name = $3)",
+                                    &[&k.scope, &k.owner, &k.name],
+                                )
+                                .await?
+                                .get(0);
+                            u64::from(!exists)
+                        }
+                    };
+                    if changed == 0 {
+                        tx.rollback().await?;
+                        return Ok(Committed::Conflict(write.key.clone()));
+                    }
+                }
+                for (seq, entry) in commit.outbox.iter().enumerate() {
+                    tx.execute(
+                        "INSERT INTO chatworker_outbox (identity, seq, entry) VALUES ($1, $2, $3)",
+                        &[&commit.identity, &(seq as i64), entry],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Committed::Done)
+        }))
+    }
+
+    fn sent<'a>(&'a self, identity: &'a str, seq: i64) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                "UPDATE chatworker_outbox SET sent = TRUE WHERE identity = $1 AND seq = $2",
+                &[&identity, &seq],
+            )
+            .await
+            .map(drop)
+        }))
+    }
+
+    fn finish<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            let tx = c.transaction().await?;
+            tx.execute(
+                "UPDATE chatworker_inbox SET finished = TRUE WHERE identity = $1",
+                &[&identity],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM chatworker_outbox WHERE identity = $1",
+                &[&identity],
+            )
+            .await?;
+            tx.commit().await
+        }))
+    }
+
+    fn sweep(
+        &self,
+        before: i64,
+        max_inbox: u64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Swept, StoreError>> {
+        let max_inbox = max_inbox.min(i64::MAX as u64) as i64;
+        Box::pin(self.with(async move |c: &mut Client| {
+                let tx = c.transaction().await?;
+                let old = "SELECT identity FROM chatworker_inbox WHERE committed_at < $1
+                           UNION SELECT identity FROM (SELECT identity FROM chatworker_inbox ORDER BY committed_at DESC OFFSET $2) excess";
+                tx.execute(
+                    &format!("DELETE FROM chatworker_outbox WHERE identity IN ({old})"),
+                    &[&before, &max_inbox],
+                )
+                .await?;
+                let inbox = tx
+                    .execute(
+                        &format!("DELETE FROM chatworker_inbox WHERE identity IN ({old})"),
+                        &[&before, &max_inbox],
+                    )
+                    .await?;
+                let state = tx
+                    .execute(
+                        "DELETE FROM chatworker_state WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                        &[&now],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok(Swept { inbox, state })
+        }))
+    }
+
+    fn dump(&self, limit: usize, now: i64) -> BoxFuture<'_, Result<Vec<StateRow>, StoreError>> {
+        let limit = limit as i64;
+        Box::pin(self.with(async move |c: &mut Client| {
+                let rows = c
+                    .query(
+                        "SELECT scope, owner, name, value, version, expires_at FROM chatworker_state
+                         WHERE expires_at IS NULL OR expires_at > $1 ORDER BY scope, owner, name LIMIT $2",
+                        &[&now, &limit],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| StateRow {
+                        scope: r.get(0),
+                        owner: r.get(1),
+                        name: r.get(2),
+                        value: r.get(3),
+                        version: r.get(4),
+                        expires_at: r.get(5),
+                    })
+                    .collect())
+        }))
+    }
+}

@@ -1,0 +1,398 @@
+//! The store test suite, run against every backend: `memory:`, SQLite on
+//! a temporary file, and a real PostgreSQL (the server `scripts/test` and
+//! `.ci/run` start; its URL in `CHATWORKER_TEST_POSTGRES_URL`), each test on
+//! a database of its own.
+
+use super::backend::Write;
+use super::*;
+use std::sync::Arc;
+
+fn key(name: &str) -> Key {
+    Key {
+        scope: "space",
+        owner: "spaces/AAA".into(),
+        name: name.into(),
+    }
+}
+
+fn write(name: &str, expected: Option<i64>, json: Option<&str>) -> Write {
+    Write {
+        key: key(name),
+        expected,
+        json: json.map(str::to_owned),
+        expires_at: None,
+    }
+}
+
+fn commit(identity: &str, writes: Vec<Write>, outbox: &[&str]) -> Commit {
+    Commit {
+        identity: identity.into(),
+        writes,
+        outbox: outbox.iter().map(|e| (*e).to_owned()).collect(),
+    }
+}
+
+/// A store of each kind, empty. The Postgres one is a new database on the
+/// test server.
+pub(super) async fn fresh(kind: &str) -> (Store, Option<tempfile::TempDir>) {
+    match kind {
+        "memory" => (Store::memory(), None),
+        "sqlite" => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}", dir.path().join("store.db").display());
+            (Store::open(&url).await.expect("sqlite"), Some(dir))
+        }
+        "postgres" => (
+            Store::open(&fresh_postgres().await)
+                .await
+                .expect("postgres"),
+            None,
+        ),
+        _ => unreachable!(),
+    }
+}
+
+/// A new, empty database on the test server: its URL.
+pub(crate) async fn fresh_postgres() -> String {
+    let server = std::env::var("CHATWORKER_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "CHATWORKER_TEST_POSTGRES_URL is not set. The store's tests need a real PostgreSQL: \
+             run them with scripts/test (it starts one), or set it to postgres://USER@HOST:PORT/postgres"
+        )
+    });
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "chatworker_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .expect("the test PostgreSQL server");
+    tokio::spawn(connection);
+    // One statement per query: neither may run in a transaction block.
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client
+            .batch_execute(&statement)
+            .await
+            .expect("a test database");
+    }
+    let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(&server);
+    format!("{base}/{name}")
+}
+
+async fn a_commit_is_admitted_sent_and_finished(store: Store) {
+    assert_eq!(store.admit("e1").await.unwrap(), Admission::New);
+    let done = store
+        .commit(&commit(
+            "e1",
+            vec![write("n", None, Some("1"))],
+            &["a", "b"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(done, Committed::Done);
+    let entries = |seqs: &[(i64, &str)]| {
+        Admission::Committed(
+            seqs.iter()
+                .map(|(seq, json)| Entry {
+                    seq: *seq,
+                    json: (*json).into(),
+                })
+                .collect(),
+        )
+    };
+    assert_eq!(
+        store.admit("e1").await.unwrap(),
+        entries(&[(0, "a"), (1, "b")])
+    );
+    store.sent("e1", 0).await.unwrap();
+    assert_eq!(store.admit("e1").await.unwrap(), entries(&[(1, "b")]));
+    store.finish("e1").await.unwrap();
+    assert_eq!(store.admit("e1").await.unwrap(), Admission::Finished);
+    let read = store.read(&key("n")).await.unwrap().unwrap();
+    assert_eq!((read.json.as_deref(), read.version), (Some("1"), 1));
+    // A commit with nothing to send is finished at once.
+    store.commit(&commit("e2", vec![], &[])).await.unwrap();
+    assert_eq!(store.admit("e2").await.unwrap(), Admission::Finished);
+}
+
+async fn an_event_commits_once(store: Store) {
+    let first = commit("e", vec![write("n", None, Some("1"))], &["a"]);
+    assert_eq!(store.commit(&first).await.unwrap(), Committed::Done);
+    let again = commit("e", vec![write("n", Some(1), Some("2"))], &["b"]);
+    assert_eq!(store.commit(&again).await.unwrap(), Committed::Duplicate);
+    let read = store.read(&key("n")).await.unwrap().unwrap();
+    assert_eq!(
+        read.json.as_deref(),
+        Some("1"),
+        "the second commit changed nothing"
+    );
+}
+
+async fn a_stale_version_conflicts_and_changes_nothing(store: Store) {
+    store
+        .commit(&commit("a", vec![write("n", None, Some("1"))], &[]))
+        .await
+        .unwrap();
+    // Written as if absent, and with an old version: both conflict, and
+    // the other write in the same commit is not applied either.
+    for stale in [None, Some(7)] {
+        let result = store
+            .commit(&commit(
+                "b",
+                vec![write("m", None, Some("x")), write("n", stale, Some("2"))],
+                &["reply"],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(result, Committed::Conflict(key("n")));
+        assert_eq!(store.read(&key("m")).await.unwrap(), None);
+        assert_eq!(store.admit("b").await.unwrap(), Admission::New);
+    }
+    let current = commit("b", vec![write("n", Some(1), Some("2"))], &[]);
+    assert_eq!(store.commit(&current).await.unwrap(), Committed::Done);
+    let read = store.read(&key("n")).await.unwrap().unwrap();
+    assert_eq!((read.json.as_deref(), read.version), (Some("2"), 2));
+    // Removing, at the version read.
+    let remove = commit("c", vec![write("n", Some(2), None)], &[]);
+    assert_eq!(store.commit(&remove).await.unwrap(), Committed::Done);
+    assert_eq!(store.read(&key("n")).await.unwrap(), None);
+}
+
+async fn concurrent_increments_are_all_kept(store: Store) {
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let read = store.read(&key("counter")).await.unwrap();
+                    let n: u64 = read
+                        .as_ref()
+                        .and_then(|r| r.json.as_deref())
+                        .map(|j| j.parse().unwrap())
+                        .unwrap_or(0);
+                    let w = write(
+                        "counter",
+                        read.map(|r| r.version),
+                        Some(&(n + 1).to_string()),
+                    );
+                    match store
+                        .commit(&commit(&format!("inc{i}"), vec![w], &[]))
+                        .await
+                        .unwrap()
+                    {
+                        Committed::Done => return tries,
+                        Committed::Conflict(_) => continue,
+                        Committed::Duplicate => panic!("each increment is its own event"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let read = store.read(&key("counter")).await.unwrap().unwrap();
+    assert_eq!(read.json.as_deref(), Some("20"));
+}
+
+async fn expired_values_read_as_absent_and_are_swept(store: Store) {
+    let mut expired = write("old", None, Some("1"));
+    expired.expires_at = Some(now_ms() - 1);
+    let mut alive = write("new", None, Some("2"));
+    alive.expires_at = Some(now_ms() + 60_000);
+    store
+        .commit(&commit("t", vec![expired, alive], &[]))
+        .await
+        .unwrap();
+    let old = store.read(&key("old")).await.unwrap().unwrap();
+    assert_eq!(
+        (old.json, old.version),
+        (None, 1),
+        "expired, its version kept"
+    );
+    let names: Vec<String> = store
+        .dump(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["new"]);
+    // Writing over an expired value is a compare-and-set on its version.
+    let over = commit("u", vec![write("old", Some(1), Some("3"))], &[]);
+    assert_eq!(store.commit(&over).await.unwrap(), Committed::Done);
+    let mut expired = write("gone", None, Some("1"));
+    expired.expires_at = Some(now_ms() - 1);
+    store
+        .commit(&commit("v", vec![expired], &[]))
+        .await
+        .unwrap();
+    let swept = store.sweep(Duration::from_secs(3600), 1_000).await.unwrap();
+    assert_eq!(swept.state, 1);
+    assert_eq!(store.read(&key("gone")).await.unwrap(), None);
+}
+
+async fn housekeeping_bounds_the_inbox(store: Store) {
+    for i in 0..5 {
+        store
+            .commit(&commit(&format!("e{i}"), vec![], &["x"]))
+            .await
+            .unwrap();
+        // Distinct commit times, so "oldest" is defined.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let swept = store.sweep(Duration::from_secs(3600), 3).await.unwrap();
+    assert_eq!(swept.inbox, 2, "the two oldest beyond 3");
+    assert_eq!(store.admit("e0").await.unwrap(), Admission::New);
+    assert!(matches!(
+        store.admit("e4").await.unwrap(),
+        Admission::Committed(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let swept = store.sweep(Duration::ZERO, 1_000).await.unwrap();
+    assert_eq!(swept.inbox, 3, "past retention");
+    assert_eq!(store.admit("e4").await.unwrap(), Admission::New);
+}
+
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (store, _dir) = super::fresh("memory").await;
+                    super::$test(store).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let (store, _dir) = super::fresh("sqlite").await;
+                    super::$test(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let (store, _dir) = super::fresh("postgres").await;
+                    super::$test(store).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    a_commit_is_admitted_sent_and_finished,
+    an_event_commits_once,
+    a_stale_version_conflicts_and_changes_nothing,
+    concurrent_increments_are_all_kept,
+    expired_values_read_as_absent_and_are_swept,
+    housekeeping_bounds_the_inbox,
+);
+
+#[tokio::test]
+async fn sqlite_migrates_once_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::open(&url).await.unwrap();
+    store
+        .commit(&commit("kept", vec![write("n", None, Some("1"))], &[]))
+        .await
+        .unwrap();
+    drop(store);
+    // Opened again: nothing migrated twice, nothing lost.
+    let store = Store::open(&url).await.unwrap();
+    assert!(store.read(&key("n")).await.unwrap().is_some());
+    drop(store);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute("UPDATE chatworker_schema SET version = 99", [])
+        .unwrap();
+    drop(c);
+    let error = Store::open(&url).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::TooNew { found: 99, .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_url_is_a_clear_error() {
+    for url in ["redis://x", "sqlite://", "nonsense"] {
+        let error = Store::open(url).await.unwrap_err();
+        assert!(matches!(error, StoreError::Url { .. }), "{url}: {error}");
+    }
+    let error = Store::open("postgres://nobody:s3cret@127.0.0.1:1/db")
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{text}");
+    assert!(!text.contains("s3cret"), "the password leaked: {text}");
+}
+
+/// A value stored as one type and read as another: the policy decides.
+#[tokio::test]
+async fn an_undecodable_value_fails_or_resets_as_the_app_chose() {
+    let store = Store::memory();
+    store
+        .commit(&commit("w", vec![write("n", None, Some("\"text\""))], &[]))
+        .await
+        .unwrap();
+    let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let txn = |policy| {
+        let counted = counted.clone();
+        Arc::new(
+            Txn::new(store.clone(), "r".into(), TxnOptions { bad_state: policy })
+                .counting_undecodable(Arc::new(move || {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })),
+        )
+    };
+    let error = txn(BadState::Fail).load::<u64>(key("n")).await.unwrap_err();
+    assert!(
+        error.to_string().contains("space spaces/AAA/n") && error.to_string().contains("u64"),
+        "the key and the type are named: {error}"
+    );
+    let reset = txn(BadState::Reset);
+    let mut value = reset.load::<u64>(key("n")).await.unwrap();
+    assert_eq!(value.get(), None);
+    value.set(7).unwrap();
+    assert_eq!(
+        store.commit(&reset.commit()).await.unwrap(),
+        Committed::Done,
+        "written over at the version read"
+    );
+    assert_eq!(counted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let read = store.read(&key("n")).await.unwrap().unwrap();
+    assert_eq!(read.json.as_deref(), Some("7"));
+}
+
+/// A value set with a time-to-live reads as absent once it has passed.
+#[tokio::test]
+async fn a_value_with_a_time_to_live_expires() {
+    let store = Store::memory();
+    let txn = Arc::new(Txn::new(store.clone(), "t".into(), TxnOptions::default()));
+    let mut seen = txn.load::<String>(key("seen")).await.unwrap();
+    seen.set_for("yes".into(), Duration::from_millis(50))
+        .unwrap();
+    store.commit(&txn.commit()).await.unwrap();
+    let again = Arc::new(Txn::new(store.clone(), "u".into(), TxnOptions::default()));
+    let value = again.load::<String>(key("seen")).await.unwrap();
+    assert_eq!(value.get().map(String::as_str), Some("yes"));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let later = Arc::new(Txn::new(store.clone(), "v".into(), TxnOptions::default()));
+    assert_eq!(later.load::<String>(key("seen")).await.unwrap().get(), None);
+}
