@@ -232,3 +232,47 @@ async fn a_long_job_edits_its_placeholder_until_the_result_is_in() {
     assert!(status.success(), "{status:?}");
     assert_eq!(bot.counter("events_acked"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_are_kept_per_person_until_their_time_to_live() {
+    let topic = Topic::fresh("example-notes").await;
+    let sim = Sim::with_playground(&topic.topic, &[("/note", 1), ("/notes", 2)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("notes.db").display());
+    let env = [
+        ("CHATWORKER_STORE__URL", url.as_str()),
+        ("NOTE_TTL_SECS", "3"),
+    ];
+    let mut bot = Worker::start_example("notes", &sim, &topic.subscription, &env).await;
+    let space = "spaces/NOTES";
+    for (i, text) in ["/note buy milk", "/note call Grace"].iter().enumerate() {
+        sim.act(space, json!({"kind": "message", "text": text}))
+            .await;
+        await_answers_of(&sim, &bot, i + 1, DEADLINE).await;
+    }
+    sim.act(space, json!({"kind": "message", "text": "/notes"}))
+        .await;
+    let records = await_answers_of(&sim, &bot, 3, DEADLINE).await;
+    assert!(shown(&records[1]).contains("Noted (2 kept for you)."));
+    let listed = shown(&records[2]);
+    assert!(
+        listed.contains("buy milk") && listed.contains("call Grace"),
+        "{listed}"
+    );
+    assert_eq!(
+        records[2]["body"]["privateMessageViewer"]["name"], "users/1234567890",
+        "shown to the person only"
+    );
+    // Past their time to live, they are gone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sim.act(space, json!({"kind": "message", "text": "/notes"}))
+        .await;
+    let records = await_answers_of(&sim, &bot, 4, DEADLINE).await;
+    assert!(
+        shown(&records[3]).contains("You have no notes"),
+        "{}",
+        shown(&records[3])
+    );
+    let (status, _) = bot.terminate(DEADLINE).await;
+    assert!(status.success(), "{status:?}");
+}

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+pub mod postgres;
 pub mod proxy;
 pub mod squid;
 
@@ -267,6 +268,7 @@ impl Sim {
     /// through the emulator, knowing these slash commands.
     pub async fn with_playground(topic: &str, commands: &[(&str, i64)]) -> Self {
         Self::start_with(Some(chatworker_sim::playground::Config {
+            state_url: None,
             pubsub_url: format!("http://{}", emulator_host()),
             topic: topic.to_owned(),
             app_name: "chatworker".into(),
@@ -459,6 +461,33 @@ pub fn message_event(message: &Value) -> Value {
         "thread": message["thread"],
         "common": {"hostApp": "CHAT", "userLocale": "en"}
     })
+}
+
+/// The MESSAGE event for a seeded message whose text starts with a slash
+/// command (`/ticket Printer on fire`), annotated as Chat does for the
+/// app's command `id`.
+pub fn slash_event(message: &Value, id: i64) -> Value {
+    let mut message = message.clone();
+    let text = message["text"].as_str().unwrap_or_default().to_owned();
+    let command = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    message["annotations"] = json!([{
+        "type": "SLASH_COMMAND",
+        "startIndex": 0,
+        "length": command.chars().count(),
+        "slashCommand": {
+            "bot": {"name": "users/app", "type": "BOT"},
+            "type": "INVOKE",
+            "commandName": command,
+            "commandId": id.to_string(),
+        },
+    }]);
+    message["slashCommand"] = json!({"commandId": id.to_string()});
+    message["argumentText"] = json!(text[command.len()..].trim());
+    message_event(&message)
 }
 
 /// The same interaction as a Workspace add-on event object.

@@ -20,7 +20,7 @@ pub struct Args {
     /// A name for the worker in the results.
     pub label: Option<String>,
     /// Scenarios to run: drain, backlog, paced, quota, proxied, rest,
-    /// proxied-rest.
+    /// proxied-rest, sqlite, postgres.
     pub scenarios: Vec<String>,
     /// Backlog scenario: how long the simulator takes to answer each call.
     pub backlog_latency_ms: u64,
@@ -59,7 +59,8 @@ Options (--name VALUE or --name=VALUE):
   --scenarios LIST      scenarios to run, comma-separated: drain, backlog, paced, quota, and
                         proxied (the drain through the Pub/Sub gateway and a TLS-inspecting
                         proxy), rest (the drain pulled over REST), proxied-rest (through a
-                        proxy without HTTP/2: REST by fallback) [drain,backlog,paced,quota]
+                        proxy without HTTP/2: REST by fallback), sqlite and postgres (the
+                        drain with the store there; drain's is memory:) [drain,backlog,paced,quota]
   --backlog-latency-ms N  backlog scenario: the simulator's answer time, in milliseconds [100]
   --paced-rate N        paced scenario: events per second [100]
   --paced-events N      paced scenario: how many events [2000]

@@ -527,6 +527,13 @@ impl Bench {
         self.drain_of(self.args.events, "rest", 0).await
     }
 
+    /// The drain with the store on SQLite (a file in the run's directory)
+    /// or on a PostgreSQL server of its own, next to `drain`'s `memory:`:
+    /// every event's inbox row, outbox entry and finish.
+    async fn store(&self, backend: &str) -> Result<Outcome> {
+        self.drain_of(self.args.events, backend, 0).await
+    }
+
     /// `proxied` through a proxy that offers only HTTP/1.1: the worker
     /// (`pubsub.transport = "auto"`) falls back to REST.
     async fn proxied_rest(&self) -> Result<Outcome> {
@@ -586,6 +593,15 @@ impl Bench {
         };
         if name == "rest" {
             extra_env.push(("CHATWORKER_PUBSUB__TRANSPORT", "rest"));
+        }
+        let postgres = (name == "postgres").then(chatworker_testkit::postgres::Postgres::start);
+        let store_url = match (name, &postgres) {
+            ("sqlite", _) => format!("sqlite://{}", dir.join("store.db").display()),
+            (_, Some(server)) => server.url(),
+            _ => String::new(),
+        };
+        if !store_url.is_empty() {
+            extra_env.push(("CHATWORKER_STORE__URL", store_url.as_str()));
         }
         let events: Vec<Value> = (0..n).map(|i| event(i % k, i)).collect();
         eprintln!("{name}: publishing {n} events over {k} spaces");
@@ -914,12 +930,14 @@ async fn main() -> Result<()> {
                 "proxied" => bench.proxied().await,
                 "rest" => bench.rest().await,
                 "proxied-rest" => bench.proxied_rest().await,
+                "sqlite" => bench.store("sqlite").await,
+                "postgres" => bench.store("postgres").await,
                 "backlog" => bench.backlog().await,
                 "paced" => bench.paced().await,
                 "quota" => bench.quota().await,
                 other => {
                     bail!(
-                        "unknown scenario {other:?} (drain, backlog, paced, quota, proxied, rest, proxied-rest)"
+                        "unknown scenario {other:?} (drain, backlog, paced, quota, proxied, rest, proxied-rest, sqlite, postgres)"
                     )
                 }
             };

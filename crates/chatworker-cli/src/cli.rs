@@ -142,6 +142,7 @@ impl PlaygroundArgs {
         }
         let format = event_format(&self.event_format)?;
         Ok(Some(chatworker_sim::playground::Config {
+            state_url: None,
             pubsub_url: format!("http://{host}"),
             topic,
             app_name: self.app_name,

@@ -654,12 +654,172 @@ async fn rest_through_a_proxy() -> Report {
     report
 }
 
+/// 11, 12. The tickets example keeping its tickets in the store (SQLite;
+///     PostgreSQL): 60 `/ticket` commands into one space, one in four
+///     published twice, a SIGKILL at a random point of the burst and a
+///     restart; on PostgreSQL the server is also stopped for 8 s while the
+///     rest is handled. Afterwards: one ticket per command, numbered 1..60
+///     with no gap and no repeat, each announced by exactly one card.
+async fn stateful_tickets(backend: &'static str) -> Report {
+    const N: usize = 60;
+    let mut report = Report::new(match backend {
+        "sqlite" => "tickets on SQLite: duplicates, SIGKILL, restart",
+        _ => "tickets on PostgreSQL: duplicates, SIGKILL, restart, the store away 8 s",
+    });
+    let sim = Sim::start().await;
+    sim.set_latency(150).await;
+    let topic = Topic::fresh("faults-tickets").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = (backend == "postgres").then(chatworker_testkit::postgres::Postgres::start);
+    let url = match &postgres {
+        Some(server) => server.url(),
+        None => format!("sqlite://{}", dir.path().join("tickets.db").display()),
+    };
+    // Four lanes and a slow Chat: the burst takes a few seconds, so the
+    // kill lands in it.
+    let env = [
+        ("CHATWORKER_STORE__URL", url.as_str()),
+        ("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"),
+        ("CHATWORKER_WORKER__CONCURRENCY", "4"),
+    ];
+    let space = "spaces/TICKETFAULTS";
+    let mut events = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..N {
+        let message = sim
+            .seed(space, &format!("/ticket Issue {i:02}"), None)
+            .await;
+        threads.push(
+            message["thread"]["name"]
+                .as_str()
+                .expect("thread")
+                .to_owned(),
+        );
+        events.push(chatworker_testkit::slash_event(&message, 1));
+    }
+    let cards = || async {
+        sim.app_messages()
+            .await
+            .into_iter()
+            .filter(|r| {
+                r["message"]["clientAssignedMessageId"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("client-ticket-"))
+            })
+            .collect::<Vec<Value>>()
+    };
+    let mut worker = Worker::start_example("tickets", &sim, &topic.subscription, &env).await;
+    let started = Instant::now();
+    let mut duplicated = 0;
+    for (i, event) in events.iter().enumerate() {
+        topic.publish_json(event).await;
+        if i % 4 == 0 {
+            topic.publish_json(event).await;
+            duplicated += 1;
+        }
+    }
+    // A random point of the burst: between 10 and 40 tickets announced.
+    let kill_at = 10
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as usize)
+            .unwrap_or(0)
+            % 30);
+    let reached = eventually(DEADLINE, || async {
+        (cards().await.len() >= kill_at).then_some(())
+    })
+    .await;
+    report.check(
+        reached.is_some(),
+        format!("{kill_at} tickets never announced"),
+    );
+    worker.kill().await;
+    let killed_with = cards().await.len();
+    let first_logs = worker.logs();
+    let mut worker = Worker::start_example("tickets", &sim, &topic.subscription, &env).await;
+    if let Some(server) = &postgres {
+        server.stop();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        server.start_again();
+    }
+    let all = eventually(DEADLINE, || async {
+        (cards().await.len() >= N).then_some(())
+    })
+    .await;
+    if all.is_none() {
+        report.fail("not every command was answered before the deadline");
+    }
+    tokio::time::sleep(SETTLE).await;
+    report.took = started.elapsed();
+    report.stop(&mut worker).await;
+    // One reply per command's thread; the cards, numbered 1..N once each,
+    // announce every command once.
+    let replies = sim.app_messages().await;
+    let per_thread: Vec<usize> = threads
+        .iter()
+        .map(|t| {
+            replies
+                .iter()
+                .filter(|r| r["message"]["thread"]["name"].as_str() == Some(t))
+                .count()
+        })
+        .collect();
+    report.events = N;
+    report.answered = per_thread.iter().filter(|&&n| n > 0).count();
+    report.lost = per_thread.iter().filter(|&&n| n == 0).count();
+    report.duplicates = per_thread.iter().map(|&n| n.saturating_sub(1)).sum();
+    let cards = cards().await;
+    let mut numbers: Vec<String> = cards
+        .iter()
+        .filter_map(|r| r["message"]["clientAssignedMessageId"].as_str())
+        .filter_map(|id| id.strip_prefix("client-ticket-"))
+        .map(str::to_owned)
+        .collect();
+    numbers.sort_by_key(|n| n.parse::<usize>().unwrap_or(usize::MAX));
+    let expected: Vec<String> = (1..=N).map(|n| n.to_string()).collect();
+    report.check(
+        numbers == expected,
+        format!("ticket numbers are not 1..{N} once each: {numbers:?}"),
+    );
+    let mut titles: Vec<String> = cards
+        .iter()
+        .filter_map(|r| r["message"]["cardsV2"][0]["card"]["header"]["subtitle"].as_str())
+        .map(str::to_owned)
+        .collect();
+    titles.sort();
+    let commands: Vec<String> = (0..N).map(|i| format!("Issue {i:02}")).collect();
+    report.check(
+        titles == commands,
+        format!("not one ticket per command: {titles:?}"),
+    );
+    if report.lost > 0 || report.duplicates > 0 {
+        report.fail(format!(
+            "{} lost and {} duplicated",
+            report.lost, report.duplicates
+        ));
+    }
+    if !report.failures.is_empty() {
+        eprintln!(
+            "FIRST:\n{}\nSECOND:\n{}",
+            tail(&first_logs),
+            tail(&worker.logs())
+        );
+    }
+    report.note(format!(
+        "{duplicated} published twice; killed with {killed_with} announced; then {} repeats met in the inbox, {} commits rerun after a conflict, {} nacks",
+        worker.counter("inbox_repeats"),
+        worker.counter("state_conflicts"),
+        worker.counter("events_nacked"),
+    ));
+    report
+}
+
 // ------------------------------------------------------------------- driver
 
 type Scenario = fn() -> futures::future::BoxFuture<'static, Report>;
 
 /// Scenarios whose time is mostly the emulator handing messages back.
-const WAITING: &[&str] = &["sigterm", "sigkill"];
+const WAITING: &[&str] = &["sigterm", "sigkill", "tickets-sqlite", "tickets-postgres"];
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
@@ -673,6 +833,10 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("quota", || Box::pin(quota_burst())),
         ("hot", || Box::pin(hot_space())),
         ("rest", || Box::pin(rest_through_a_proxy())),
+        ("tickets-sqlite", || Box::pin(stateful_tickets("sqlite"))),
+        ("tickets-postgres", || {
+            Box::pin(stateful_tickets("postgres"))
+        }),
     ]
 }
 

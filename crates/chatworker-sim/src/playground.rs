@@ -36,6 +36,9 @@ pub struct Config {
     pub commands: BTreeMap<String, i64>,
     /// The format events are published in unless a request says otherwise.
     pub format: Format,
+    /// Where the page reads the app's state (`GET`, JSON `{"rows": [...]}`,
+    /// served by whoever runs the app: `chatworker dev`); none: not shown.
+    pub state_url: Option<String>,
 }
 
 pub(super) fn routes() -> Router<Shared> {
@@ -57,6 +60,7 @@ async fn config(State(state): State<Shared>) -> Response {
             "commands": c.commands,
             "topic": c.topic,
             "format": c.format,
+            "stateUrl": c.state_url,
         }))
         .into_response(),
         None => Json(json!({"enabled": false})).into_response(),

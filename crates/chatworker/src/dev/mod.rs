@@ -115,6 +115,35 @@ pub async fn run<A: Service>(
     run_with(config, app, options, shutdown).await
 }
 
+/// Serves the app's state (`GET /state`, JSON) on loopback for the
+/// playground's page, which reads it from another origin. Returns its URL.
+async fn serve_state(store: crate::store::Store) -> std::io::Result<String> {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/state", listener.local_addr()?);
+    let router = axum::Router::new().route(
+        "/state",
+        axum::routing::get(move || {
+            let store = store.clone();
+            async move {
+                let body = match store.dump(200).await {
+                    Ok(rows) => serde_json::json!({ "rows": rows }),
+                    Err(e) => serde_json::json!({ "rows": [], "error": e.to_string() }),
+                };
+                (
+                    [(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+                    axum::Json(body),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(url)
+}
+
 /// Where the playground keeps the app's state unless `store.url` says.
 pub const DEV_STORE: &str = "sqlite://.chatworker/dev.db";
 
@@ -178,6 +207,12 @@ pub async fn run_with<A: Service>(
         &format!("http://{addr}/token"),
     )
     .map_err(local(key_path.display().to_string()))?;
+    let store = crate::store::Store::open(&settings.store.url)
+        .await
+        .map_err(crate::worker::WorkerError::from)?;
+    let state_url = serve_state(store.clone())
+        .await
+        .map_err(local("the state listener"))?;
     let commands = app.slash_commands().into_iter().collect();
     let sim_options = SimOptions {
         trust: vec![key],
@@ -187,6 +222,7 @@ pub async fn run_with<A: Service>(
             app_name: options.app_name.clone(),
             commands,
             format: options.format,
+            state_url: Some(state_url),
         }),
         ..SimOptions::default()
     };
@@ -208,7 +244,7 @@ pub async fn run_with<A: Service>(
         simulator = %format!("http://{addr}"),
         "dev: emulator, simulator and worker running; Ctrl-C stops them"
     );
-    let result = crate::worker::run(settings, app, shutdown).await;
+    let result = crate::worker::run_with_store(settings, store, app, shutdown).await;
     let _ = stop_sim.send(());
     let _ = sim.await;
     // Best effort: a shared emulator keeps no subscription of ours.
@@ -241,5 +277,50 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Commit, Key, Store, Write};
+
+    #[tokio::test]
+    async fn the_playground_reads_the_apps_state_across_origins() {
+        let store = Store::memory();
+        let write = Write {
+            key: Key {
+                scope: "space",
+                owner: "spaces/AAA".into(),
+                name: "tickets".into(),
+            },
+            expected: None,
+            json: Some("{\"1\":\"open\"}".into()),
+            expires_at: None,
+        };
+        store
+            .commit(&Commit {
+                identity: "e".into(),
+                writes: vec![write],
+                outbox: Vec::new(),
+            })
+            .await
+            .expect("commit");
+        let url = super::serve_state(store).await.expect("listening");
+        let response = reqwest::get(&url).await.expect("served");
+        assert_eq!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.as_bytes()),
+            Some(&b"*"[..]),
+            "the page is on the simulator's origin"
+        );
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        let row = &body["rows"][0];
+        assert_eq!(row["scope"], "space");
+        assert_eq!(row["owner"], "spaces/AAA");
+        assert_eq!(row["name"], "tickets");
+        assert_eq!(row["value"], "{\"1\":\"open\"}");
+        assert_eq!(row["version"], 1);
     }
 }

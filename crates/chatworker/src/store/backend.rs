@@ -115,6 +115,7 @@ pub(crate) enum Admission {
 
 /// A value for the playground and `chatworker` tools.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StateRow {
     /// `app`, `space`, `thread` or `user`.
     pub scope: String,

@@ -29,6 +29,8 @@ mod txn;
 #[cfg(test)]
 mod suite;
 
+#[cfg(test)]
+pub(crate) use backend::Write;
 pub(crate) use backend::{
     Admission, Backend, Commit, Committed, Entry, Key, Swept, Versioned, now_ms,
 };

@@ -3,7 +3,6 @@
 //! `.ci/run` start; its URL in `CHATWORKER_TEST_POSTGRES_URL`), each test on
 //! a database of its own.
 
-use super::backend::Write;
 use super::*;
 use std::sync::Arc;
 

@@ -91,9 +91,22 @@ pub enum WorkerError {
 }
 
 /// Runs until `shutdown` completes or the subscription fails for good.
-/// Returns what the worker did (the same figures as its metrics).
+/// Returns what the worker did (the same figures as its metrics). The store
+/// is the one `store.url` names (`memory:` when empty).
 pub async fn run<A: Service>(
     settings: Settings,
+    app: A,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Snapshot, WorkerError> {
+    let store = crate::store::Store::open(settings.store.url_or("memory:")).await?;
+    run_with_store(settings, store, app, shutdown).await
+}
+
+/// As [`run`], with the store already open (a program that also reads it,
+/// as the playground does to show the app's state).
+pub async fn run_with_store<A: Service>(
+    settings: Settings,
+    store: crate::store::Store,
     app: A,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Snapshot, WorkerError> {
@@ -111,7 +124,6 @@ pub async fn run<A: Service>(
         .await?;
     }
     let egress = Egress::from_settings(&settings.network)?;
-    let store = crate::store::Store::open(settings.store.url_or("memory:")).await?;
     tokio::spawn(store.clone().keep_house(
         settings.store.sweep_every,
         settings.store.retention,
@@ -341,6 +353,8 @@ pub async fn run<A: Service>(
         quota_wait_seconds = snapshot.quota_wait_seconds,
         lane_waits = snapshot.lane_waits,
         handler_panics = snapshot.handler_panics,
+        inbox_repeats = snapshot.inbox_repeats,
+        state_conflicts = snapshot.state_conflicts,
         events_deferred = snapshot.events_deferred,
         events_returned = snapshot.events_returned,
         last_attempts_taken = snapshot.last_attempts_taken,
