@@ -168,14 +168,18 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
     assert!(bot.summary()["events_dropped"].contains("handler_permanent"));
 
     // Restarted on the same store: the numbers go on, the closed ticket
-    // stays closed.
+    // stays closed. (A new subscription and simulator: the emulator may
+    // hold back a stream that follows a closed one on the same
+    // subscription; the store is what carries over.)
+    let topic = Topic::fresh("example-tickets-again").await;
+    let sim = Sim::with_playground(&topic.topic, &commands).await;
     let mut bot = Worker::start_example("tickets", &sim, &topic.subscription, &env).await;
     sim.act(
         space,
         json!({"kind": "message", "text": "/ticket Toner low"}),
     )
     .await;
-    await_answers_of(&sim, &bot, 5, DEADLINE).await;
+    await_answers_of(&sim, &bot, 1, DEADLINE).await;
     let second = message_with_id(&sim, "client-ticket-2").await;
     assert!(
         shown(&second).contains("Ticket #2") && shown(&second).contains("Toner low"),
@@ -184,8 +188,8 @@ async fn tickets_open_update_in_place_and_close_by_client_id() {
     );
     sim.act(space, json!({"kind": "message", "text": "/tickets"}))
         .await;
-    let records = await_answers_of(&sim, &bot, 6, DEADLINE).await;
-    let listed = shown(&records[5]);
+    let records = await_answers_of(&sim, &bot, 2, DEADLINE).await;
+    let listed = shown(&records[1]);
     assert!(
         listed.contains("#2 Toner low") && !listed.contains("#1 "),
         "{listed}"

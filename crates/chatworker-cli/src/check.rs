@@ -29,6 +29,7 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
     let mut findings = vec![
         finding("configuration", Ok("valid".into())),
         finding("chat token", chat_token(settings).await),
+        finding("store", store(settings).await),
     ];
     let pubsub = &settings.pubsub;
     let admin = match Admin::new(pubsub, &settings.network).await {
@@ -80,6 +81,24 @@ pub async fn check(settings: &Settings) -> Vec<Finding> {
         findings.push(finding("dead-letter topic", exists));
     }
     findings
+}
+
+/// Opens the store as the worker will (creating or migrating its schema).
+async fn store(settings: &Settings) -> Result<String, String> {
+    use chatworker::store::{SCHEMA_VERSION, Store};
+    match Store::open(settings.store.url_or("memory:")).await {
+        Ok(store) if store.kind() == "memory" => Ok(
+            "memory: (the app's state and the inbox are lost on restart; set store.url to keep them)"
+                .into(),
+        ),
+        Ok(store) => Ok(format!(
+            "{} reachable, schema at version {SCHEMA_VERSION}",
+            store.kind()
+        )),
+        Err(e) => Err(format!(
+            "{e}; fix: check store.url, that the database is reachable from here, and its credentials"
+        )),
+    }
 }
 
 async fn chat_token(settings: &Settings) -> Result<String, String> {

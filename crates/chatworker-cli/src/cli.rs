@@ -319,6 +319,18 @@ async fn setup(config: Option<PathBuf>) -> Result<(), Failure> {
     for line in &report.done {
         println!("{line}");
     }
+    // The store's schema, when one is configured: the worker would create
+    // or migrate it at start anyway; setup does it ahead of a rollout.
+    if !settings.store.url.trim().is_empty() {
+        let store = chatworker::store::Store::open(&settings.store.url)
+            .await
+            .map_err(runtime)?;
+        println!(
+            "store {}: schema at version {} (created or migrated as needed)",
+            store.kind(),
+            chatworker::store::SCHEMA_VERSION
+        );
+    }
     if settings.pubsub.emulator_host.is_some() {
         println!("\nOn the emulator there is no IAM. On Google Cloud, grant:");
     } else {

@@ -190,13 +190,20 @@ async fn setup_creates_what_is_missing_and_converges() {
     let topic = format!("projects/{PROJECT}/topics/{id}");
     let subscription = format!("projects/{PROJECT}/subscriptions/{id}");
     let dead = format!("projects/{PROJECT}/topics/{id}-dead");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("store.db");
+    let store = format!("sqlite://{}", db.display());
     let env = [
         ("CHATWORKER_PUBSUB__TOPIC", topic.as_str()),
         ("CHATWORKER_PUBSUB__SUBSCRIPTION", subscription.as_str()),
         ("CHATWORKER_PUBSUB__DEAD_LETTER_TOPIC", dead.as_str()),
+        ("CHATWORKER_STORE__URL", store.as_str()),
     ];
     let (code, out) = run_chatworker(&["setup"], &env);
     assert_eq!(code, Some(0), "{out}");
+    // The store's schema too, ahead of the workers.
+    assert!(out.contains("store sqlite: schema at version"), "{out}");
+    assert!(db.exists(), "the SQLite file was created");
     assert!(
         out.contains(&format!("created subscription {subscription}")),
         "{out}"
@@ -275,6 +282,7 @@ async fn check_passes_when_all_is_well_and_explains_each_failure() {
         "ok    chat token: obtained",
         "ok    subscription:",
         "ok    pull permission: not checked: the emulator has no IAM",
+        "ok    store: memory: (the app's state and the inbox are lost on restart",
     ] {
         assert!(out.contains(line), "{line} in\n{out}");
     }
@@ -291,21 +299,33 @@ async fn check_passes_when_all_is_well_and_explains_each_failure() {
         ("CHATWORKER_PUBSUB__SUBSCRIPTION", missing.as_str()),
         ("CHATWORKER_CHAT__ENDPOINT", sim.url.as_str()),
         ("GCE_METADATA_HOST", "127.0.0.1:9"),
+        (
+            "CHATWORKER_STORE__URL",
+            "postgres://chatworker:s3cret@127.0.0.1:9/chatworker",
+        ),
     ];
     let (code, out) = run_chatworker(&["check"], &bad);
     assert_eq!(code, Some(1), "{out}");
     let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert_eq!(fails.len(), 2, "{out}");
+    assert_eq!(fails.len(), 3, "{out}");
+    assert!(
+        fails[1].starts_with("FAIL  store:") && fails[1].contains("fix: check store.url"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("s3cret"),
+        "the store's password leaked: {out}"
+    );
     assert!(
         fails[0].starts_with("FAIL  chat token:")
             && fails[0].contains("fix: set chat.credentials_file"),
         "{out}"
     );
     assert!(
-        fails[1].contains("does not exist; fix: chatworker setup"),
+        fails[2].contains("does not exist; fix: chatworker setup"),
         "{out}"
     );
-    assert!(out.contains("2 of 3 checks failed"), "{out}");
+    assert!(out.contains("3 of 4 checks failed"), "{out}");
 
     // Invalid configuration: exit 2 before any check.
     let (code, out) = run_chatworker(&["check"], &[("CHATWORKER_PUBSUB__SUBSCRIPTION", "nope")]);

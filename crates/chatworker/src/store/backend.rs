@@ -153,7 +153,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'a, Result<Committed, StoreError>>;
     fn sent<'a>(&'a self, identity: &'a str, seq: i64) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn finish<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Records these events as answered: finished, their outbox gone.
+    fn finish<'a>(&'a self, identities: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Removes inbox rows (and their outbox) committed before `before`,
     /// the oldest inbox rows beyond `max_inbox`, and expired state.
     fn sweep(

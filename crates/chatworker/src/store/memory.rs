@@ -8,7 +8,7 @@ use super::backend::{
     Admission, Backend, Commit, Committed, Entry, Key, StateRow, StoreError, Swept, Versioned,
 };
 use futures::future::BoxFuture;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
@@ -16,7 +16,14 @@ struct Data {
     state: BTreeMap<Key, Value>,
     /// identity → (committed at, finished, outbox entries with sent flags)
     inbox: HashMap<String, Inbox>,
+    /// The inbox's identities, oldest first.
+    order: VecDeque<String>,
 }
+
+/// The most events the in-memory inbox keeps (the oldest go first): it is
+/// lost on restart anyway, and it must not grow with the process's age.
+/// Duplicates of older events still meet their messages' IDs.
+const MEMORY_INBOX: usize = 10_000;
 
 #[derive(Debug)]
 struct Value {
@@ -114,6 +121,12 @@ impl Backend for Memory {
                     }
                 }
             }
+            data.order.push_back(commit.identity.clone());
+            while data.order.len() > MEMORY_INBOX {
+                if let Some(oldest) = data.order.pop_front() {
+                    data.inbox.remove(&oldest);
+                }
+            }
             data.inbox.insert(
                 commit.identity.clone(),
                 Inbox {
@@ -136,10 +149,13 @@ impl Backend for Memory {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn finish<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        if let Some(inbox) = self.data().inbox.get_mut(identity) {
-            inbox.finished = true;
-            inbox.outbox = Vec::new();
+    fn finish<'a>(&'a self, identities: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut data = self.data();
+        for identity in identities {
+            if let Some(inbox) = data.inbox.get_mut(identity) {
+                inbox.finished = true;
+                inbox.outbox = Vec::new();
+            }
         }
         Box::pin(std::future::ready(Ok(())))
     }
@@ -165,6 +181,8 @@ impl Backend for Memory {
                 data.inbox.remove(&id);
             }
         }
+        let Data { inbox, order, .. } = &mut *data;
+        order.retain(|id| inbox.contains_key(id));
         let state_before = data.state.len();
         data.state.retain(|_, value| live(value, now));
         let swept = Swept {

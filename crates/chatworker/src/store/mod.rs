@@ -41,12 +41,24 @@ pub(crate) use txn::{Txn, TxnOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The schema version this worker creates and migrates stores to.
+pub const SCHEMA_VERSION: i64 = backend::MIGRATIONS.len() as i64;
+
 /// The store: cheap to clone, shared by every event.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
     kind: &'static str,
+    /// Events answered and not yet recorded as finished.
+    finishing: Arc<std::sync::Mutex<Vec<String>>>,
+    /// A task records them every 50 ms (else each is recorded at once).
+    flushed_in_background: bool,
 }
+
+/// How many finished events are recorded at once, at most.
+const FINISH_BATCH: usize = 256;
+/// How often finished events are recorded.
+const FINISH_EVERY: Duration = Duration::from_millis(50);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,15 +93,44 @@ impl Store {
                 ));
             }
         };
-        Ok(Self { backend, kind })
+        Ok(Self::with_backend(backend, kind))
+    }
+
+    fn with_backend(backend: Arc<dyn Backend>, kind: &'static str) -> Self {
+        let finishing: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        // Records finished events every 50 ms while the store is in use.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if let Some(runtime) = &runtime {
+            let weak = Arc::downgrade(&finishing);
+            let backend = backend.clone();
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(FINISH_EVERY).await;
+                    let Some(finishing) = weak.upgrade() else {
+                        return;
+                    };
+                    let batch =
+                        std::mem::take(&mut *finishing.lock().unwrap_or_else(|p| p.into_inner()));
+                    drop(finishing);
+                    if !batch.is_empty()
+                        && let Err(e) = backend.finish(&batch).await
+                    {
+                        tracing::debug!(error = %e, events = batch.len(), "finished events not recorded; their duplicates would find their messages again");
+                    }
+                }
+            });
+        }
+        Self {
+            backend,
+            kind,
+            finishing,
+            flushed_in_background: runtime.is_some(),
+        }
     }
 
     /// An in-memory store, for tests and stateless bots.
     pub fn memory() -> Self {
-        Self {
-            backend: Arc::new(memory::Memory::default()),
-            kind: "memory",
-        }
+        Self::with_backend(Arc::new(memory::Memory::default()), "memory")
     }
 
     /// `memory`, `sqlite` or `postgres`.
@@ -113,8 +154,31 @@ impl Store {
         self.backend.sent(identity, seq).await
     }
 
+    /// Records the event as answered. Batched: the events finished within
+    /// 50 ms are recorded together (one transaction). Until then a
+    /// duplicate of the event would find its creates again by their IDs
+    /// (its updates and deletes are marked sent one by one), so nothing
+    /// depends on the record being immediate.
     pub(crate) async fn finish(&self, identity: &str) -> Result<(), StoreError> {
-        self.backend.finish(identity).await
+        let batch = {
+            let mut pending = self.finishing.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(identity.to_owned());
+            match pending.len() >= FINISH_BATCH || !self.flushed_in_background {
+                true => std::mem::take(&mut *pending),
+                false => return Ok(()),
+            }
+        };
+        self.backend.finish(&batch).await
+    }
+
+    /// Records the finished events not yet recorded (at shutdown, and in
+    /// tests).
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut *self.finishing.lock().unwrap_or_else(|p| p.into_inner()));
+        match batch.is_empty() {
+            true => Ok(()),
+            false => self.backend.finish(&batch).await,
+        }
     }
 
     /// The stored values (at most `limit`), for the playground.

@@ -46,21 +46,19 @@ impl Sqlite {
         })
     }
 
-    /// Runs `f` on the connection, on the blocking pool.
-    fn with<'a, T: Send + 'static>(
+    /// Runs `f` on the connection, where the caller runs. SQLite's calls
+    /// here take microseconds (WAL, `synchronous = NORMAL`: no sync per
+    /// commit); handing each to the blocking pool cost more than the call
+    /// itself (two thread switches per call, BENCHMARKS.md).
+    fn with<'a, T: Send + 'a>(
         &'a self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'a,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
-        let connection = self.connection.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-                f(&mut connection)
-            })
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)
-        })
+        let result = {
+            let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut connection).map_err(unavailable)
+        };
+        Box::pin(std::future::ready(result))
     }
 }
 
@@ -222,14 +220,20 @@ impl Backend for Sqlite {
         })
     }
 
-    fn finish<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        let identity = identity.to_owned();
+    fn finish<'a>(&'a self, identities: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with(move |c| {
             let tx = c.transaction()?;
-            tx.prepare_cached("UPDATE chatworker_inbox SET finished = TRUE WHERE identity = ?1")?
-                .execute(params![identity])?;
-            tx.prepare_cached("DELETE FROM chatworker_outbox WHERE identity = ?1")?
-                .execute(params![identity])?;
+            {
+                let mut finished = tx.prepare_cached(
+                    "UPDATE chatworker_inbox SET finished = TRUE WHERE identity = ?1",
+                )?;
+                let mut sent =
+                    tx.prepare_cached("DELETE FROM chatworker_outbox WHERE identity = ?1")?;
+                for identity in identities {
+                    finished.execute(params![identity])?;
+                    sent.execute(params![identity])?;
+                }
+            }
             tx.commit()
         })
     }

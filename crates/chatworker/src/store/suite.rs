@@ -111,6 +111,7 @@ async fn a_commit_is_admitted_sent_and_finished(store: Store) {
     store.sent("e1", 0).await.unwrap();
     assert_eq!(store.admit("e1").await.unwrap(), entries(&[(1, "b")]));
     store.finish("e1").await.unwrap();
+    store.flush().await.unwrap();
     assert_eq!(store.admit("e1").await.unwrap(), Admission::Finished);
     let read = store.read(&key("n")).await.unwrap().unwrap();
     assert_eq!((read.json.as_deref(), read.version), (Some("1"), 1));
@@ -394,4 +395,21 @@ async fn a_value_with_a_time_to_live_expires() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     let later = Arc::new(Txn::new(store.clone(), "v".into(), TxnOptions::default()));
     assert_eq!(later.load::<String>(key("seen")).await.unwrap().get(), None);
+}
+
+/// The in-memory inbox does not grow with the process's age.
+#[tokio::test]
+async fn the_memory_inbox_keeps_the_newest_ten_thousand() {
+    let store = Store::memory();
+    for i in 0..10_001 {
+        store
+            .commit(&commit(&format!("e{i}"), vec![], &["x"]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.admit("e0").await.unwrap(), Admission::New);
+    assert!(matches!(
+        store.admit("e1").await.unwrap(),
+        Admission::Committed(_)
+    ));
 }

@@ -340,6 +340,9 @@ pub async fn run_with_store<A: Service>(
     if tokio::time::timeout(margin, stopped).await.is_err() {
         tracing::warn!("Pub/Sub did not confirm the last acks in time; they may be redelivered");
     }
+    if let Err(e) = shared.store.flush().await {
+        tracing::debug!(error = %e, "finished events not recorded at shutdown");
+    }
     let snapshot = shared.metrics.snapshot();
     tracing::info!(
         events_received = snapshot.events_received,

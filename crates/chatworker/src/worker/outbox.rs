@@ -7,7 +7,7 @@ use crate::names::MessageName;
 use crate::reply::SendError;
 use crate::reply::compose::{Content, Created, NewMessage};
 use crate::store::Txn;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One entry, as stored (JSON).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -37,31 +37,47 @@ impl Op {
 }
 
 /// The handler's outlet while its event is in a transaction: each call
-/// becomes an outbox entry, sent after the commit.
-pub(super) struct OutboxOutlet(pub Arc<Txn>);
+/// becomes an outbox entry (stored as JSON), sent after the commit; the
+/// entries are kept as they are too, so that the first sending reads none
+/// back.
+pub(super) struct OutboxOutlet {
+    txn: Arc<Txn>,
+    ops: Mutex<Vec<Op>>,
+}
+
+impl OutboxOutlet {
+    pub(super) fn new(txn: Arc<Txn>) -> Self {
+        Self {
+            txn,
+            ops: Mutex::default(),
+        }
+    }
+
+    /// The entries, in order.
+    pub(super) fn take(&self) -> Vec<Op> {
+        std::mem::take(&mut *self.ops.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn push(&self, op: Op) -> Result<(), SendError> {
+        self.txn.push(op.to_json()?);
+        self.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+        Ok(())
+    }
+}
 
 impl Outlet for OutboxOutlet {
     fn create<'a>(&'a self, message: &'a NewMessage) -> OutletFuture<'a, Created> {
-        let entry = Op::Create(message.clone()).to_json();
-        Box::pin(async move {
-            self.0.push(entry?);
-            Ok(Created::New)
-        })
+        let pushed = self.push(Op::Create(message.clone()));
+        Box::pin(std::future::ready(pushed.map(|()| Created::New)))
     }
 
     fn update<'a>(&'a self, name: &'a MessageName, content: &'a Content) -> OutletFuture<'a, ()> {
-        let entry = Op::Update(name.clone(), content.clone()).to_json();
-        Box::pin(async move {
-            self.0.push(entry?);
-            Ok(())
-        })
+        let pushed = self.push(Op::Update(name.clone(), content.clone()));
+        Box::pin(std::future::ready(pushed))
     }
 
     fn delete<'a>(&'a self, name: &'a MessageName) -> OutletFuture<'a, ()> {
-        let entry = Op::Delete(name.clone()).to_json();
-        Box::pin(async move {
-            self.0.push(entry?);
-            Ok(())
-        })
+        let pushed = self.push(Op::Delete(name.clone()));
+        Box::pin(std::future::ready(pushed))
     }
 }

@@ -429,7 +429,7 @@ async fn handle<A: Service>(
                 "already committed: sending what is left"
             );
             shared.metrics.inbox_repeated();
-            return deliver(shared, &outlet, &event, &identity, entries).await;
+            return deliver(shared, &outlet, &event, &identity, read_back(entries)).await;
         }
         Ok(Admission::New) => {}
     }
@@ -438,7 +438,7 @@ async fn handle<A: Service>(
         bad_state: shared.app.bad_state(),
     };
     let mut attempt = 0;
-    let (txn, ctx) = loop {
+    let (ops, ctx) = loop {
         attempt += 1;
         let counter = metrics.clone();
         let txn = Arc::new(
@@ -446,8 +446,9 @@ async fn handle<A: Service>(
                 .counting_undecodable(Arc::new(move || counter.state_undecodable())),
         );
         let immediate: Arc<dyn Outlet> = outlet.clone();
+        let outbox = Arc::new(OutboxOutlet::new(txn.clone()));
         let ctx = Context::new(
-            Arc::new(OutboxOutlet(txn.clone())),
+            outbox.clone(),
             event.clone(),
             identity.clone(),
             shared.markup,
@@ -465,7 +466,8 @@ async fn handle<A: Service>(
                 Ok(_) => match store.admit(&identity).await {
                     Err(e) => unavailable(e),
                     Ok(Admission::Committed(entries)) => {
-                        match deliver(shared, &outlet, &event, &identity, entries).await {
+                        match deliver(shared, &outlet, &event, &identity, read_back(entries)).await
+                        {
                             (Outcome::Transient, detail) => (Outcome::Transient, detail),
                             _ => done,
                         }
@@ -480,14 +482,14 @@ async fn handle<A: Service>(
         }
         match store.commit(&txn.commit()).await {
             Err(e) => return unavailable(e),
-            Ok(Committed::Done) => break (txn, ctx),
+            Ok(Committed::Done) => break (outbox.take(), ctx),
             Ok(Committed::Duplicate) => {
                 // Another delivery of this event committed meanwhile.
                 tracing::debug!("committed by another delivery meanwhile");
                 return match store.admit(&identity).await {
                     Err(e) => unavailable(e),
                     Ok(Admission::Committed(entries)) => {
-                        deliver(shared, &outlet, &event, &identity, entries).await
+                        deliver(shared, &outlet, &event, &identity, read_back(entries)).await
                     }
                     Ok(_) => (Outcome::Delivered, String::new()),
                 };
@@ -504,17 +506,20 @@ async fn handle<A: Service>(
         }
     };
     drop(ctx);
-    let entries = txn
-        .commit()
-        .outbox
+    // Sent as they were asked for: only a redelivery reads them back.
+    let ops = ops
         .into_iter()
         .enumerate()
-        .map(|(seq, json)| Entry {
-            seq: seq as i64,
-            json,
-        })
-        .collect();
-    deliver(shared, &outlet, &event, &identity, entries).await
+        .map(|(seq, op)| (seq as i64, Ok(op)));
+    deliver(shared, &outlet, &event, &identity, ops.collect()).await
+}
+
+/// Stored outbox entries, read back.
+fn read_back(entries: Vec<Entry>) -> Vec<(i64, Result<Op, SendError>)> {
+    entries
+        .into_iter()
+        .map(|entry| (entry.seq, Op::from_json(&entry.json)))
+        .collect()
 }
 
 /// Runs the app: its replies go into the context's outbox. `Err` is the
@@ -615,15 +620,15 @@ async fn deliver<A: Service>(
     outlet: &Arc<EventOutlet>,
     event: &Arc<Event>,
     identity: &str,
-    entries: Vec<Entry>,
+    entries: Vec<(i64, Result<Op, SendError>)>,
 ) -> (Outcome, String) {
     let mut refused = None;
-    for entry in entries {
-        let op = match Op::from_json(&entry.json) {
+    for (seq, op) in entries {
+        let op = match op {
             Ok(op) => op,
             Err(e) => {
-                tracing::error!(seq = entry.seq, error = %e, "an outbox entry cannot be read: skipped");
-                refused.get_or_insert((entry.seq, e));
+                tracing::error!(seq, error = %e, "an outbox entry cannot be read: skipped");
+                refused.get_or_insert((seq, e));
                 continue;
             }
         };
@@ -634,7 +639,7 @@ async fn deliver<A: Service>(
         };
         match sent {
             Ok(()) if op.marked_when_sent() => {
-                if let Err(e) = shared.store.sent(identity, entry.seq).await {
+                if let Err(e) = shared.store.sent(identity, seq).await {
                     tracing::warn!(error = %e, "the store is unavailable; nacked for redelivery");
                     return (Outcome::Transient, e.to_string());
                 }
@@ -642,12 +647,12 @@ async fn deliver<A: Service>(
             Ok(()) => {}
             // Later entries wait: they must not overtake this one.
             Err(e @ SendError::Transient { .. }) => {
-                tracing::warn!(seq = entry.seq, error = %e, "reply failed after retries; nacked for redelivery");
+                tracing::warn!(seq = seq, error = %e, "reply failed after retries; nacked for redelivery");
                 return (Outcome::Transient, e.to_string());
             }
             Err(e) => {
-                tracing::warn!(seq = entry.seq, error = %e, "reply rejected");
-                refused.get_or_insert((entry.seq, e));
+                tracing::warn!(seq = seq, error = %e, "reply rejected");
+                refused.get_or_insert((seq, e));
             }
         }
     }
