@@ -326,7 +326,7 @@ async fn setup(config: Option<PathBuf>) -> Result<(), Failure> {
             .await
             .map_err(runtime)?;
         println!(
-            "store {}: schema at version {} (created or migrated as needed)",
+            "store {}: schema at version {} (the worker's own; set up or migrated now if it was not)",
             store.kind(),
             chatworker::store::SCHEMA_VERSION
         );
