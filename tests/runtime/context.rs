@@ -83,3 +83,40 @@ async fn a_placeholder_is_updated_and_a_redelivery_sends_nothing_twice() {
     assert_eq!(snapshot.replies_already_existed, 0);
     assert_eq!(snapshot.inbox_repeats, 1, "the redelivery found its commit");
 }
+
+/// A handler that only changes state (and sends nothing) still commits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_set_without_a_reply_is_committed() {
+    use chatworker::Scope;
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("stateonly").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = App::new().message(|ctx: Context, message: Message| async move {
+        let mut seen = ctx.load::<u64>(Scope::Space, "seen").await?;
+        let n = seen.get().copied().unwrap_or(0) + 1;
+        seen.set(n)?;
+        match message.text.as_str() {
+            "show" => Ok::<_, HandlerError>(Some(Reply::text(format!("seen {n}")))),
+            _ => Ok(None),
+        }
+    });
+    let worker = tokio::spawn(chatworker::worker::run(
+        settings(&sim, &topic, &[]),
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let quiet = sim.seed("spaces/STATEONLY", "quiet", None).await;
+    topic.publish_json(&message_event(&quiet)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let show = sim.seed("spaces/STATEONLY", "show", None).await;
+    topic.publish_json(&message_event(&show)).await;
+    let records = await_app_messages(&sim, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        records[0]["message"]["text"], "seen 2",
+        "the first event's count was kept"
+    );
+    let _ = stop.send(());
+    worker.await.expect("joins").expect("runs");
+}

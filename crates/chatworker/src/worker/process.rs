@@ -454,27 +454,37 @@ async fn handle<A: Service>(
             shared.markup,
         )
         .with_txn(txn.clone(), Some(immediate));
+        let mut skipped = None;
         if let Err(done) = run_app(shared, &ctx, &event).await {
-            // Failed for good, the handler changes no state; what it (or
-            // its error hook) sent still goes out, once.
-            if !matches!(done.0, Outcome::Permanent(_)) || !txn.has_outbox() {
+            // A handler that only changed state sent nothing, yet its
+            // changes are committed like any answer's.
+            if matches!(done.0, Outcome::Skipped(_)) && !txn.is_empty() {
+                skipped = Some(done);
+            } else if !matches!(done.0, Outcome::Permanent(_)) || !txn.has_outbox() {
                 return done;
+            } else {
+                // Failed for good, the handler changes no state; what it
+                // (or its error hook) sent still goes out, once.
+                return commit_outbox_only(shared, &outlet, &event, &identity, &txn, done).await;
             }
-            txn.drop_writes();
-            return match store.commit(&txn.commit()).await {
-                Err(e) => unavailable(e),
-                Ok(_) => match store.admit(&identity).await {
-                    Err(e) => unavailable(e),
-                    Ok(Admission::Committed(entries)) => {
-                        match deliver(shared, &outlet, &event, &identity, read_back(entries)).await
-                        {
-                            (Outcome::Transient, detail) => (Outcome::Transient, detail),
-                            _ => done,
-                        }
-                    }
-                    Ok(_) => done,
-                },
-            };
+        }
+        if let Some(done) = skipped {
+            match store.commit(&txn.commit()).await {
+                Err(e) => return unavailable(e),
+                Ok(Committed::Conflict(key)) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::debug!(key = %key, attempt, "a value changed since it was read: the handler runs again");
+                    metrics.state_conflicted();
+                    continue;
+                }
+                Ok(Committed::Conflict(key)) => {
+                    metrics.state_conflicted();
+                    return (Outcome::Transient, format!("state {key} kept changing"));
+                }
+                Ok(_) => {
+                    finish(shared, &identity).await;
+                    return done;
+                }
+            }
         }
         if txn.is_empty() {
             // Nothing to commit: a placeholder at most, sent already.
@@ -512,6 +522,37 @@ async fn handle<A: Service>(
         .enumerate()
         .map(|(seq, op)| (seq as i64, Ok(op)));
     deliver(shared, &outlet, &event, &identity, ops.collect()).await
+}
+
+/// A handler that failed for good: its state changes are dropped, and
+/// what it (or its error hook) sent is committed and sent, once. The
+/// outcome stays the failure.
+async fn commit_outbox_only<A: Service>(
+    shared: &Shared<A>,
+    outlet: &Arc<EventOutlet>,
+    event: &Arc<Event>,
+    identity: &str,
+    txn: &Txn,
+    done: (Outcome, String),
+) -> (Outcome, String) {
+    let unavailable = |e: StoreError| {
+        tracing::warn!(error = %e, "the store is unavailable; nacked for redelivery");
+        (Outcome::Transient, e.to_string())
+    };
+    txn.drop_writes();
+    match shared.store.commit(&txn.commit()).await {
+        Err(e) => unavailable(e),
+        Ok(_) => match shared.store.admit(identity).await {
+            Err(e) => unavailable(e),
+            Ok(Admission::Committed(entries)) => {
+                match deliver(shared, outlet, event, identity, read_back(entries)).await {
+                    (Outcome::Transient, detail) => (Outcome::Transient, detail),
+                    _ => done,
+                }
+            }
+            Ok(_) => done,
+        },
+    }
 }
 
 /// Stored outbox entries, read back.
