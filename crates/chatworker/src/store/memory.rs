@@ -122,7 +122,14 @@ impl Backend for Memory {
                 }
             }
             data.order.push_back(commit.identity.clone());
+            // Only answered events go: one still sending keeps its row.
             while data.order.len() > MEMORY_INBOX {
+                let Some(oldest) = data.order.front() else {
+                    break;
+                };
+                if !data.inbox.get(oldest).is_none_or(|i| i.finished) {
+                    break;
+                }
                 if let Some(oldest) = data.order.pop_front() {
                     data.inbox.remove(&oldest);
                 }
@@ -169,14 +176,17 @@ impl Backend for Memory {
         let mut data = self.data();
         let inbox_before = data.inbox.len();
         data.inbox.retain(|_, inbox| inbox.committed_at >= before);
-        if data.inbox.len() as u64 > max_inbox {
-            let mut ages: Vec<(i64, String)> = data
-                .inbox
-                .iter()
-                .map(|(id, inbox)| (inbox.committed_at, id.clone()))
-                .collect();
+        // The count bounds answered events only: one still sending keeps
+        // its row until the retention passes.
+        let mut ages: Vec<(i64, String)> = data
+            .inbox
+            .iter()
+            .filter(|(_, inbox)| inbox.finished)
+            .map(|(id, inbox)| (inbox.committed_at, id.clone()))
+            .collect();
+        if ages.len() as u64 > max_inbox {
             ages.sort();
-            let excess = data.inbox.len() - max_inbox as usize;
+            let excess = ages.len() - max_inbox as usize;
             for (_, id) in ages.into_iter().take(excess) {
                 data.inbox.remove(&id);
             }

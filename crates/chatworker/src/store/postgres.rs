@@ -323,7 +323,7 @@ impl Backend for Postgres {
         Box::pin(self.with(async move |c: &mut Client| {
                 let tx = c.transaction().await?;
                 let old = "SELECT identity FROM chatworker_inbox WHERE committed_at < $1
-                           UNION SELECT identity FROM (SELECT identity FROM chatworker_inbox ORDER BY committed_at DESC OFFSET $2) excess";
+                           UNION SELECT identity FROM (SELECT identity FROM chatworker_inbox WHERE finished ORDER BY committed_at DESC OFFSET $2) excess";
                 tx.execute(
                     &format!("DELETE FROM chatworker_outbox WHERE identity IN ({old})"),
                     &[&before, &max_inbox],

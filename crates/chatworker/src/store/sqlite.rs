@@ -249,12 +249,12 @@ impl Backend for Sqlite {
             tx.execute(
                 "DELETE FROM chatworker_outbox WHERE identity IN (
                     SELECT identity FROM chatworker_inbox WHERE committed_at < ?1
-                    UNION SELECT identity FROM (SELECT identity FROM chatworker_inbox ORDER BY committed_at DESC LIMIT -1 OFFSET ?2))",
+                    UNION SELECT identity FROM (SELECT identity FROM chatworker_inbox WHERE finished ORDER BY committed_at DESC LIMIT -1 OFFSET ?2))",
                 params![before, max_inbox as i64],
             )?;
             let inbox = tx.execute(
                 "DELETE FROM chatworker_inbox WHERE committed_at < ?1 OR identity IN (
-                    SELECT identity FROM chatworker_inbox ORDER BY committed_at DESC LIMIT -1 OFFSET ?2)",
+                    SELECT identity FROM chatworker_inbox WHERE finished ORDER BY committed_at DESC LIMIT -1 OFFSET ?2)",
                 params![before, max_inbox as i64],
             )?;
             let state = tx.execute(
