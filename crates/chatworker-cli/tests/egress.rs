@@ -61,6 +61,29 @@ impl Scene {
         (stdout, stderr)
     }
 
+    /// A worker with `env` that answers six events (one in each of six
+    /// spaces named after `tag`) and becomes ready.
+    async fn answers_six(&self, tag: &str, env: &[(&str, &str)]) -> Worker {
+        let Self { sim, topic, .. } = self;
+        let worker = Worker::start(chatworker(), sim, &topic.subscription, env).await;
+        for i in 0..6 {
+            let message = sim.seed(&format!("spaces/{tag}{i}"), "hello", None).await;
+            topic.publish_json(&message_event(&message)).await;
+        }
+        let answered = eventually(DEADLINE, || async {
+            (sim.app_messages().await.len() >= 6).then_some(())
+        })
+        .await;
+        assert!(answered.is_some(), "not all answered:\n{}", worker.logs());
+        let ready = eventually(DEADLINE, || async {
+            let (status, body) = self.readyz().await;
+            (status == 200).then_some(body)
+        })
+        .await;
+        assert!(ready.is_some(), "not ready:\n{}", worker.logs());
+        worker
+    }
+
     /// `/readyz`'s status and body.
     async fn readyz(&self) -> (u16, String) {
         get(&format!("http://{}/readyz", self.listen)).await
@@ -91,31 +114,14 @@ async fn named_and_not_ready(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_behind_a_tls_inspecting_proxy_answers_every_event() {
     let scene = Scene::new("egress", Alpn::Http2, Some(CREDENTIALS)).await;
-    let Scene {
-        sim, topic, proxy, ..
-    } = &scene;
+    let proxy = &scene.proxy;
     let url = proxy.url(Some(CREDENTIALS));
     let mut env = behind(&url, Some(&scene.ca), &scene.listen);
     // As many companies set it: a proxy for plain HTTP too, and a NO_PROXY
     // that does not list loopback. The admin calls still use the gateway.
     env.push(("HTTP_PROXY", &url));
     env.push(("RUST_LOG", "debug"));
-    let mut worker = Worker::start(chatworker(), sim, &topic.subscription, &env).await;
-    for i in 0..6 {
-        let message = sim.seed(&format!("spaces/EGRESS{i}"), "hello", None).await;
-        topic.publish_json(&message_event(&message)).await;
-    }
-    let answered = eventually(DEADLINE, || async {
-        (sim.app_messages().await.len() >= 6).then_some(())
-    })
-    .await;
-    assert!(answered.is_some(), "not all answered:\n{}", worker.logs());
-    let ready = eventually(DEADLINE, || async {
-        let (status, body) = scene.readyz().await;
-        (status == 200).then_some(body)
-    })
-    .await;
-    assert!(ready.is_some(), "not ready:\n{}", worker.logs());
+    let mut worker = scene.answers_six("EGRESS", &env).await;
     for host in ["pubsub.googleapis.com", "chat.googleapis.com"] {
         assert!(proxy.tunnels_to(host) >= 1, "{host} went through the proxy");
     }
@@ -163,30 +169,11 @@ async fn with_grpc_only_a_proxy_that_cannot_carry_http2_is_named_and_the_worker_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_proxy_without_http2_the_worker_pulls_over_rest_and_answers_every_event() {
     let scene = Scene::new("egressrest", Alpn::Http1Only, Some(CREDENTIALS)).await;
-    let Scene {
-        sim, topic, proxy, ..
-    } = &scene;
+    let Scene { sim, proxy, .. } = &scene;
     let url = proxy.url(Some(CREDENTIALS));
     // The default transport, `auto`.
     let env = behind(&url, Some(&scene.ca), &scene.listen);
-    let mut worker = Worker::start(chatworker(), sim, &topic.subscription, &env).await;
-    for i in 0..6 {
-        let message = sim
-            .seed(&format!("spaces/EGRESSREST{i}"), "hello", None)
-            .await;
-        topic.publish_json(&message_event(&message)).await;
-    }
-    let answered = eventually(DEADLINE, || async {
-        (sim.app_messages().await.len() >= 6).then_some(())
-    })
-    .await;
-    assert!(answered.is_some(), "not all answered:\n{}", worker.logs());
-    let ready = eventually(DEADLINE, || async {
-        let (status, body) = scene.readyz().await;
-        (status == 200).then_some(body)
-    })
-    .await;
-    assert!(ready.is_some(), "not ready:\n{}", worker.logs());
+    let mut worker = scene.answers_six("EGRESSREST", &env).await;
     assert!(proxy.tunnels_to("pubsub.googleapis.com") >= 1);
     worker.terminate(Duration::from_secs(30)).await;
     let logs = worker.logs();

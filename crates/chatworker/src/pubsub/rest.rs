@@ -258,7 +258,8 @@ impl RestStop {
     }
 }
 
-/// Backoff between failed pulls.
+/// Backoff between failed pulls, and between attempts to rebuild a
+/// broken streaming pull.
 pub(super) fn backoff() -> Box<dyn Iterator<Item = Duration> + Send> {
     Box::new(
         ExponentialBuilder::new()

@@ -6,12 +6,11 @@
 
 use super::delivery::Settle;
 use super::outage::{Health, Probe, ProbeError};
-use super::rest::{Api, RestStop, RestStream};
+use super::rest::{self, Api, RestStop, RestStream};
 use super::{Connection, Delivery, PubSubError};
 use crate::config::{PubSubSettings, SubscriptionName, Transport};
 use crate::ops::health::{LinkCheck, Status};
 use crate::ops::metrics::Metrics;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_pubsub::client::{Subscriber, SubscriptionAdmin};
 use google_cloud_pubsub::subscriber::MessageStream;
@@ -69,18 +68,6 @@ impl StopHandle {
             Self::Rest(stop) => stop.stop().await,
         }
     }
-}
-
-/// Backoff between attempts to rebuild a broken stream.
-fn reconnect_backoff() -> Box<dyn Iterator<Item = Duration> + Send> {
-    Box::new(
-        ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(Duration::from_secs(30))
-            .without_max_times()
-            .with_jitter()
-            .build(),
-    )
 }
 
 impl Source {
@@ -165,7 +152,7 @@ impl Source {
             subscription: subscription.clone(),
             settings: settings.clone(),
             health,
-            backoff: reconnect_backoff(),
+            backoff: rest::backoff(),
             max_delivery_attempts,
             _watch: watch.drop_guard(),
             connection: connection.clone(),
@@ -203,7 +190,7 @@ impl Source {
             match next {
                 Ok((message, handler)) => {
                     if self.health.restored(false) {
-                        self.backoff = reconnect_backoff();
+                        self.backoff = rest::backoff();
                     }
                     return Some(Delivery::new(message, Settle::Grpc(handler)));
                 }
