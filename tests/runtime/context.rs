@@ -120,3 +120,48 @@ async fn state_set_without_a_reply_is_committed() {
     let _ = stop.send(());
     worker.await.expect("joins").expect("runs");
 }
+
+/// A handler that changed state and then failed leaves no partial state,
+/// even when the app's error hook answers for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handler_s_state_changes_are_dropped_when_the_hook_answers() {
+    use chatworker::Scope;
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("hookstate").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = App::new()
+        .message(|ctx: Context, message: Message| async move {
+            let mut seen = ctx.load::<u64>(Scope::Space, "seen").await?;
+            let n = seen.get().copied().unwrap_or(0) + 1;
+            seen.set(n)?;
+            match message.text.as_str() {
+                "fail" => Err(HandlerError::permanent("no")),
+                _ => Ok::<_, HandlerError>(Reply::text(format!("seen {n}"))),
+            }
+        })
+        .on_error(|_ctx: Context, _error: HandlerError| async move { "sorry" });
+    let worker = tokio::spawn(chatworker::worker::run(
+        settings(&sim, &topic, &[]),
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let failing = sim.seed("spaces/HOOKSTATE", "fail", None).await;
+    topic.publish_json(&message_event(&failing)).await;
+    await_app_messages(&sim, 1, Duration::from_secs(60)).await;
+    let show = sim.seed("spaces/HOOKSTATE", "show", None).await;
+    topic.publish_json(&message_event(&show)).await;
+    let records = await_app_messages(&sim, 2, Duration::from_secs(60)).await;
+    let texts: Vec<_> = records
+        .iter()
+        .map(|r| r["message"]["text"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        ["sorry", "seen 1"],
+        "the failed handler's count was dropped"
+    );
+    let _ = stop.send(());
+    worker.await.expect("joins").expect("runs");
+}

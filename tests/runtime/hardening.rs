@@ -405,3 +405,54 @@ async fn a_thread_held_back_goes_on_when_the_subscription_gives_up() {
     let snapshot = worker.stop().await;
     assert_eq!(snapshot.events_acked, 1);
 }
+
+/// A handler that sent a message and then failed for good: its message goes
+/// out once, and the event is dead-lettered even when the first letter
+/// could not be published: its redeliveries meet the committed failure, and
+/// none is acked as answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_failure_is_dead_lettered_on_its_redelivery() {
+    let sim = Sim::start().await;
+    let dead = Topic::fresh("failed-dead").await;
+    let topic = Topic::fresh("failed").await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = format!("sqlite://{}", dir.path().join("store.db").display());
+    let app = || {
+        App::new().message(|ctx: Context, _m: Message| async move {
+            ctx.send("looking into it").await?;
+            Err::<(), _>(HandlerError::permanent("the lookup refused"))
+        })
+    };
+    let env = [
+        ("CHATWORKER_PUBSUB__DEAD_LETTER_TOPIC", dead.topic.as_str()),
+        ("CHATWORKER_STORE__URL", store.as_str()),
+    ];
+    let worker = InProcess::start(&sim, &topic, app(), &env);
+    // The dead-letter topic goes away: no letter can be sent.
+    dead.remove().await;
+    let event = sim.seed("spaces/FAILED", "look", None).await;
+    topic.publish_json(&message_event(&event)).await;
+    await_app_messages(&sim, 1, DEADLINE).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snapshot = worker.stop().await;
+    assert!(snapshot.events_nacked >= 2, "redelivered: {snapshot:?}");
+    assert_eq!(
+        snapshot.events_acked, 0,
+        "no redelivery was acked as answered"
+    );
+    // With the topic back, the next worker sends the letter (once the
+    // emulator lets go of the delivery the stopped worker was being handed:
+    // up to a few ack deadlines).
+    let dead = dead.recreate(&chatworker_testkit::emulator_host()).await;
+    let worker = InProcess::start(&sim, &topic, app(), &env);
+    let letters = eventually(2 * DEADLINE, || async {
+        let letters = pull_and_ack(&dead.subscription, 10).await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await
+    .expect("the failure is dead-lettered once the topic is back");
+    assert_eq!(letters.len(), 1);
+    let snapshot = worker.stop().await;
+    assert_eq!(sim.app_messages().await.len(), 1, "its message went once");
+    assert_eq!(snapshot.events_dead_lettered, 1);
+}

@@ -224,6 +224,15 @@ impl<S> Context<S> {
         self.inner.next.load(Ordering::SeqCst)
     }
 
+    /// Forgets the state the handler changed so far (its messages stay): a
+    /// handler that failed leaves no partial state, even when the app's
+    /// error hook then answers for it.
+    pub(crate) fn drop_state_changes(&self) {
+        if let Some(txn) = &self.inner.txn {
+            txn.drop_writes();
+        }
+    }
+
     /// Whether the handler wrote anything through this context: created,
     /// updated or deleted a message.
     pub(crate) fn wrote(&self) -> bool {

@@ -311,7 +311,8 @@ impl<S: Send + Sync + 'static> App<S> {
     /// Called with any handler's (or layer's) error. Return replies to
     /// recover (the event is then acked), or the error to let the worker
     /// decide (transient: redelivered; permanent: acked and dead-lettered
-    /// when configured). Messages sent from the hook get deterministic IDs
+    /// when configured). The state the failed handler changed is dropped
+    /// before the hook runs; what the hook itself changes is kept. Messages sent from the hook get deterministic IDs
     /// like any other, so an apology is not repeated on redelivery.
     ///
     /// ```
@@ -425,7 +426,12 @@ impl<S: Send + Sync + 'static> Service for App<S> {
             .run(ctx.clone())
             .await;
         match (result, &self.on_error) {
-            (Err(error), Some(hook)) => hook(ctx, error).await,
+            // The failed handler's state changes go; what the hook changes
+            // is committed with its answer.
+            (Err(error), Some(hook)) => {
+                ctx.drop_state_changes();
+                hook(ctx, error).await
+            }
             (result, _) => result,
         }
     }

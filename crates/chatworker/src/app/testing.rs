@@ -131,7 +131,7 @@ impl TestContext {
         let mut commit = self.txn.commit();
         // Messages were recorded at once; only the state is committed.
         commit.outbox.clear();
-        match self.store.commit(&commit).await {
+        match self.store.commit(commit).await {
             Ok(Committed::Done | Committed::Duplicate) => Ok(()),
             Ok(Committed::Conflict(key)) => Err(HandlerError::transient(format!(
                 "state {key} changed since it was read"

@@ -298,7 +298,7 @@ mod tests {
             expires_at: None,
         };
         store
-            .commit(&Commit {
+            .commit(Commit {
                 identity: "e".into(),
                 writes: vec![write],
                 outbox: Vec::new(),

@@ -42,8 +42,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How long a pull may wait for messages: Pub/Sub answers well before
 /// (empty when there is nothing), the emulator after about 90 s.
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long an acknowledge or modifyAckDeadline call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an acknowledge or modifyAckDeadline call may take. Leases are
+/// kept by their own task, so a settlement that hangs this long delays no
+/// renewal.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a settlement is sent before it is left to the ack
 /// deadline (a message not acked comes back; the worker's deterministic
 /// reply IDs keep its answer once).
@@ -126,8 +128,18 @@ impl Api {
     }
 
     async fn modify_ack_deadline(&self, ids: &[String], seconds: u64) -> Result<(), String> {
+        self.modify_ack_deadline_within(ids, seconds, CALL_TIMEOUT)
+            .await
+    }
+
+    async fn modify_ack_deadline_within(
+        &self,
+        ids: &[String],
+        seconds: u64,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let body = serde_json::json!({ "ackIds": ids, "ackDeadlineSeconds": seconds });
-        self.call("modifyAckDeadline", body, CALL_TIMEOUT)
+        self.call("modifyAckDeadline", body, timeout)
             .await
             .map(drop)
     }
@@ -287,11 +299,18 @@ impl RestStream {
         let keeper = Keeper {
             api: api.clone(),
             shared: shared.clone(),
-            extension: settings.max_lease_extension,
-            max_lease: settings.max_lease,
             queue: VecDeque::new(),
         };
-        tokio::spawn(keeper.run(settled, stop.clone(), done_tx));
+        let renewer = Renewer {
+            api: api.clone(),
+            shared: shared.clone(),
+            extension: settings.max_lease_extension,
+            max_lease: settings.max_lease,
+        };
+        // The leases are kept until the keeper is done: through the drain.
+        let kept = CancellationToken::new();
+        tokio::spawn(renewer.run(kept.clone()));
+        tokio::spawn(keeper.run(settled, stop.clone(), done_tx, kept.drop_guard()));
         Self {
             api,
             shared,
@@ -404,31 +423,27 @@ impl RestStream {
     }
 }
 
-/// The task that extends leases and sends settlements.
+/// The task that sends settlements.
 struct Keeper {
     api: Arc<Api>,
     shared: Arc<Shared>,
-    extension: Duration,
-    max_lease: Duration,
     /// Settlements not yet sent, in the order they were made, with the
     /// tries so far.
     queue: VecDeque<(Settlement, u8)>,
 }
 
 impl Keeper {
+    /// Sends settlements until stopped and drained; `leases` stops the
+    /// renewer when this returns.
     async fn run(
         mut self,
         mut settled: mpsc::UnboundedReceiver<Settlement>,
         stop: CancellationToken,
         done: watch::Sender<bool>,
+        leases: tokio_util::sync::DropGuard,
     ) {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut renew = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.extension / 2,
-            self.extension / 2,
-        );
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -447,11 +462,7 @@ impl Keeper {
                         self.queue.push_back((settlement, 0));
                     }
                 }
-                _ = flush.tick() => {
-                    self.extend(true).await;
-                    self.send().await;
-                }
-                _ = renew.tick() => self.extend(false).await,
+                _ = flush.tick() => self.send().await,
             }
             if stopping && self.shared.held().leases.is_empty() {
                 while let Ok(settlement) = settled.try_recv() {
@@ -465,38 +476,9 @@ impl Keeper {
                         tokio::time::sleep(FLUSH_EVERY).await;
                     }
                 }
+                drop(leases);
                 let _ = done.send(true);
                 return;
-            }
-        }
-    }
-
-    /// Extends the leases: only the new ones (their deadline is still the
-    /// subscription's), or all those held for less than `max_lease`.
-    async fn extend(&mut self, only_new: bool) {
-        let ids: Vec<String> = {
-            let mut held = self.shared.held();
-            held.leases
-                .iter_mut()
-                .filter(|(_, lease)| match only_new {
-                    true => lease.new,
-                    false => lease.since.elapsed() < self.max_lease,
-                })
-                .map(|(id, lease)| {
-                    lease.new = false;
-                    id.clone()
-                })
-                .collect()
-        };
-        for ids in ids.chunks(IDS_PER_CALL) {
-            if let Err(e) = self
-                .api
-                .modify_ack_deadline(ids, self.extension.as_secs())
-                .await
-            {
-                // The next renewal tries again; a lease that runs out
-                // meanwhile brings the message back, answered once still.
-                tracing::debug!(error = %e, leases = ids.len(), "leases not extended");
             }
         }
     }
@@ -536,5 +518,202 @@ impl Keeper {
             }
         }
         self.queue = failed;
+    }
+}
+
+/// The task that keeps the leases: a new one's deadline is set at the next
+/// flush, and every lease is extended every half `max_lease_extension`
+/// until `max_lease`. Apart from the settlements, so that a settlement call
+/// that hangs delays no renewal.
+struct Renewer {
+    api: Arc<Api>,
+    shared: Arc<Shared>,
+    extension: Duration,
+    max_lease: Duration,
+}
+
+impl Renewer {
+    async fn run(self, stop: CancellationToken) {
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let half = self.extension / 2;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = flush.tick() => self.extend(true).await,
+                _ = renew.tick() => self.extend(false).await,
+            }
+        }
+    }
+
+    /// Extends the leases: only the new ones (their deadline is still the
+    /// subscription's), or all those held for less than `max_lease`. A
+    /// lease stays new until its extension is sent.
+    async fn extend(&self, only_new: bool) {
+        let ids: Vec<String> = {
+            let held = self.shared.held();
+            held.leases
+                .iter()
+                .filter(|(_, lease)| match only_new {
+                    true => lease.new,
+                    false => lease.since.elapsed() < self.max_lease,
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        // Each call within a renewal period, so that the next one is on time.
+        let timeout = (self.extension / 2).clamp(Duration::from_secs(1), CALL_TIMEOUT);
+        for ids in ids.chunks(IDS_PER_CALL) {
+            match self
+                .api
+                .modify_ack_deadline_within(ids, self.extension.as_secs(), timeout)
+                .await
+            {
+                Ok(()) => {
+                    let mut held = self.shared.held();
+                    for id in ids {
+                        if let Some(lease) = held.leases.get_mut(id) {
+                            lease.new = false;
+                        }
+                    }
+                }
+                // The next flush or renewal tries again; a lease that runs
+                // out meanwhile brings the message back, answered once still.
+                Err(e) => tracing::debug!(error = %e, leases = ids.len(), "leases not extended"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::health::Status;
+    use crate::ops::metrics::Metrics;
+    use google_cloud_auth::credentials::anonymous;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// What the fake Pub/Sub saw: each modifyAckDeadline's ack IDs.
+    type Seen = Arc<Mutex<Vec<Vec<String>>>>;
+
+    /// A fake Pub/Sub over HTTP/1.1: the first pull brings messages `a` and
+    /// `b`, later pulls hang; acknowledge hangs; modifyAckDeadline answers
+    /// at once and is recorded.
+    async fn fake_pubsub() -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen: Seen = Arc::default();
+        let pulled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let seen = recorded.clone();
+                let pulled = pulled.clone();
+                tokio::spawn(async move {
+                    let mut socket = BufReader::new(socket);
+                    loop {
+                        let mut line = String::new();
+                        if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                        let mut length = 0;
+                        loop {
+                            let mut header = String::new();
+                            socket.read_line(&mut header).await.unwrap();
+                            if header.trim().is_empty() {
+                                break;
+                            }
+                            if let Some((name, value)) = header.split_once(':')
+                                && name.eq_ignore_ascii_case("content-length")
+                            {
+                                length = value.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        socket.read_exact(&mut body).await.unwrap();
+                        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let answer = if path.ends_with(":pull") {
+                            if pulled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_secs(600)).await;
+                            }
+                            let message = |id: &str| {
+                                serde_json::json!({
+                                    "ackId": id,
+                                    "message": {"data": "e30=", "messageId": id, "publishTime": "2026-12-04T00:00:00Z"},
+                                })
+                            };
+                            serde_json::json!({"receivedMessages": [message("a"), message("b")]})
+                        } else if path.ends_with(":acknowledge") {
+                            tokio::time::sleep(Duration::from_secs(600)).await;
+                            serde_json::json!({})
+                        } else {
+                            let ids = body["ackIds"].as_array().unwrap();
+                            let ids = ids.iter().map(|id| id.as_str().unwrap().to_owned());
+                            seen.lock().unwrap().push(ids.collect());
+                            serde_json::json!({})
+                        };
+                        let answer = answer.to_string();
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        socket
+                            .get_mut()
+                            .write_all(response.as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        (format!("http://{address}"), seen)
+    }
+
+    /// A settlement call that hangs (a proxy holding the request, say)
+    /// delays no lease renewal: the message still held keeps its lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_acknowledge_delays_no_lease_renewal() {
+        let (endpoint, seen) = fake_pubsub().await;
+        let env = [(
+            "CHATWORKER_PUBSUB__SUBSCRIPTION",
+            "projects/ppp/subscriptions/sss",
+        )];
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let mut settings = crate::config::Settings::load_from(None, env).unwrap();
+        // Shorter than the settings allow, to see renewals within seconds.
+        settings.pubsub.max_lease_extension = Duration::from_secs(2);
+        let api = Api::new(
+            reqwest::Client::new(),
+            &endpoint,
+            "projects/ppp/subscriptions/sss",
+            anonymous::Builder::new().build(),
+        );
+        let metrics = Arc::new(Metrics::default());
+        let status = Arc::new(Status::new(Duration::from_secs(60)));
+        let mut stream = RestStream::start(
+            api,
+            &settings.pubsub,
+            Arc::new(Health::new(metrics, status)),
+        );
+        let first = stream.next().await.expect("a");
+        let _held = stream.next().await.expect("b");
+        // Its acknowledge hangs; b is held and must keep being renewed.
+        first.ack();
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let renewals = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|ids| ids.iter().any(|id| id == "b"))
+            .count();
+        assert!(
+            renewals >= 3,
+            "b's lease set once and renewed every second: {renewals} calls"
+        );
     }
 }

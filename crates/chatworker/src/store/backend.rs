@@ -125,7 +125,7 @@ pub struct StateRow {
     pub name: String,
     /// Its JSON.
     pub value: String,
-    /// Its version (1 when first written).
+    /// Its version: from one counter for the whole store, never reused.
     pub version: i64,
     /// When it expires, in milliseconds since the epoch.
     pub expires_at: Option<i64>,
@@ -147,11 +147,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         key: &'a Key,
         now: i64,
     ) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>>;
-    fn commit<'a>(
-        &'a self,
-        commit: &'a Commit,
-        now: i64,
-    ) -> BoxFuture<'a, Result<Committed, StoreError>>;
+    fn commit(&self, commit: Commit, now: i64) -> BoxFuture<'_, Result<Committed, StoreError>>;
     fn sent<'a>(&'a self, identity: &'a str, seq: i64) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Records these events as answered: finished, their outbox gone.
     fn finish<'a>(&'a self, identities: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>>;
@@ -166,12 +162,33 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn dump(&self, limit: usize, now: i64) -> BoxFuture<'_, Result<Vec<StateRow>, StoreError>>;
 }
 
-/// The schema's versions, in order: the SQL that takes a store from the
-/// previous version to this one. The same steps for SQLite and Postgres
-/// (the types used mean the same in both).
-pub(crate) const MIGRATIONS: &[&str] = &[
+/// One step of the schema: the SQL that takes a store from the previous
+/// version to this one, for each database (the types used mean the same in
+/// both; only what one of them lacks differs).
+pub(crate) struct Migration {
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// The schema's versions, in order.
+pub(crate) const MIGRATIONS: &[Migration] = &[
     // 1: state, inbox, outbox.
-    "CREATE TABLE chatworker_state (
+    Migration {
+        sqlite: V1,
+        postgres: V1,
+    },
+    // 2: versions from one counter for the whole store, so that a value
+    // removed (or swept) and written again never takes a version an old
+    // read still holds.
+    Migration {
+        sqlite: "CREATE TABLE chatworker_versions (last BIGINT NOT NULL);
+            INSERT INTO chatworker_versions SELECT COALESCE(MAX(version), 0) FROM chatworker_state;",
+        postgres: "CREATE SEQUENCE chatworker_versions;
+            SELECT setval('chatworker_versions', (SELECT COALESCE(MAX(version), 0) FROM chatworker_state) + 1, false);",
+    },
+];
+
+const V1: &str = "CREATE TABLE chatworker_state (
         scope TEXT NOT NULL,
         owner TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -194,8 +211,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         entry TEXT NOT NULL,
         sent BOOLEAN NOT NULL DEFAULT FALSE,
         PRIMARY KEY (identity, seq)
-    );",
-];
+    );";
 
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {

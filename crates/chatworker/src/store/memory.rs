@@ -18,6 +18,8 @@ struct Data {
     inbox: HashMap<String, Inbox>,
     /// The inbox's identities, oldest first.
     order: VecDeque<String>,
+    /// The last version given: one counter for every value.
+    versions: i64,
 }
 
 /// The most events the in-memory inbox keeps (the oldest go first): it is
@@ -86,11 +88,7 @@ impl Backend for Memory {
         Box::pin(std::future::ready(Ok(read)))
     }
 
-    fn commit<'a>(
-        &'a self,
-        commit: &'a Commit,
-        now: i64,
-    ) -> BoxFuture<'a, Result<Committed, StoreError>> {
+    fn commit(&self, commit: Commit, now: i64) -> BoxFuture<'_, Result<Committed, StoreError>> {
         let mut data = self.data();
         let result = 'commit: {
             if data.inbox.contains_key(&commit.identity) {
@@ -106,7 +104,8 @@ impl Backend for Memory {
             for write in &commit.writes {
                 match &write.json {
                     Some(json) => {
-                        let version = write.expected.unwrap_or(0) + 1;
+                        data.versions += 1;
+                        let version = data.versions;
                         data.state.insert(
                             write.key.clone(),
                             Value {
@@ -122,6 +121,7 @@ impl Backend for Memory {
                 }
             }
             data.order.push_back(commit.identity.clone());
+            let finished = commit.outbox.is_empty();
             // Only answered events go: one still sending keeps its row.
             while data.order.len() > MEMORY_INBOX {
                 let Some(oldest) = data.order.front() else {
@@ -135,11 +135,11 @@ impl Backend for Memory {
                 }
             }
             data.inbox.insert(
-                commit.identity.clone(),
+                commit.identity,
                 Inbox {
                     committed_at: now,
-                    finished: commit.outbox.is_empty(),
-                    outbox: commit.outbox.iter().map(|e| (e.clone(), false)).collect(),
+                    finished,
+                    outbox: commit.outbox.into_iter().map(|e| (e, false)).collect(),
                 },
             );
             Committed::Done

@@ -146,7 +146,7 @@ impl Store {
         self.backend.read(key, now_ms()).await
     }
 
-    pub(crate) async fn commit(&self, commit: &Commit) -> Result<Committed, StoreError> {
+    pub(crate) async fn commit(&self, commit: Commit) -> Result<Committed, StoreError> {
         self.backend.commit(commit, now_ms()).await
     }
 

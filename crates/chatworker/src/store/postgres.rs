@@ -9,11 +9,19 @@ use super::backend::{
 };
 use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 /// Connections kept.
 const CONNECTIONS: usize = 8;
+/// How long connecting may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call (a statement, a transaction) may take: past it the
+/// store counts as unavailable and the connection is dropped. Housekeeping
+/// on a large store takes longer, and has its own.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The advisory lock that keeps two pods from migrating at once.
 const MIGRATION_LOCK: i64 = 0x6368_6174_776b;
 
@@ -44,10 +52,13 @@ impl Postgres {
     /// Connects and brings the schema up to date.
     pub(super) async fn open(url: &str) -> Result<Self, StoreError> {
         let shown = crate::config::redacted(url);
-        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url {
             url: shown.clone(),
             problem: format!("{e}"),
         })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let store = Self {
             config,
             url: shown,
@@ -78,8 +89,18 @@ impl Postgres {
     /// Runs `f` on one of the connections, (re)connecting it first if
     /// needed. A failed call drops its connection, so the next one starts
     /// afresh.
-    async fn with<T>(
+    pub(super) async fn with<T>(
         &self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.within(CALL_TIMEOUT, f).await
+    }
+
+    /// [`Postgres::with`], allowed `limit`: a server that stopped answering
+    /// (a network gone quiet, a lock held) is unavailable, not a hang.
+    async fn within<T>(
+        &self,
+        limit: Duration,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
         let i = self.next.fetch_add(1, Relaxed) % self.connections.len();
@@ -87,7 +108,16 @@ impl Postgres {
         if slot.as_ref().is_none_or(Client::is_closed) {
             *slot = Some(self.connect().await?);
         }
-        let result = f(slot.as_mut().expect("connected")).await;
+        let Ok(result) = tokio::time::timeout(limit, f(slot.as_mut().expect("connected"))).await
+        else {
+            // Its statement may still run: the connection goes with it.
+            *slot = None;
+            return Err(unavailable(format!(
+                "no answer within {}s from {}",
+                limit.as_secs(),
+                self.url
+            )));
+        };
         result.map_err(|e| {
             if e.as_db_error().is_none() {
                 *slot = None;
@@ -118,7 +148,7 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         return Err(StoreError::TooNew { found, known });
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        tx.batch_execute(step).await.map_err(described)?;
+        tx.batch_execute(step.postgres).await.map_err(described)?;
         tx.execute("DELETE FROM chatworker_schema", &[])
             .await
             .map_err(described)?;
@@ -185,18 +215,16 @@ impl Backend for Postgres {
         }))
     }
 
-    fn commit<'a>(
-        &'a self,
-        commit: &'a Commit,
-        now: i64,
-    ) -> BoxFuture<'a, Result<Committed, StoreError>> {
+    fn commit(&self, commit: Commit, now: i64) -> BoxFuture<'_, Result<Committed, StoreError>> {
         if commit.writes.is_empty() {
-            return Box::pin(self.with(async move |c: &mut Client| {
-                // No state: the inbox row and the outbox in one statement.
-                let seqs: Vec<i64> = (0..commit.outbox.len() as i64).collect();
-                let row = c
-                    .query_one(
-                        "WITH inbox AS (
+            return Box::pin(async move {
+                let commit = &commit;
+                self.with(async move |c: &mut Client| {
+                    // No state: the inbox row and the outbox in one statement.
+                    let seqs: Vec<i64> = (0..commit.outbox.len() as i64).collect();
+                    let row = c
+                        .query_one(
+                            "WITH inbox AS (
                             INSERT INTO chatworker_inbox (identity, committed_at, finished)
                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING identity
                          ), outbox AS (
@@ -206,22 +234,26 @@ impl Backend for Postgres {
                             RETURNING 1
                          )
                          SELECT (SELECT count(*) FROM inbox), (SELECT count(*) FROM outbox)",
-                        &[
-                            &commit.identity,
-                            &now,
-                            &commit.outbox.is_empty(),
-                            &seqs,
-                            &commit.outbox,
-                        ],
-                    )
-                    .await?;
-                Ok(match row.get::<_, i64>(0) {
-                    0 => Committed::Duplicate,
-                    _ => Committed::Done,
+                            &[
+                                &commit.identity,
+                                &now,
+                                &commit.outbox.is_empty(),
+                                &seqs,
+                                &commit.outbox,
+                            ],
+                        )
+                        .await?;
+                    Ok(match row.get::<_, i64>(0) {
+                        0 => Committed::Duplicate,
+                        _ => Committed::Done,
+                    })
                 })
-            }));
+                .await
+            });
         }
-        Box::pin(self.with(async move |c: &mut Client| {
+        Box::pin(async move {
+            let commit = &commit;
+            self.with(async move |c: &mut Client| {
                 let tx = c.transaction().await?;
                 let inserted = tx
                     .execute(
@@ -238,7 +270,7 @@ impl Backend for Postgres {
                     let changed = match (&write.json, write.expected) {
                         (Some(json), Some(version)) => {
                             tx.execute(
-                                "UPDATE chatworker_state SET value = $4, version = version + 1, expires_at = $5, updated_at = $6
+                                "UPDATE chatworker_state SET value = $4, version = nextval('chatworker_versions'), expires_at = $5, updated_at = $6
                                  WHERE scope = $1 AND owner = $2 AND name = $3 AND version = $7",
                                 &[&k.scope, &k.owner, &k.name, json, &write.expires_at, &now, &version],
                             )
@@ -247,7 +279,7 @@ impl Backend for Postgres {
                         (Some(json), None) => {
                             tx.execute(
                                 "INSERT INTO chatworker_state (scope, owner, name, value, version, expires_at, updated_at)
-                                 VALUES ($1, $2, $3, $4, 1, $5, $6) ON CONFLICT DO NOTHING",
+                                 VALUES ($1, $2, $3, $4, nextval('chatworker_versions'), $5, $6) ON CONFLICT DO NOTHING",
                                 &[&k.scope, &k.owner, &k.name, json, &write.expires_at, &now],
                             )
                             .await?
@@ -284,7 +316,9 @@ impl Backend for Postgres {
                 }
                 tx.commit().await?;
                 Ok(Committed::Done)
-        }))
+            })
+            .await
+        })
     }
 
     fn sent<'a>(&'a self, identity: &'a str, seq: i64) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -320,29 +354,38 @@ impl Backend for Postgres {
         now: i64,
     ) -> BoxFuture<'_, Result<Swept, StoreError>> {
         let max_inbox = max_inbox.min(i64::MAX as u64) as i64;
-        Box::pin(self.with(async move |c: &mut Client| {
-                let tx = c.transaction().await?;
-                let old = "SELECT identity FROM chatworker_inbox WHERE committed_at < $1
-                           UNION SELECT identity FROM (SELECT identity FROM chatworker_inbox WHERE finished ORDER BY committed_at DESC OFFSET $2) excess";
-                tx.execute(
-                    &format!("DELETE FROM chatworker_outbox WHERE identity IN ({old})"),
+        Box::pin(self.within(SWEEP_TIMEOUT, async move |c: &mut Client| {
+            // One statement: the outbox rows removed are exactly those of
+            // the inbox rows removed.
+            let inbox: i64 = c
+                .query_one(
+                    "WITH old AS (
+                        SELECT identity FROM chatworker_inbox WHERE committed_at < $1
+                        UNION SELECT identity FROM (
+                            SELECT identity FROM chatworker_inbox WHERE finished
+                            ORDER BY committed_at DESC OFFSET $2
+                        ) excess
+                     ), gone AS (
+                        DELETE FROM chatworker_inbox WHERE identity IN (SELECT identity FROM old)
+                        RETURNING identity
+                     ), outbox AS (
+                        DELETE FROM chatworker_outbox WHERE identity IN (SELECT identity FROM gone)
+                     )
+                     SELECT count(*) FROM gone",
                     &[&before, &max_inbox],
                 )
+                .await?
+                .get(0);
+            let state = c
+                .execute(
+                    "DELETE FROM chatworker_state WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                    &[&now],
+                )
                 .await?;
-                let inbox = tx
-                    .execute(
-                        &format!("DELETE FROM chatworker_inbox WHERE identity IN ({old})"),
-                        &[&before, &max_inbox],
-                    )
-                    .await?;
-                let state = tx
-                    .execute(
-                        "DELETE FROM chatworker_state WHERE expires_at IS NOT NULL AND expires_at <= $1",
-                        &[&now],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(Swept { inbox, state })
+            Ok(Swept {
+                inbox: inbox as u64,
+                state,
+            })
         }))
     }
 

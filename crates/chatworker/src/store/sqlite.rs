@@ -1,6 +1,8 @@
 //! `sqlite://PATH`: the embedded store (one file, WAL), for `chatworker
-//! dev`, the examples and single-pod deployments. SQLite's calls block, so
-//! each runs on tokio's blocking pool, one at a time on one connection.
+//! dev`, the examples and single-pod deployments. One connection, one call
+//! at a time. The event's calls take microseconds and run where their
+//! caller runs; housekeeping, which can take longer, runs on tokio's
+//! blocking pool.
 
 use super::backend::{
     Admission, Backend, Commit, Committed, Entry, Key, MIGRATIONS, StateRow, StoreError, Swept,
@@ -60,6 +62,23 @@ impl Sqlite {
         };
         Box::pin(std::future::ready(result))
     }
+
+    /// Runs `f` on the connection on tokio's blocking pool: for calls that
+    /// may take long, so that they hold no runtime thread.
+    fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let connection = self.connection.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut connection).map_err(unavailable)
+            })
+            .await
+            .map_err(unavailable)?
+        })
+    }
 }
 
 /// Applies the migrations the file lacks, in one transaction.
@@ -81,7 +100,7 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         return Err(StoreError::TooNew { found, known });
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        tx.execute_batch(step).map_err(unavailable)?;
+        tx.execute_batch(step.sqlite).map_err(unavailable)?;
         tx.execute("DELETE FROM chatworker_schema", [])
             .map_err(unavailable)?;
         tx.execute(
@@ -92,6 +111,13 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version = i + 1, "store schema migrated (SQLite)");
     }
     tx.commit().map_err(unavailable)
+}
+
+/// The store's next version (the writer holds the file: no one else takes
+/// it meanwhile).
+fn next_version(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+    tx.prepare_cached("UPDATE chatworker_versions SET last = last + 1 RETURNING last")?
+        .query_row([], |r| r.get(0))
 }
 
 impl Backend for Sqlite {
@@ -144,12 +170,7 @@ impl Backend for Sqlite {
         })
     }
 
-    fn commit<'a>(
-        &'a self,
-        commit: &'a Commit,
-        now: i64,
-    ) -> BoxFuture<'a, Result<Committed, StoreError>> {
-        let commit = commit.clone();
+    fn commit(&self, commit: Commit, now: i64) -> BoxFuture<'_, Result<Committed, StoreError>> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let inserted = tx
@@ -164,18 +185,22 @@ impl Backend for Sqlite {
             for write in &commit.writes {
                 let k = &write.key;
                 let changed = match (&write.json, write.expected) {
-                    (Some(json), Some(version)) => tx
-                        .prepare_cached(
-                            "UPDATE chatworker_state SET value = ?4, version = version + 1, expires_at = ?5, updated_at = ?6
+                    (Some(json), Some(version)) => {
+                        let next = next_version(&tx)?;
+                        tx.prepare_cached(
+                            "UPDATE chatworker_state SET value = ?4, version = ?8, expires_at = ?5, updated_at = ?6
                              WHERE scope = ?1 AND owner = ?2 AND name = ?3 AND version = ?7",
                         )?
-                        .execute(params![k.scope, k.owner, k.name, json, write.expires_at, now, version])?,
-                    (Some(json), None) => tx
-                        .prepare_cached(
+                        .execute(params![k.scope, k.owner, k.name, json, write.expires_at, now, version, next])?
+                    }
+                    (Some(json), None) => {
+                        let next = next_version(&tx)?;
+                        tx.prepare_cached(
                             "INSERT INTO chatworker_state (scope, owner, name, value, version, expires_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6) ON CONFLICT DO NOTHING",
+                             VALUES (?1, ?2, ?3, ?4, ?7, ?5, ?6) ON CONFLICT DO NOTHING",
                         )?
-                        .execute(params![k.scope, k.owner, k.name, json, write.expires_at, now])?,
+                        .execute(params![k.scope, k.owner, k.name, json, write.expires_at, now, next])?
+                    }
                     (None, Some(version)) => tx
                         .prepare_cached(
                             "DELETE FROM chatworker_state WHERE scope = ?1 AND owner = ?2 AND name = ?3 AND version = ?4",
@@ -244,7 +269,7 @@ impl Backend for Sqlite {
         max_inbox: u64,
         now: i64,
     ) -> BoxFuture<'_, Result<Swept, StoreError>> {
-        self.with(move |c| {
+        self.blocking(move |c| {
             let tx = c.transaction()?;
             tx.execute(
                 "DELETE FROM chatworker_outbox WHERE identity IN (

@@ -86,11 +86,7 @@ pub(crate) async fn fresh_postgres() -> String {
 async fn a_commit_is_admitted_sent_and_finished(store: Store) {
     assert_eq!(store.admit("e1").await.unwrap(), Admission::New);
     let done = store
-        .commit(&commit(
-            "e1",
-            vec![write("n", None, Some("1"))],
-            &["a", "b"],
-        ))
+        .commit(commit("e1", vec![write("n", None, Some("1"))], &["a", "b"]))
         .await
         .unwrap();
     assert_eq!(done, Committed::Done);
@@ -114,17 +110,17 @@ async fn a_commit_is_admitted_sent_and_finished(store: Store) {
     store.flush().await.unwrap();
     assert_eq!(store.admit("e1").await.unwrap(), Admission::Finished);
     let read = store.read(&key("n")).await.unwrap().unwrap();
-    assert_eq!((read.json.as_deref(), read.version), (Some("1"), 1));
+    assert_eq!(read.json.as_deref(), Some("1"));
     // A commit with nothing to send is finished at once.
-    store.commit(&commit("e2", vec![], &[])).await.unwrap();
+    store.commit(commit("e2", vec![], &[])).await.unwrap();
     assert_eq!(store.admit("e2").await.unwrap(), Admission::Finished);
 }
 
 async fn an_event_commits_once(store: Store) {
     let first = commit("e", vec![write("n", None, Some("1"))], &["a"]);
-    assert_eq!(store.commit(&first).await.unwrap(), Committed::Done);
+    assert_eq!(store.commit(first).await.unwrap(), Committed::Done);
     let again = commit("e", vec![write("n", Some(1), Some("2"))], &["b"]);
-    assert_eq!(store.commit(&again).await.unwrap(), Committed::Duplicate);
+    assert_eq!(store.commit(again).await.unwrap(), Committed::Duplicate);
     let read = store.read(&key("n")).await.unwrap().unwrap();
     assert_eq!(
         read.json.as_deref(),
@@ -135,14 +131,15 @@ async fn an_event_commits_once(store: Store) {
 
 async fn a_stale_version_conflicts_and_changes_nothing(store: Store) {
     store
-        .commit(&commit("a", vec![write("n", None, Some("1"))], &[]))
+        .commit(commit("a", vec![write("n", None, Some("1"))], &[]))
         .await
         .unwrap();
+    let first = store.read(&key("n")).await.unwrap().unwrap().version;
     // Written as if absent, and with an old version: both conflict, and
     // the other write in the same commit is not applied either.
-    for stale in [None, Some(7)] {
+    for stale in [None, Some(first + 1000)] {
         let result = store
-            .commit(&commit(
+            .commit(commit(
                 "b",
                 vec![write("m", None, Some("x")), write("n", stale, Some("2"))],
                 &["reply"],
@@ -153,14 +150,37 @@ async fn a_stale_version_conflicts_and_changes_nothing(store: Store) {
         assert_eq!(store.read(&key("m")).await.unwrap(), None);
         assert_eq!(store.admit("b").await.unwrap(), Admission::New);
     }
-    let current = commit("b", vec![write("n", Some(1), Some("2"))], &[]);
-    assert_eq!(store.commit(&current).await.unwrap(), Committed::Done);
+    let current = commit("b", vec![write("n", Some(first), Some("2"))], &[]);
+    assert_eq!(store.commit(current).await.unwrap(), Committed::Done);
     let read = store.read(&key("n")).await.unwrap().unwrap();
-    assert_eq!((read.json.as_deref(), read.version), (Some("2"), 2));
+    assert_eq!(read.json.as_deref(), Some("2"));
+    assert!(read.version > first, "{} after {first}", read.version);
     // Removing, at the version read.
-    let remove = commit("c", vec![write("n", Some(2), None)], &[]);
-    assert_eq!(store.commit(&remove).await.unwrap(), Committed::Done);
+    let remove = commit("c", vec![write("n", Some(read.version), None)], &[]);
+    assert_eq!(store.commit(remove).await.unwrap(), Committed::Done);
     assert_eq!(store.read(&key("n")).await.unwrap(), None);
+}
+
+/// A value removed and written again never takes a version an old read
+/// holds: a write at that old version conflicts (no ABA).
+async fn a_value_written_again_after_removal_has_a_new_version(store: Store) {
+    store
+        .commit(commit("a", vec![write("n", None, Some("1"))], &[]))
+        .await
+        .unwrap();
+    let old = store.read(&key("n")).await.unwrap().unwrap().version;
+    let remove = commit("b", vec![write("n", Some(old), None)], &[]);
+    assert_eq!(store.commit(remove).await.unwrap(), Committed::Done);
+    let again = commit("c", vec![write("n", None, Some("3"))], &[]);
+    assert_eq!(store.commit(again).await.unwrap(), Committed::Done);
+    let stale = commit("d", vec![write("n", Some(old), Some("2"))], &[]);
+    assert_eq!(
+        store.commit(stale).await.unwrap(),
+        Committed::Conflict(key("n")),
+        "written at a version read before the removal"
+    );
+    let read = store.read(&key("n")).await.unwrap().unwrap();
+    assert_eq!(read.json.as_deref(), Some("3"));
 }
 
 async fn concurrent_increments_are_all_kept(store: Store) {
@@ -184,7 +204,7 @@ async fn concurrent_increments_are_all_kept(store: Store) {
                         Some(&(n + 1).to_string()),
                     );
                     match store
-                        .commit(&commit(&format!("inc{i}"), vec![w], &[]))
+                        .commit(commit(&format!("inc{i}"), vec![w], &[]))
                         .await
                         .unwrap()
                     {
@@ -209,15 +229,11 @@ async fn expired_values_read_as_absent_and_are_swept(store: Store) {
     let mut alive = write("new", None, Some("2"));
     alive.expires_at = Some(now_ms() + 60_000);
     store
-        .commit(&commit("t", vec![expired, alive], &[]))
+        .commit(commit("t", vec![expired, alive], &[]))
         .await
         .unwrap();
     let old = store.read(&key("old")).await.unwrap().unwrap();
-    assert_eq!(
-        (old.json, old.version),
-        (None, 1),
-        "expired, its version kept"
-    );
+    assert_eq!(old.json, None, "expired, its version kept");
     let names: Vec<String> = store
         .dump(100)
         .await
@@ -227,14 +243,11 @@ async fn expired_values_read_as_absent_and_are_swept(store: Store) {
         .collect();
     assert_eq!(names, ["new"]);
     // Writing over an expired value is a compare-and-set on its version.
-    let over = commit("u", vec![write("old", Some(1), Some("3"))], &[]);
-    assert_eq!(store.commit(&over).await.unwrap(), Committed::Done);
+    let over = commit("u", vec![write("old", Some(old.version), Some("3"))], &[]);
+    assert_eq!(store.commit(over).await.unwrap(), Committed::Done);
     let mut expired = write("gone", None, Some("1"));
     expired.expires_at = Some(now_ms() - 1);
-    store
-        .commit(&commit("v", vec![expired], &[]))
-        .await
-        .unwrap();
+    store.commit(commit("v", vec![expired], &[])).await.unwrap();
     let swept = store.sweep(Duration::from_secs(3600), 1_000).await.unwrap();
     assert_eq!(swept.state, 1);
     assert_eq!(store.read(&key("gone")).await.unwrap(), None);
@@ -243,12 +256,12 @@ async fn expired_values_read_as_absent_and_are_swept(store: Store) {
 async fn housekeeping_bounds_the_inbox(store: Store) {
     // One still sending: the count never removes it.
     store
-        .commit(&commit("sending", vec![], &["x"]))
+        .commit(commit("sending", vec![], &["x"]))
         .await
         .unwrap();
     for i in 0..5 {
         store
-            .commit(&commit(&format!("e{i}"), vec![], &["x"]))
+            .commit(commit(&format!("e{i}"), vec![], &["x"]))
             .await
             .unwrap();
         store.finish(&format!("e{i}")).await.unwrap();
@@ -306,6 +319,7 @@ suite!(
     a_commit_is_admitted_sent_and_finished,
     an_event_commits_once,
     a_stale_version_conflicts_and_changes_nothing,
+    a_value_written_again_after_removal_has_a_new_version,
     concurrent_increments_are_all_kept,
     expired_values_read_as_absent_and_are_swept,
     housekeeping_bounds_the_inbox,
@@ -318,7 +332,7 @@ async fn sqlite_migrates_once_and_refuses_a_newer_schema() {
     let url = format!("sqlite://{}", path.display());
     let store = Store::open(&url).await.unwrap();
     store
-        .commit(&commit("kept", vec![write("n", None, Some("1"))], &[]))
+        .commit(commit("kept", vec![write("n", None, Some("1"))], &[]))
         .await
         .unwrap();
     drop(store);
@@ -356,7 +370,7 @@ async fn an_unknown_url_is_a_clear_error() {
 async fn an_undecodable_value_fails_or_resets_as_the_app_chose() {
     let store = Store::memory();
     store
-        .commit(&commit("w", vec![write("n", None, Some("\"text\""))], &[]))
+        .commit(commit("w", vec![write("n", None, Some("\"text\""))], &[]))
         .await
         .unwrap();
     let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -379,7 +393,7 @@ async fn an_undecodable_value_fails_or_resets_as_the_app_chose() {
     assert_eq!(value.get(), None);
     value.set(7).unwrap();
     assert_eq!(
-        store.commit(&reset.commit()).await.unwrap(),
+        store.commit(reset.commit()).await.unwrap(),
         Committed::Done,
         "written over at the version read"
     );
@@ -396,7 +410,7 @@ async fn a_value_with_a_time_to_live_expires() {
     let mut seen = txn.load::<String>(key("seen")).await.unwrap();
     seen.set_for("yes".into(), Duration::from_millis(50))
         .unwrap();
-    store.commit(&txn.commit()).await.unwrap();
+    store.commit(txn.commit()).await.unwrap();
     let again = Arc::new(Txn::new(store.clone(), "u".into(), TxnOptions::default()));
     let value = again.load::<String>(key("seen")).await.unwrap();
     assert_eq!(value.get().map(String::as_str), Some("yes"));
@@ -412,7 +426,7 @@ async fn the_memory_inbox_keeps_the_newest_ten_thousand() {
     let store = Store::memory();
     for i in 0..10_001 {
         store
-            .commit(&commit(&format!("e{i}"), vec![], &[]))
+            .commit(commit(&format!("e{i}"), vec![], &[]))
             .await
             .unwrap();
     }

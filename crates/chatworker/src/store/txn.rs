@@ -202,9 +202,10 @@ impl Txn {
         inner.outbox.is_empty() && !inner.values.values().any(|s| s.written)
     }
 
-    /// What to commit.
+    /// What to commit; the outbox entries are taken (a transaction is
+    /// committed once).
     pub(crate) fn commit(&self) -> Commit {
-        let inner = self.inner();
+        let mut inner = self.inner();
         let writes = inner
             .values
             .iter()
@@ -219,7 +220,7 @@ impl Txn {
         Commit {
             identity: self.identity.clone(),
             writes,
-            outbox: inner.outbox.clone(),
+            outbox: std::mem::take(&mut inner.outbox),
         }
     }
 

@@ -15,6 +15,15 @@ pub(super) enum Op {
     Create(NewMessage),
     Update(MessageName, Content),
     Delete(MessageName),
+    /// Not a message: the handler failed for good after sending what
+    /// comes before. Met when sending, it makes the event's outcome that
+    /// failure (dead-lettered, when configured) on every delivery until
+    /// the event is settled, so that a redelivery does not ack it as
+    /// answered.
+    Failed {
+        reason: String,
+        detail: String,
+    },
 }
 
 impl Op {
@@ -33,6 +42,14 @@ impl Op {
     /// again by its ID.
     pub(super) fn marked_when_sent(&self) -> bool {
         !matches!(self, Self::Create(_))
+    }
+
+    /// A failure's reason as the metrics name it.
+    pub(super) fn reason(reason: &str) -> &'static str {
+        match reason {
+            "chat_permanent" => "chat_permanent",
+            _ => "handler_permanent",
+        }
     }
 }
 
@@ -59,8 +76,11 @@ impl OutboxOutlet {
     }
 
     fn push(&self, op: Op) -> Result<(), SendError> {
-        self.txn.push(op.to_json()?);
-        self.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+        let json = op.to_json()?;
+        // One lock for both lists, so that concurrent sends keep one order.
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        self.txn.push(json);
+        ops.push(op);
         Ok(())
     }
 }

@@ -286,14 +286,25 @@ pub(super) async fn process<A: Service>(
         metrics.dropped(r#type, reason);
     }
     in_flight.settled = true;
+    // A failure committed with its messages is finished once settled, so
+    // that its redeliveries meet it until then.
+    let failed = matches!(outcome, Outcome::Permanent(_));
     match (settlement, &shared.dead_letter) {
         (Settlement::DeadLetter, Some(topic)) => {
             let reason = reason.unwrap_or("unknown");
-            dead_letter(topic, &shared, delivery, r#type, reason, &detail).await;
+            if dead_letter(topic, &shared, delivery, r#type, reason, &detail).await
+                && failed
+                && let Some(identity) = &identity
+            {
+                finish(&shared, identity).await;
+            }
         }
         (Settlement::Ack, _) => {
             delivery.ack();
             metrics.acked(r#type);
+            if failed && let Some(identity) = &identity {
+                finish(&shared, identity).await;
+            }
         }
         // settle() dead-letters only when a topic is configured; were that
         // ever broken, nacking keeps the event rather than dropping it.
@@ -344,7 +355,7 @@ fn dead_letter_attributes(
 /// Publishes the original payload with attributes that say why, then acks.
 /// Should Pub/Sub refuse the attributes, the letter goes again without the
 /// error's detail (the log has it); if publishing still fails the delivery
-/// is nacked, so nothing is lost.
+/// is nacked, so nothing is lost. Whether the letter went.
 async fn dead_letter<A>(
     topic: &TopicPublisher,
     shared: &Shared<A>,
@@ -352,7 +363,7 @@ async fn dead_letter<A>(
     r#type: &'static str,
     reason: &'static str,
     detail: &str,
-) {
+) -> bool {
     let attributes = |detail| {
         dead_letter_attributes(
             &delivery.attributes,
@@ -375,11 +386,13 @@ async fn dead_letter<A>(
             delivery.ack();
             shared.metrics.dead_lettered(r#type);
             shared.metrics.acked(r#type);
+            true
         }
         Err(e) => {
             tracing::warn!(error = %e, "dead-letter publish failed; nacking");
             delivery.nack();
             shared.metrics.nacked(r#type);
+            false
         }
     }
 }
@@ -469,7 +482,7 @@ async fn handle<A: Service>(
             }
         }
         if let Some(done) = skipped {
-            match store.commit(&txn.commit()).await {
+            match store.commit(txn.commit()).await {
                 Err(e) => return unavailable(e),
                 Ok(Committed::Conflict(key)) if attempt < COMMIT_ATTEMPTS => {
                     tracing::debug!(key = %key, attempt, "a value changed since it was read: the handler runs again");
@@ -490,7 +503,7 @@ async fn handle<A: Service>(
             // Nothing to commit: a placeholder at most, sent already.
             return (Outcome::Delivered, String::new());
         }
-        match store.commit(&txn.commit()).await {
+        match store.commit(txn.commit()).await {
             Err(e) => return unavailable(e),
             Ok(Committed::Done) => break (outbox.take(), ctx),
             Ok(Committed::Duplicate) => {
@@ -540,15 +553,26 @@ async fn commit_outbox_only<A: Service>(
         (Outcome::Transient, e.to_string())
     };
     txn.drop_writes();
-    match shared.store.commit(&txn.commit()).await {
+    // The failure is committed after the messages: every delivery of the
+    // event meets it, until one is settled as the failure.
+    let reason = match &done.0 {
+        Outcome::Permanent(reason) => reason,
+        _ => "handler_permanent",
+    };
+    let failed = Op::Failed {
+        reason: (*reason).to_owned(),
+        detail: done.1.clone(),
+    };
+    match failed.to_json() {
+        Ok(json) => txn.push(json),
+        Err(_) => return done,
+    }
+    match shared.store.commit(txn.commit()).await {
         Err(e) => unavailable(e),
         Ok(_) => match shared.store.admit(identity).await {
             Err(e) => unavailable(e),
             Ok(Admission::Committed(entries)) => {
-                match deliver(shared, outlet, event, identity, read_back(entries)).await {
-                    (Outcome::Transient, detail) => (Outcome::Transient, detail),
-                    _ => done,
-                }
+                deliver(shared, outlet, event, identity, read_back(entries)).await
             }
             Ok(_) => done,
         },
@@ -674,6 +698,11 @@ async fn deliver<A: Service>(
             }
         };
         let sent = match &op {
+            // What comes before was sent: the event's outcome is the
+            // failure; it is finished once settled as one.
+            Op::Failed { reason, detail } => {
+                return (Outcome::Permanent(Op::reason(reason)), detail.clone());
+            }
             Op::Create(message) => outlet.create(message).await.map(drop),
             Op::Update(name, content) => outlet.update(name, content).await,
             Op::Delete(name) => outlet.delete(name).await,
