@@ -28,6 +28,12 @@ pub struct Args {
     pub paced_rate: f64,
     /// Paced scenario: how many events.
     pub paced_events: usize,
+    /// Fleet scenarios: how many events.
+    pub fleet_events: usize,
+    /// Fleet scenarios: CPU each event costs the handler, in milliseconds.
+    pub fleet_work_ms: u64,
+    /// Fleet scenarios: the heavy example bot's path.
+    pub heavy_cmd: Option<String>,
     /// Quota scenario: spaces the burst goes to.
     pub quota_spaces: usize,
     /// Quota scenario: events per space.
@@ -60,10 +66,16 @@ Options (--name VALUE or --name=VALUE):
                         proxied (the drain through the Pub/Sub gateway and a TLS-inspecting
                         proxy), rest (the drain pulled over REST), proxied-rest (through a
                         proxy without HTTP/2: REST by fallback), sqlite and postgres (the
-                        drain with the store there; drain's is memory:) [drain,backlog,paced,quota]
+                        drain with the store there; drain's is memory:), fleet-1, fleet-2
+                        and fleet-3 (the heavy example on that many replicas sharing a
+                        PostgreSQL store) [drain,backlog,paced,quota]
   --backlog-latency-ms N  backlog scenario: the simulator's answer time, in milliseconds [100]
   --paced-rate N        paced scenario: events per second [100]
   --paced-events N      paced scenario: how many events [2000]
+  --fleet-events N      fleet-1, fleet-2, fleet-3: how many events [1000]
+  --fleet-work-ms N     fleet scenarios: CPU per event in the handler [20]
+  --heavy-cmd PATH      fleet scenarios: the heavy example's binary
+                        [target/release/examples/heavy, next to the bench's]
   --quota-spaces N      quota scenario: spaces the burst goes to [3]
   --quota-events N      quota scenario: events per space [90]
   --quota-per-minute N  quota scenario: the per-space write quota, per minute [60]
@@ -92,6 +104,9 @@ impl Default for Args {
             backlog_latency_ms: 100,
             paced_rate: 100.0,
             paced_events: 2_000,
+            fleet_events: 1_000,
+            fleet_work_ms: 20,
+            heavy_cmd: None,
             quota_spaces: 3,
             quota_events: 90,
             quota_per_minute: 60,
@@ -155,6 +170,9 @@ impl Args {
             "backlog-latency-ms" => self.backlog_latency_ms = number(name, value)?,
             "paced-rate" => self.paced_rate = number(name, value)?,
             "paced-events" => self.paced_events = number(name, value)?,
+            "fleet-events" => self.fleet_events = number(name, value)?,
+            "fleet-work-ms" => self.fleet_work_ms = number(name, value)?,
+            "heavy-cmd" => self.heavy_cmd = Some(value.to_owned()),
             "quota-spaces" => self.quota_spaces = number(name, value)?,
             "quota-events" => self.quota_events = number(name, value)?,
             "quota-per-minute" => self.quota_per_minute = number(name, value)?,

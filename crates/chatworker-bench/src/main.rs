@@ -652,6 +652,99 @@ impl Bench {
         Ok(outcome)
     }
 
+    /// A fleet of `replicas` workers (the heavy example, each pinned to one
+    /// core, as a pod with a CPU limit of one) on one PostgreSQL store,
+    /// each event costing the handler `--fleet-work-ms` of CPU: the
+    /// throughput and the CPU per event as replicas are added.
+    async fn fleet(&self, replicas: usize) -> Result<Outcome> {
+        let name = format!("fleet-{replicas}");
+        let (n, k) = (self.args.fleet_events, self.args.spaces.max(1));
+        let dir = self.scenario_dir(&name)?;
+        let heavy = match &self.args.heavy_cmd {
+            Some(command) => PathBuf::from(command),
+            None => std::env::current_exe()?
+                .parent()
+                .map(|dir| dir.join("examples/heavy"))
+                .unwrap_or_default(),
+        };
+        if !heavy.exists() {
+            bail!(
+                "{} is missing: build it with `cargo build --release -p chatworker --example heavy`",
+                heavy.display()
+            );
+        }
+        let sim = simulator(ControlPatch::default()).await;
+        let topic = Topic::fresh_on(&self.emulator, &name).await;
+        let postgres = chatworker_testkit::postgres::Postgres::start();
+        let url = postgres.url();
+        let work = self.args.fleet_work_ms.to_string();
+        let env = [
+            ("CHATWORKER_STORE__URL", url.as_str()),
+            ("HEAVY_WORK_MS", work.as_str()),
+        ];
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut workers = Vec::new();
+        for i in 0..replicas {
+            let replica = dir.join(format!("replica-{i}"));
+            std::fs::create_dir_all(&replica)?;
+            let command = format!("taskset -c {} {}", i % cores, heavy.display());
+            workers.push(
+                Worker::spawn(&self.args, &command, &topic, &sim, &replica, (0, 0), &env).await?,
+            );
+        }
+        let before: Vec<Counters> = workers.iter().map(Worker::counters).collect();
+        let events: Vec<Value> = (0..n).map(|i| event(i % k, i)).collect();
+        eprintln!("{name}: publishing {n} events over {k} spaces to {replicas} replicas");
+        let started = Instant::now();
+        let started_at = SystemTime::now();
+        // Small batches a little apart: the emulator hands a batch to one
+        // stream, and these reach every replica.
+        let mut sent = HashMap::new();
+        for chunk in events.chunks(5) {
+            let published = topic.publish_timed(chunk, 5).await;
+            for (e, at) in chunk.iter().zip(published) {
+                sent.insert(
+                    e["thread"]["name"].as_str().unwrap_or_default().to_owned(),
+                    at,
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let answered = await_answers(&sim, &mut workers[0], n as u64, self.args.timeout).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut usage = Usage {
+            cpu: 0.0,
+            preempted: 0,
+            peak_rss_mb: 0.0,
+            metrics: None,
+        };
+        for (worker, before) in workers.into_iter().zip(before) {
+            let one = worker.finish(before).await?;
+            usage.cpu += one.cpu;
+            usage.preempted += one.preempted;
+            usage.peak_rss_mb = usage.peak_rss_mb.max(one.peak_rss_mb);
+        }
+        let mut outcome = self.outcome(&name, n, k);
+        outcome.worker = format!(
+            "heavy ({} ms), {replicas} replicas",
+            self.args.fleet_work_ms
+        );
+        outcome.measured(answered, seconds, &usage);
+        let replies = replies(&sim).await?;
+        outcome.latency_ms = quantiles(latencies_ms(&replies, &sent));
+        let last = replies
+            .iter()
+            .filter_map(|(_, _, created)| created.duration_since(started_at).ok())
+            .max();
+        if let Some(last) = last {
+            outcome.seconds = last.as_secs_f64();
+            outcome.events_per_second = answered as f64 / outcome.seconds;
+        }
+        outcome.statuses = statuses(&sim).await?;
+        topic.remove().await;
+        Ok(outcome)
+    }
+
     /// Events published at a steady rate while the worker runs: the latency
     /// an event sees when nothing queues ahead of it.
     async fn paced(&self) -> Result<Outcome> {
@@ -935,9 +1028,12 @@ async fn main() -> Result<()> {
                 "backlog" => bench.backlog().await,
                 "paced" => bench.paced().await,
                 "quota" => bench.quota().await,
+                "fleet-1" => bench.fleet(1).await,
+                "fleet-2" => bench.fleet(2).await,
+                "fleet-3" => bench.fleet(3).await,
                 other => {
                     bail!(
-                        "unknown scenario {other:?} (drain, backlog, paced, quota, proxied, rest, proxied-rest, sqlite, postgres)"
+                        "unknown scenario {other:?} (drain, backlog, paced, quota, proxied, rest, proxied-rest, sqlite, postgres, fleet-1, fleet-2, fleet-3)"
                     )
                 }
             };

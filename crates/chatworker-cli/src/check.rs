@@ -91,10 +91,22 @@ async fn store(settings: &Settings) -> Result<String, String> {
             "memory: (the app's state and the inbox are lost on restart; set store.url to keep them)"
                 .into(),
         ),
-        Ok(store) => Ok(format!(
-            "{} reachable, schema at version {SCHEMA_VERSION}",
-            store.kind()
-        )),
+        Ok(store) => match store.census().await {
+            Ok(Some(census)) => Ok(format!(
+                "{} reachable, schema at version {SCHEMA_VERSION}; a fleet store: {} replicas hold {} threads now, {} events waiting",
+                store.kind(),
+                census.replicas,
+                census.lanes,
+                census.waiting
+            )),
+            Ok(None) => Ok(format!(
+                "{} reachable, schema at version {SCHEMA_VERSION}",
+                store.kind()
+            )),
+            Err(e) => Err(format!(
+                "{e}; fix: check store.url, that the database is reachable from here, and its credentials"
+            )),
+        },
         Err(e) => Err(format!(
             "{e}; fix: check store.url, that the database is reachable from here, and its credentials"
         )),

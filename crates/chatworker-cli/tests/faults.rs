@@ -660,14 +660,17 @@ async fn rest_through_a_proxy() -> Report {
 ///     restart; on PostgreSQL the server is also stopped for 8 s while the
 ///     rest is handled. Afterwards: one ticket per command, numbered 1..60
 ///     with no gap and no repeat, each announced by exactly one card.
-async fn stateful_tickets(backend: &'static str) -> Report {
+async fn stateful_tickets(backend: &'static str, replicas: usize) -> Report {
     const N: usize = 60;
-    let mut report = Report::new(match backend {
-        "sqlite" => "tickets on SQLite: duplicates, SIGKILL, restart",
-        _ => "tickets on PostgreSQL: duplicates, SIGKILL, restart, the store away 8 s",
+    let mut report = Report::new(match (backend, replicas) {
+        ("sqlite", _) => "tickets on SQLite: duplicates, SIGKILL, restart",
+        (_, 1) => "tickets on PostgreSQL: duplicates, SIGKILL, restart, the store away 8 s",
+        _ => "fleet: tickets on 3 replicas: duplicates, SIGKILL, restart, the store away 8 s",
     });
     let sim = Sim::start().await;
-    sim.set_latency(150).await;
+    // Slower with three replicas (they work in parallel), so that the kill
+    // still lands in the burst.
+    sim.set_latency(if replicas > 1 { 600 } else { 150 }).await;
     let topic = Topic::fresh("faults-tickets").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let postgres = (backend == "postgres").then(chatworker_testkit::postgres::Postgres::start);
@@ -709,6 +712,11 @@ async fn stateful_tickets(backend: &'static str) -> Report {
             .collect::<Vec<Value>>()
     };
     let mut worker = Worker::start_example("tickets", &sim, &topic.subscription, &env).await;
+    // The other replicas of a fleet (they live through the kill).
+    let mut others = Vec::new();
+    for _ in 1..replicas {
+        others.push(Worker::start_example("tickets", &sim, &topic.subscription, &env).await);
+    }
     let started = Instant::now();
     let mut duplicated = 0;
     for (i, event) in events.iter().enumerate() {
@@ -716,6 +724,10 @@ async fn stateful_tickets(backend: &'static str) -> Report {
         if i % 4 == 0 {
             topic.publish_json(event).await;
             duplicated += 1;
+        }
+        if replicas > 1 {
+            // One at a time, so that they spread over the replicas.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     // A random point of the burst: between 10 and 40 tickets announced.
@@ -752,6 +764,9 @@ async fn stateful_tickets(backend: &'static str) -> Report {
     tokio::time::sleep(SETTLE).await;
     report.took = started.elapsed();
     report.stop(&mut worker).await;
+    for other in &mut others {
+        report.stop(other).await;
+    }
     // One reply per command's thread; the cards, numbered 1..N once each,
     // announce every command once.
     let replies = sim.app_messages().await;
@@ -814,12 +829,322 @@ async fn stateful_tickets(backend: &'static str) -> Report {
     report
 }
 
+// ------------------------------------------------------------------- fleet
+
+/// Three replicas of `chatworker run` on one subscription and one
+/// PostgreSQL store (`env` added).
+async fn fleet(sim: &Sim, topic: &Topic, url: &str, env: &[(&str, &str)]) -> Vec<Worker> {
+    let mut all = vec![("CHATWORKER_STORE__URL", url)];
+    all.extend_from_slice(env);
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(Worker::start(chatworker(), sim, &topic.subscription, &all).await);
+    }
+    workers
+}
+
+/// Publishes `events` one at a time, `every` apart: the emulator hands a
+/// batch to one stream, and single messages spread over the replicas.
+async fn trickle(topic: &Topic, events: &[Value], every: Duration) {
+    for event in events {
+        topic.publish_json(event).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The events each replica acked, for the notes.
+fn shares(workers: &[Worker], counter: &str) -> String {
+    workers
+        .iter()
+        .map(|w| w.counter(counter).to_string())
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// 13. Three replicas, one store: the events of each thread published close
+///     together, so that they reach different replicas, are answered in
+///     the order they were published.
+async fn fleet_order() -> Report {
+    const THREADS: usize = 30;
+    const STEPS: usize = 4;
+    let mut report = Report::new("fleet: 3 replicas, threads' events interleaved");
+    let sim = Sim::start().await;
+    sim.set_latency(150).await;
+    let topic = Topic::fresh("faults-fleet-order").await;
+    let postgres = chatworker_testkit::postgres::Postgres::start();
+    let mut threads = Vec::new();
+    let mut events = Vec::new();
+    for t in 0..THREADS {
+        let space = format!("spaces/FLEETORDER{:02}", t % 10);
+        let first = sim.seed(&space, &format!("ord {t} step 0"), None).await;
+        let thread = first["thread"]["name"].as_str().expect("thread").to_owned();
+        events.push(message_event(&first));
+        for step in 1..STEPS {
+            let next = sim
+                .seed(&space, &format!("ord {t} step {step}"), Some(&thread))
+                .await;
+            events.push(message_event(&next));
+        }
+        threads.push(thread);
+    }
+    let mut workers = fleet(&sim, &topic, &postgres.url(), &[]).await;
+    let started = Instant::now();
+    // A thread's four events 20 ms apart: on three replicas, with Chat
+    // taking 150 ms, they would overlap.
+    trickle(&topic, &events, Duration::from_millis(20)).await;
+    let per_thread = || async {
+        let mut steps: HashMap<String, Vec<usize>> = HashMap::new();
+        for record in sim.app_messages().await {
+            let Some(thread) = record["message"]["thread"]["name"].as_str() else {
+                continue;
+            };
+            let text = record["message"].to_string();
+            let step = text
+                .split("step ")
+                .nth(1)
+                .and_then(|rest| rest.chars().next())
+                .and_then(|c| c.to_digit(10));
+            if let Some(step) = step {
+                steps
+                    .entry(thread.to_owned())
+                    .or_default()
+                    .push(step as usize);
+            }
+        }
+        steps
+    };
+    let all = eventually(DEADLINE, || async {
+        let steps = per_thread().await;
+        (steps.values().map(Vec::len).sum::<usize>() >= THREADS * STEPS).then_some(())
+    })
+    .await;
+    report.check(
+        all.is_some(),
+        "not every event was answered before the deadline",
+    );
+    tokio::time::sleep(SETTLE).await;
+    report.took = started.elapsed();
+    for worker in &mut workers {
+        report.stop(worker).await;
+    }
+    let steps = per_thread().await;
+    let in_order: Vec<usize> = (0..STEPS).collect();
+    let mut out_of_order = 0;
+    report.events = THREADS * STEPS;
+    for thread in &threads {
+        let seen = steps.get(thread).cloned().unwrap_or_default();
+        let mut unique = seen.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        report.answered += unique.len();
+        report.lost += STEPS - unique.len();
+        report.duplicates += seen.len() - unique.len();
+        if seen != in_order {
+            out_of_order += 1;
+        }
+    }
+    report.check(
+        out_of_order == 0,
+        format!("{out_of_order} of {THREADS} threads got their replies out of order"),
+    );
+    report.check(
+        report.lost == 0 && report.duplicates == 0,
+        format!("{} lost and {} duplicated", report.lost, report.duplicates),
+    );
+    let pulled: Vec<u64> = workers.iter().map(|w| w.counter("events_acked")).collect();
+    report.check(
+        pulled.iter().filter(|&&n| n > 0).count() >= 2,
+        format!("the events did not spread over the replicas: {pulled:?}"),
+    );
+    report.note(format!(
+        "acked per replica: {}; threads claimed per replica: {}; {} threads in order",
+        shares(&workers, "events_acked"),
+        shares(&workers, "fleet_claims"),
+        THREADS - out_of_order
+    ));
+    report
+}
+
+/// 14. Three replicas, one hot space, the simulator enforcing Chat's 60
+///     writes a minute: the fleet shares one quota, meets no 429 and uses
+///     at least 95% of it.
+async fn fleet_quota() -> Report {
+    const N: usize = 80;
+    let per_minute: u32 = 60;
+    let mut report = Report::new("fleet: 3 replicas, one hot space at 60/min");
+    let sim = Sim::start().await;
+    sim.control(json!({"spaceWritesPerMinute": per_minute, "projectWritesPerMinute": 3000}))
+        .await;
+    let topic = Topic::fresh("faults-fleet-quota").await;
+    let postgres = chatworker_testkit::postgres::Postgres::start();
+    let events = Events::seed(&sim, "fqu", N, 1).await;
+    let quota = per_minute.to_string();
+    let mut workers = fleet(
+        &sim,
+        &topic,
+        &postgres.url(),
+        &[
+            ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", quota.as_str()),
+            ("CHATWORKER_CHAT__PROJECT_WRITES_PER_MINUTE", "3000"),
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    trickle(&topic, &events.events, Duration::from_millis(40)).await;
+    events.settle(&sim, &mut report).await;
+    report.took = started.elapsed();
+    for worker in &mut workers {
+        report.stop(worker).await;
+    }
+    let writes: Vec<f64> = sim
+        .calls()
+        .await
+        .iter()
+        .filter(|c| {
+            c["method"] == "POST" && c["path"].as_str().is_some_and(|p| p.starts_with("/v1/"))
+        })
+        .map(|c| c["startedMs"].as_f64().expect("start"))
+        .collect();
+    let too_many = statuses(&sim).await.get(&429).copied().unwrap_or(0);
+    report.check(too_many == 0, format!("{too_many} answers were 429"));
+    let span_min = (writes[writes.len() - 1] - writes[0]) / 60_000.0;
+    let rate = (writes.len() - 1) as f64 / span_min;
+    let share = rate / f64::from(per_minute);
+    let peak = writes
+        .iter()
+        .map(|&t| {
+            writes
+                .iter()
+                .filter(|&&u| u >= t && u < t + 60_000.0)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    report.check(
+        share >= 0.95,
+        format!("{rate:.1} writes/min is below 95% of the {per_minute}/min quota"),
+    );
+    report.check(
+        peak <= per_minute as usize,
+        format!("{peak} writes within 60 s, over the {per_minute}/min quota"),
+    );
+    let pulled: Vec<u64> = workers.iter().map(|w| w.counter("events_acked")).collect();
+    report.check(
+        pulled.iter().filter(|&&n| n > 0).count() >= 2,
+        format!("the events did not spread over the replicas: {pulled:?}"),
+    );
+    report.note(format!(
+        "{rate:.1} writes/min ({:.0}%), peak {peak} in 60 s, 0 answers 429; acked per replica {}; shared-quota waits {}",
+        share * 100.0,
+        shares(&workers, "events_acked"),
+        shares(&workers, "shared_quota_waits"),
+    ));
+    report
+}
+
+/// 15. Three replicas; one is SIGKILLed mid-run. Its threads go on on the
+///     others within seconds: nothing lost, nothing doubled.
+async fn fleet_kill() -> Report {
+    let mut report = Report::new("fleet: 3 replicas, one SIGKILLed mid-run");
+    let sim = Sim::start().await;
+    sim.set_latency(300).await;
+    let topic = Topic::fresh("faults-fleet-kill").await;
+    let postgres = chatworker_testkit::postgres::Postgres::start();
+    let events = Events::seed(&sim, "fki", 240, 24).await;
+    let mut workers = fleet(
+        &sim,
+        &topic,
+        &postgres.url(),
+        &[
+            ("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"),
+            ("CHATWORKER_WORKER__CONCURRENCY", "8"),
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    for chunk in events.events.chunks(5) {
+        topic.publish_many(chunk).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    events.until_answered(&sim, 60).await;
+    let mut victim = workers.remove(0);
+    victim.kill().await;
+    let killed_at = events.answered(&sim).await;
+    let kill_time = Instant::now();
+    report.check(
+        killed_at < events.len(),
+        "every event was answered before the kill",
+    );
+    events.settle(&sim, &mut report).await;
+    report.took = started.elapsed();
+    for worker in &mut workers {
+        report.stop(worker).await;
+    }
+    report.note(format!(
+        "killed with {killed_at} answered; the rest {:.1} s after; survivors claimed {} threads",
+        kill_time.elapsed().saturating_sub(SETTLE).as_secs_f64(),
+        shares(&workers, "fleet_claims"),
+    ));
+    report
+}
+
+/// 16. Three replicas; PostgreSQL stops for 8 s mid-run and starts again:
+///     work stops, then resumes, nothing lost or doubled.
+async fn fleet_store_restart() -> Report {
+    let mut report = Report::new("fleet: 3 replicas, PostgreSQL restarted mid-run");
+    let sim = Sim::start().await;
+    sim.set_latency(200).await;
+    let topic = Topic::fresh("faults-fleet-pg").await;
+    let postgres = chatworker_testkit::postgres::Postgres::start();
+    let events = Events::seed(&sim, "fpg", 200, 20).await;
+    // Two lanes each: the run lasts long enough for the stop to land in it.
+    let mut workers = fleet(
+        &sim,
+        &topic,
+        &postgres.url(),
+        &[("CHATWORKER_WORKER__CONCURRENCY", "2")],
+    )
+    .await;
+    let started = Instant::now();
+    for chunk in events.events.chunks(5) {
+        topic.publish_many(chunk).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    events.until_answered(&sim, 50).await;
+    postgres.stop();
+    let stopped_at = events.answered(&sim).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = events.answered(&sim).await;
+    postgres.start_again();
+    report.check(
+        stopped_at < events.len(),
+        "every event was answered before the store stopped",
+    );
+    events.settle(&sim, &mut report).await;
+    report.took = started.elapsed();
+    for worker in &mut workers {
+        report.stop(worker).await;
+    }
+    report.note(format!(
+        "{stopped_at} answered when the store stopped, {during} when it came back"
+    ));
+    report
+}
+
 // ------------------------------------------------------------------- driver
 
 type Scenario = fn() -> futures::future::BoxFuture<'static, Report>;
 
 /// Scenarios whose time is mostly the emulator handing messages back.
-const WAITING: &[&str] = &["sigterm", "sigkill", "tickets-sqlite", "tickets-postgres"];
+const WAITING: &[&str] = &[
+    "fleet-quota",
+    "sigterm",
+    "sigkill",
+    "tickets-sqlite",
+    "tickets-postgres",
+    "fleet-kill",
+    "fleet-tickets",
+];
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
@@ -833,10 +1158,17 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("quota", || Box::pin(quota_burst())),
         ("hot", || Box::pin(hot_space())),
         ("rest", || Box::pin(rest_through_a_proxy())),
-        ("tickets-sqlite", || Box::pin(stateful_tickets("sqlite"))),
+        ("tickets-sqlite", || Box::pin(stateful_tickets("sqlite", 1))),
         ("tickets-postgres", || {
-            Box::pin(stateful_tickets("postgres"))
+            Box::pin(stateful_tickets("postgres", 1))
         }),
+        ("fleet-tickets", || {
+            Box::pin(stateful_tickets("postgres", 3))
+        }),
+        ("fleet-order", || Box::pin(fleet_order())),
+        ("fleet-quota", || Box::pin(fleet_quota())),
+        ("fleet-kill", || Box::pin(fleet_kill())),
+        ("fleet-store", || Box::pin(fleet_store_restart())),
     ]
 }
 

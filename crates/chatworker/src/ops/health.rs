@@ -31,6 +31,8 @@ pub(crate) struct Status {
     stopping: AtomicBool,
     /// The streaming pull's link, when one reports: `Err(why)` while down.
     link: std::sync::OnceLock<LinkCheck>,
+    /// Why the store (a fleet's) is unavailable, while it is.
+    store: std::sync::Mutex<Option<String>>,
 }
 
 /// Whether the streaming pull's link is up; `Err(why)` when not.
@@ -54,6 +56,7 @@ impl Status {
             subscription: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             link: std::sync::OnceLock::new(),
+            store: std::sync::Mutex::new(None),
         }
     }
 
@@ -97,6 +100,14 @@ impl Status {
     /// Pub/Sub answers again.
     pub(crate) fn outage_ended(&self) {
         self.outage_ms.store(0, Relaxed);
+    }
+
+    /// The store answered (`None`) or failed (`Some(why)`).
+    pub(crate) fn store(&self, unavailable: Option<String>) {
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if *store != unavailable {
+            *store = unavailable;
+        }
     }
 
     /// The worker stopped taking events.
@@ -151,6 +162,11 @@ impl Status {
         if let Some(down) = self.outage() {
             return Err(format!("Pub/Sub unreachable for {down:?}"));
         }
+        if let Some(why) = &*self.store.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(format!(
+                "the store is unavailable (work waits until it is back): {why}"
+            ));
+        }
         Ok("ready".into())
     }
 }
@@ -158,6 +174,24 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_ready_while_the_store_is_away() {
+        let s = Status::new(Duration::from_secs(60));
+        s.beat();
+        s.credentials(true);
+        s.subscription_reachable();
+        assert!(s.readiness().is_ok());
+        s.store(Some("PostgreSQL: connection refused".into()));
+        let why = s.readiness().expect_err("the store is away");
+        assert!(
+            why.contains("store") && why.contains("connection refused"),
+            "{why}"
+        );
+        assert!(s.liveness().is_ok(), "alive while it waits");
+        s.store(None);
+        assert!(s.readiness().is_ok());
+    }
 
     #[test]
     fn ready_once_credentials_and_subscription_are_good() {

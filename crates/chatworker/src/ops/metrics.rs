@@ -67,6 +67,13 @@ pub struct Metrics {
     quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     in_flight: Gauge,
     stream_reconnects: Counter,
+    fleet_claims: Counter,
+    fleet_held_elsewhere: Counter,
+    fleet_lanes: Gauge,
+    fleet_waits: Counter,
+    fleet_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    shared_quota_waits: Counter,
+    shared_quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// The drop label sets used so far (the registry cannot be read back),
     /// for the snapshot to sum.
     drops_seen: Mutex<BTreeSet<DropLabels>>,
@@ -120,6 +127,17 @@ pub struct Snapshot {
     pub last_attempts_taken: u64,
     /// Times the connection to Pub/Sub broke (each incident once).
     pub stream_reconnects: u64,
+    /// Fleet: lanes (threads) this replica claimed in the shared store.
+    pub fleet_claims: u64,
+    /// Fleet: events whose thread another replica held when they arrived
+    /// (they waited for its outcome).
+    pub fleet_held_elsewhere: u64,
+    /// Fleet: deliveries settled by an outcome recorded in the store.
+    pub fleet_waits: u64,
+    /// Fleet: writes that waited for a slot of the fleet's shared quota.
+    pub shared_quota_waits: u64,
+    /// Fleet: total time writes waited for the shared quota, in seconds.
+    pub shared_quota_wait_seconds: f64,
     /// Events acked without a reply, by reason.
     pub events_dropped: BTreeMap<String, u64>,
 }
@@ -157,6 +175,13 @@ impl Default for Metrics {
         let last_attempts_taken = Counter::default();
         let quota_wait_seconds = Counter::default();
         let in_flight = Gauge::default();
+        let fleet_claims = Counter::default();
+        let fleet_held_elsewhere = Counter::default();
+        let fleet_lanes = Gauge::default();
+        let fleet_waits = Counter::default();
+        let fleet_wait_seconds = Counter::default();
+        let shared_quota_waits = Counter::default();
+        let shared_quota_wait_seconds = Counter::default();
         let stream_reconnects = Counter::default();
         let r = &mut registry;
         r.register(
@@ -214,6 +239,43 @@ impl Default for Metrics {
             "quota_waits",
             "Writes that waited for a quota slot",
             quota_waits.clone(),
+        );
+        r.register(
+            "fleet_claims",
+            "Fleet: threads this replica claimed in the shared store",
+            fleet_claims.clone(),
+        );
+        r.register(
+            "fleet_held_elsewhere",
+            "Fleet: events whose thread another replica held when they arrived",
+            fleet_held_elsewhere.clone(),
+        );
+        r.register(
+            "fleet_lanes",
+            "Fleet: threads this replica holds now",
+            fleet_lanes.clone(),
+        );
+        r.register(
+            "fleet_waits",
+            "Fleet: deliveries settled by an outcome recorded in the store",
+            fleet_waits.clone(),
+        );
+        r.register_with_unit(
+            "fleet_wait",
+            "Fleet: time deliveries waited for their event's outcome",
+            prometheus_client::registry::Unit::Seconds,
+            fleet_wait_seconds.clone(),
+        );
+        r.register(
+            "shared_quota_waits",
+            "Fleet: writes that waited for a slot of the shared write quota",
+            shared_quota_waits.clone(),
+        );
+        r.register_with_unit(
+            "shared_quota_wait",
+            "Fleet: time writes waited for the shared write quota",
+            prometheus_client::registry::Unit::Seconds,
+            shared_quota_wait_seconds.clone(),
         );
         r.register(
             "lane_waits",
@@ -302,6 +364,13 @@ impl Default for Metrics {
             quota_wait_seconds,
             in_flight,
             stream_reconnects,
+            fleet_claims,
+            fleet_held_elsewhere,
+            fleet_lanes,
+            fleet_waits,
+            fleet_wait_seconds,
+            shared_quota_waits,
+            shared_quota_wait_seconds,
             drops_seen: Mutex::default(),
         }
     }
@@ -357,6 +426,24 @@ impl Metrics {
     pub(crate) fn quota_waited(&self, waited: Duration) {
         self.quota_waits.inc();
         self.quota_wait_seconds.inc_by(waited.as_secs_f64());
+    }
+    pub(crate) fn fleet_claimed(&self) {
+        self.fleet_claims.inc();
+    }
+    pub(crate) fn fleet_held_elsewhere(&self) {
+        self.fleet_held_elsewhere.inc();
+    }
+    pub(crate) fn fleet_lanes_held(&self, lanes: usize) {
+        self.fleet_lanes
+            .set(i64::try_from(lanes).unwrap_or(i64::MAX));
+    }
+    pub(crate) fn fleet_waited(&self, waited: Duration) {
+        self.fleet_waits.inc();
+        self.fleet_wait_seconds.inc_by(waited.as_secs_f64());
+    }
+    pub(crate) fn shared_quota_waited(&self, waited: Duration) {
+        self.shared_quota_waits.inc();
+        self.shared_quota_wait_seconds.inc_by(waited.as_secs_f64());
     }
     pub(crate) fn lane_waited(&self) {
         self.lane_waits.inc();
@@ -435,6 +522,11 @@ impl Metrics {
             events_returned: self.returned.get(),
             last_attempts_taken: self.last_attempts_taken.get(),
             stream_reconnects: self.stream_reconnects.get(),
+            fleet_claims: self.fleet_claims.get(),
+            fleet_held_elsewhere: self.fleet_held_elsewhere.get(),
+            fleet_waits: self.fleet_waits.get(),
+            shared_quota_waits: self.shared_quota_waits.get(),
+            shared_quota_wait_seconds: self.shared_quota_wait_seconds.get(),
             events_dropped,
         }
     }

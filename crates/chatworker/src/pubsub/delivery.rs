@@ -20,6 +20,8 @@ pub(crate) struct Delivery {
     pub data: Bytes,
     /// The message's attributes.
     pub attributes: HashMap<String, String>,
+    /// The publisher's ordering key; empty when it set none.
+    pub ordering_key: String,
     /// When the worker received it, for the handling latency metric.
     pub received: Instant,
     settle: Settle,
@@ -71,6 +73,7 @@ impl Delivery {
                 .and_then(|t| SystemTime::try_from(t).ok()),
             data: message.data,
             attributes: message.attributes,
+            ordering_key: message.ordering_key,
             received: Instant::now(),
             settle,
         }

@@ -43,6 +43,13 @@ impl Sender {
         }
     }
 
+    /// The same sender, pacing its writes with the fleet's shared quota
+    /// (the store's buckets) rather than this process's alone.
+    pub(crate) fn sharing_quota(mut self, fleet: Arc<dyn crate::store::Fleet>) -> Self {
+        self.quota = self.quota.shared(fleet);
+        self
+    }
+
     /// Creates `message`, waiting for a quota slot before each attempt and
     /// retrying transient failures until `turn`'s deadline. The error is the
     /// last attempt's.

@@ -1,11 +1,14 @@
 //! Client-side pacing of message writes, so that the worker stays inside
 //! Chat's quotas (per space, shared by every app in it, and per project)
-//! instead of collecting 429s. GCRA limiters from `governor`; knows nothing
-//! of Pub/Sub or of what is written.
+//! instead of collecting 429s. GCRA limiters from `governor` in one
+//! process; in a fleet, the same GCRA kept in the store's buckets, so that
+//! every replica takes its slots from one quota. Knows nothing of Pub/Sub
+//! or of what is written.
 
 use super::turn::Turn;
 use crate::names::SpaceName;
 use crate::ops::metrics::Metrics;
+use crate::store::{Bucket, Fleet};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -21,6 +24,12 @@ pub(crate) struct WriteQuota {
     project: Option<DefaultDirectRateLimiter>,
     acquired: AtomicU64,
     metrics: Arc<Metrics>,
+    /// The fleet's shared buckets, when there is a fleet.
+    fleet: Option<Arc<dyn Fleet>>,
+    per_space: u32,
+    per_project: u32,
+    /// A failed reservation was reported (the local limiters stand in).
+    fleet_failed: std::sync::atomic::AtomicBool,
 }
 
 impl WriteQuota {
@@ -32,6 +41,69 @@ impl WriteQuota {
             project: quota(per_project).map(RateLimiter::direct),
             acquired: AtomicU64::new(0),
             metrics,
+            fleet: None,
+            per_space,
+            per_project,
+            fleet_failed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The same quotas, kept in the fleet's store.
+    pub(crate) fn shared(mut self, fleet: Arc<dyn Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The buckets a write into `space` takes a slot from.
+    fn buckets(&self, space: &SpaceName) -> Vec<Bucket> {
+        // 1% under the quota: the replicas' clocks and calls jitter by
+        // milliseconds, and 60 slots one period apart must never fit in a
+        // server's sliding minute.
+        let bucket = |name: String, per_minute: u32| Bucket {
+            name,
+            period: Duration::from_secs(60).mul_f64(1.01) / per_minute,
+            burst: (per_minute / 60).max(1),
+        };
+        let mut buckets = Vec::with_capacity(2);
+        if self.per_space > 0 {
+            buckets.push(bucket(format!("space/{space}"), self.per_space));
+        }
+        if self.per_project > 0 {
+            buckets.push(bucket("project".into(), self.per_project));
+        }
+        buckets
+    }
+
+    /// Takes a slot from the fleet's buckets and waits for its time; `None`
+    /// when the store cannot be asked (the local limiters stand in).
+    async fn acquire_shared(
+        &self,
+        fleet: &Arc<dyn Fleet>,
+        space: &SpaceName,
+        turn: &dyn Turn,
+    ) -> Option<Duration> {
+        let buckets = self.buckets(space);
+        if buckets.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let started = Instant::now();
+        match fleet.reserve(&buckets).await {
+            Ok(wait) => {
+                self.fleet_failed.store(false, Relaxed);
+                if !wait.is_zero() {
+                    turn.release();
+                    tokio::time::sleep(wait).await;
+                    turn.reacquire().await;
+                    self.metrics.shared_quota_waited(started.elapsed());
+                }
+                Some(started.elapsed())
+            }
+            Err(e) => {
+                if !self.fleet_failed.swap(true, Relaxed) {
+                    tracing::warn!(error = %e, "the fleet's shared write quota cannot be reached; this replica paces its writes alone meanwhile");
+                }
+                None
+            }
         }
     }
 
@@ -39,6 +111,11 @@ impl WriteQuota {
     /// the slot. While it waits, `turn` gives up its lane. Returns how long
     /// it waited.
     pub(crate) async fn acquire(&self, space: &SpaceName, turn: &dyn Turn) -> Duration {
+        if let Some(fleet) = &self.fleet
+            && let Some(waited) = self.acquire_shared(fleet, space, turn).await
+        {
+            return waited;
+        }
         let started = Instant::now();
         let mut waited = false;
         if let Some(limiter) = &self.space {

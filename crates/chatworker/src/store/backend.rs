@@ -186,7 +186,43 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: "CREATE SEQUENCE chatworker_versions;
             SELECT setval('chatworker_versions', (SELECT COALESCE(MAX(version), 0) FROM chatworker_state) + 1, false);",
     },
+    // 3: what a fleet of replicas shares: the queue of events in arrival
+    // order, the claims on threads, the write quota's buckets. A SQLite
+    // store serves one process and has none.
+    Migration {
+        sqlite: "SELECT 1;",
+        postgres: FLEET_TABLES,
+    },
 ];
+
+/// The fleet's tables (`store::fleet`).
+const FLEET_TABLES: &str = "
+    CREATE SEQUENCE chatworker_arrivals;
+    CREATE TABLE chatworker_queue (
+        identity TEXT PRIMARY KEY,
+        lane TEXT NOT NULL,
+        seq BIGINT NOT NULL DEFAULT nextval('chatworker_arrivals'),
+        event BYTEA NOT NULL,
+        published_at BIGINT,
+        arrived_at BIGINT NOT NULL,
+        attempts INT NOT NULL DEFAULT 0,
+        not_before BIGINT NOT NULL DEFAULT 0,
+        outcome TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        handled_at BIGINT
+    );
+    CREATE INDEX chatworker_queue_pending ON chatworker_queue (lane, seq) WHERE outcome IS NULL;
+    CREATE INDEX chatworker_queue_handled ON chatworker_queue (handled_at) WHERE outcome IS NOT NULL;
+    CREATE TABLE chatworker_claims (
+        lane TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX chatworker_claims_holder ON chatworker_claims (holder);
+    CREATE TABLE chatworker_buckets (
+        bucket TEXT PRIMARY KEY,
+        tat BIGINT NOT NULL
+    );";
 
 const V1: &str = "CREATE TABLE chatworker_state (
         scope TEXT NOT NULL,

@@ -21,6 +21,7 @@
 //! handler (nothing was committed) or sends what is still unsent.
 
 mod backend;
+mod fleet;
 mod memory;
 mod postgres;
 mod sqlite;
@@ -35,6 +36,8 @@ pub(crate) use backend::{
     Admission, Backend, Commit, Committed, Entry, Key, Swept, Versioned, now_ms,
 };
 pub use backend::{StateRow, StoreError};
+pub use fleet::Census;
+pub(crate) use fleet::{Bucket, Fleet, Handled, Queued};
 pub use txn::{BadState, Scope, StateError, Stored};
 pub(crate) use txn::{Txn, TxnOptions};
 
@@ -49,6 +52,8 @@ pub const SCHEMA_VERSION: i64 = backend::MIGRATIONS.len() as i64;
 pub struct Store {
     backend: Arc<dyn Backend>,
     kind: &'static str,
+    /// What replicas share, when the store can be shared (PostgreSQL).
+    fleet: Option<Arc<dyn Fleet>>,
     /// Events answered and not yet recorded as finished.
     finishing: Arc<std::sync::Mutex<Vec<String>>>,
     /// A task records them every 50 ms (else each is recorded at once).
@@ -75,6 +80,7 @@ impl Store {
             url: shown.clone(),
             problem,
         };
+        let mut fleet: Option<Arc<dyn Fleet>> = None;
         let (backend, kind): (Arc<dyn Backend>, _) = match url.split_once(':') {
             Some(("memory", _)) => (Arc::new(memory::Memory::default()), "memory"),
             Some(("sqlite", rest)) => {
@@ -85,7 +91,9 @@ impl Store {
                 (Arc::new(sqlite::Sqlite::open(path).await?), "sqlite")
             }
             Some(("postgres" | "postgresql", _)) => {
-                (Arc::new(postgres::Postgres::open(url).await?), "postgres")
+                let postgres = Arc::new(postgres::Postgres::open(url).await?);
+                fleet = Some(postgres.clone());
+                (postgres, "postgres")
             }
             _ => {
                 return Err(bad(
@@ -93,7 +101,9 @@ impl Store {
                 ));
             }
         };
-        Ok(Self::with_backend(backend, kind))
+        let mut store = Self::with_backend(backend, kind);
+        store.fleet = fleet;
+        Ok(store)
     }
 
     fn with_backend(backend: Arc<dyn Backend>, kind: &'static str) -> Self {
@@ -123,6 +133,7 @@ impl Store {
         Self {
             backend,
             kind,
+            fleet: None,
             finishing,
             flushed_in_background: runtime.is_some(),
         }
@@ -136,6 +147,21 @@ impl Store {
     /// `memory`, `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// What replicas share: the queue, the claims, the quota's buckets;
+    /// `None` for a store that serves one process.
+    pub(crate) fn fleet(&self) -> Option<&Arc<dyn Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// The fleet sharing this store now (claims and waiting events); `None`
+    /// for a store that serves one process.
+    pub async fn census(&self) -> Result<Option<Census>, StoreError> {
+        match &self.fleet {
+            Some(fleet) => fleet.census().await.map(Some),
+            None => Ok(None),
+        }
     }
 
     pub(crate) async fn admit(&self, identity: &str) -> Result<Admission, StoreError> {

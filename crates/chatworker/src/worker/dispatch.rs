@@ -44,6 +44,12 @@ impl Slot {
         }))
     }
 
+    /// A slot holding `permit`, one of `permits` (for work run outside the
+    /// dispatcher with the same bound: a fleet's lane drivers).
+    pub(crate) fn holding(permits: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
+        Self::new(permits, permit)
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
         self.0.held.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -10,6 +10,7 @@
 
 mod admit;
 mod dispatch;
+mod fleet;
 mod order;
 mod outbox;
 mod process;
@@ -31,7 +32,7 @@ use futures::FutureExt;
 use process::{Held, InFlight, Shared};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Time kept back from the grace period for flushing acks and nacks to
@@ -169,10 +170,17 @@ pub async fn run_with_store<A: Service>(
         None => settings.pubsub.max_delivery_attempts,
     };
     let store_kind = store.kind();
+    // A store replicas can share makes them a fleet: one queue, claims on
+    // threads, one write quota.
+    let fleet_store = store.fleet().cloned();
+    let mut sender = Sender::new(chat, &settings.chat, metrics.clone());
+    if let Some(fleet) = &fleet_store {
+        sender = sender.sharing_quota(fleet.clone());
+    }
     let shared = Arc::new(Shared {
         app,
         store,
-        sender: Arc::new(Sender::new(chat, &settings.chat, metrics.clone())),
+        sender: Arc::new(sender),
         markup: settings.chat.markup_syntax,
         dead_letter,
         subscription: subscription.to_string(),
@@ -183,6 +191,17 @@ pub async fn run_with_store<A: Service>(
         // make; past it, the thread goes on without the failed event.
         order: order::Order::new(settings.pubsub.max_retry_delay * 2 + ORDER_HOLD_MARGIN),
         max_delivery_attempts,
+    });
+    let fleet = fleet_store.map(|store| {
+        let fleet = fleet::Fleet::new(
+            store,
+            settings.worker.concurrency,
+            shared.metrics.clone(),
+            status.clone(),
+            settings.pubsub.max_lease,
+        );
+        fleet.start(shared.clone());
+        fleet
     });
     let waits = shared.metrics.clone();
     let dispatcher =
@@ -251,7 +270,7 @@ pub async fn run_with_store<A: Service>(
             }),
             _ => decode(&delivery.data),
         };
-        if shared.dead_letter.is_none() {
+        if shared.dead_letter.is_none() && fleet.is_none() {
             // Only a dead letter would quote the payload again; without a
             // topic for them, the decoded event is the one copy kept.
             delivery.data = bytes::Bytes::new();
@@ -311,6 +330,26 @@ pub async fn run_with_store<A: Service>(
         let span = event_span(&decoded, &delivery, r#type);
         let shared = shared.clone();
         let lane = key.clone();
+        // In a fleet, an event with an identity goes into the shared queue;
+        // this replica's lane only keeps the order it arrived in.
+        let identity = decoded.as_ref().ok().map(|event| {
+            event
+                .identity()
+                .unwrap_or_else(|| format!("pubsub/{}", delivery.message_id))
+        });
+        if let (Some(fleet), Some(identity)) = (&fleet, identity) {
+            let fleet = fleet.clone();
+            drop(decoded);
+            dispatcher.submit(
+                key,
+                Box::new(move |slot| {
+                    fleet::arrive(shared, fleet, delivery, identity, lane, in_flight, slot)
+                        .instrument(span)
+                        .boxed()
+                }),
+            );
+            continue;
+        }
         dispatcher.submit(
             key,
             Box::new(move |slot| {
@@ -329,7 +368,15 @@ pub async fn run_with_store<A: Service>(
     let margin = FLUSH_MARGIN.min(grace / 4);
     let stop = source.stop_handle();
     let stopped = tokio::spawn(async move { stop.stop().await });
+    let started_draining = Instant::now();
     let abandoned = dispatcher.drain(grace - margin).await;
+    if let Some(fleet) = &fleet {
+        // The events admitted here wait for their outcomes, then this
+        // replica's claims are given up.
+        fleet
+            .stop((grace - margin).saturating_sub(started_draining.elapsed()))
+            .await;
+    }
     if abandoned > 0 {
         // Each was counted as nacked when its work was dropped (`InFlight`).
         tracing::warn!(
@@ -362,6 +409,11 @@ pub async fn run_with_store<A: Service>(
         events_returned = snapshot.events_returned,
         last_attempts_taken = snapshot.last_attempts_taken,
         stream_reconnects = snapshot.stream_reconnects,
+        fleet_claims = snapshot.fleet_claims,
+        fleet_held_elsewhere = snapshot.fleet_held_elsewhere,
+        fleet_waits = snapshot.fleet_waits,
+        shared_quota_waits = snapshot.shared_quota_waits,
+        shared_quota_wait_seconds = snapshot.shared_quota_wait_seconds,
         events_dropped = ?snapshot.events_dropped,
         "worker stopped"
     );
@@ -453,7 +505,12 @@ async fn check_credentials(
 
 /// Events of one thread share a lane; events outside threads share their
 /// space's; undecodable payloads get a lane of their own.
+/// The lane an event runs in: its Pub/Sub ordering key when the publisher
+/// set one, else its thread (or its space, for an event outside threads).
 fn lane_key(decoded: &Result<Event, DecodeError>, delivery: &Delivery) -> String {
+    if !delivery.ordering_key.is_empty() && decoded.is_ok() {
+        return format!("key/{}", delivery.ordering_key);
+    }
     match decoded {
         Ok(event) => match &event.thread {
             Some(thread) => thread.to_string(),

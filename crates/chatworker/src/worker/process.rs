@@ -196,11 +196,10 @@ pub(super) async fn process<A: Service>(
     shared: Arc<Shared<A>>,
     delivery: Delivery,
     decoded: Result<Event, DecodeError>,
-    mut in_flight: InFlight,
+    in_flight: InFlight,
     lane: String,
     slot: Slot,
 ) {
-    let r#type = in_flight.r#type;
     let identity = decoded.as_ref().ok().map(|event| {
         event
             .identity()
@@ -228,39 +227,18 @@ pub(super) async fn process<A: Service>(
             shared.metrics.deferred();
             (Outcome::Deferred, String::new())
         }
-        // A panic anywhere in the handler (or in sending its answer) is this
-        // event's outcome, not the end of its lane.
-        Ok(event) => match AssertUnwindSafe(handle(
-            &shared,
-            &delivery,
-            Arc::new(event),
-            identity.clone().unwrap_or_default(),
-            slot,
-        ))
-        .catch_unwind()
-        .await
-        {
-            Ok(handled) => handled,
-            Err(panic) => {
-                let message = panic_message(panic.as_ref());
-                let bounded = delivery.delivery_attempt().is_some();
-                tracing::error!(
-                    panic = message,
-                    redelivered = bounded,
-                    "the handler panicked; {}",
-                    if bounded {
-                        "nacked: the subscription's dead-letter policy bounds the attempts"
-                    } else {
-                        "set aside: without a dead-letter policy nothing would bound the attempts"
-                    }
-                );
-                shared.metrics.handler_panicked();
-                (
-                    Outcome::Panicked { bounded },
-                    format!("the handler panicked: {message}"),
-                )
-            }
-        },
+        Ok(event) => {
+            handle_caught(
+                &shared,
+                delivery.publish_time,
+                delivery.received,
+                Arc::new(event),
+                identity.clone().unwrap_or_default(),
+                slot,
+                delivery.delivery_attempt().is_some(),
+            )
+            .await
+        }
         Err(e) => {
             // The error text may quote the payload: details at debug only.
             tracing::warn!(reason = e.reason(), "undecodable Pub/Sub message");
@@ -268,18 +246,80 @@ pub(super) async fn process<A: Service>(
             (Outcome::Undecodable(e.reason()), e.to_string())
         }
     };
+    settle_delivery(
+        &shared, delivery, identity, &lane, outcome, detail, in_flight, true,
+    )
+    .await;
+}
+
+/// Runs the app on `event` as [`handle`] does, a panic anywhere in the
+/// handler (or in sending its answer) being this event's outcome, not the
+/// end of its lane. `bounded`: whether the subscription bounds the event's
+/// attempts (for the log).
+pub(super) async fn handle_caught<A: Service>(
+    shared: &Shared<A>,
+    published: Option<SystemTime>,
+    received: Instant,
+    event: Arc<Event>,
+    identity: String,
+    slot: Slot,
+    bounded: bool,
+) -> (Outcome, String) {
+    match AssertUnwindSafe(handle(shared, published, received, event, identity, slot))
+        .catch_unwind()
+        .await
+    {
+        Ok(handled) => handled,
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(
+                panic = message,
+                redelivered = bounded,
+                "the handler panicked; {}",
+                if bounded {
+                    "nacked: the subscription's dead-letter policy bounds the attempts"
+                } else {
+                    "set aside: without a dead-letter policy nothing would bound the attempts"
+                }
+            );
+            shared.metrics.handler_panicked();
+            (
+                Outcome::Panicked { bounded },
+                format!("the handler panicked: {message}"),
+            )
+        }
+    }
+}
+
+/// Settles `delivery` as `outcome` says: ack, nack, or dead-letter then
+/// ack, counted. `local_order`: the lane's order is this process's to keep
+/// (not a fleet's, which keeps it in the store).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn settle_delivery<A>(
+    shared: &Shared<A>,
+    delivery: Delivery,
+    identity: Option<String>,
+    lane: &str,
+    outcome: Outcome,
+    detail: String,
+    mut in_flight: InFlight,
+    local_order: bool,
+) {
+    let r#type = in_flight.r#type;
     let metrics = &shared.metrics;
     let reason = outcome.reason();
     let settlement = settle(&outcome, shared.dead_letter.is_some());
-    if let Some(identity) = &identity {
+    if let Some(identity) = &identity
+        && local_order
+    {
         match (settlement, &outcome) {
             // A deferred event never held the lane; its holder still does.
             (_, Outcome::Deferred) => {}
             (Settlement::Nack, _) => {
                 let last = shared.is_last_attempt(&delivery);
-                shared.order.failed(&lane, identity, last);
+                shared.order.failed(lane, identity, last);
             }
-            _ => shared.order.settled(&lane, identity),
+            _ => shared.order.settled(lane, identity),
         }
     }
     if let Some(reason) = reason {
@@ -292,18 +332,18 @@ pub(super) async fn process<A: Service>(
     match (settlement, &shared.dead_letter) {
         (Settlement::DeadLetter, Some(topic)) => {
             let reason = reason.unwrap_or("unknown");
-            if dead_letter(topic, &shared, delivery, r#type, reason, &detail).await
+            if dead_letter(topic, shared, delivery, r#type, reason, &detail).await
                 && failed
                 && let Some(identity) = &identity
             {
-                finish(&shared, identity).await;
+                finish(shared, identity).await;
             }
         }
         (Settlement::Ack, _) => {
             delivery.ack();
             metrics.acked(r#type);
             if failed && let Some(identity) = &identity {
-                finish(&shared, identity).await;
+                finish(shared, identity).await;
             }
         }
         // settle() dead-letters only when a topic is configured; were that
@@ -407,7 +447,8 @@ const COMMIT_ATTEMPTS: u32 = 5;
 /// failures, a detail for the dead-letter attributes.
 async fn handle<A: Service>(
     shared: &Shared<A>,
-    delivery: &Delivery,
+    published: Option<SystemTime>,
+    received: Instant,
     event: Arc<Event>,
     identity: String,
     slot: Slot,
@@ -418,10 +459,10 @@ async fn handle<A: Service>(
     let outlet = Arc::new(EventOutlet {
         sender: shared.sender.clone(),
         metrics: shared.metrics.clone(),
-        published: Mutex::new(delivery.publish_time),
-        received: Mutex::new(Some(delivery.received)),
+        published: Mutex::new(published),
+        received: Mutex::new(Some(received)),
         slot,
-        retry_deadline: delivery.received + shared.retry_budget,
+        retry_deadline: received + shared.retry_budget,
         status: shared.status.clone(),
     });
     let store = &shared.store;

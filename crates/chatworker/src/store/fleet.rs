@@ -1,0 +1,381 @@
+//! What several replicas share beyond state, inbox and outbox: the queue of
+//! events in the order they arrived, the claims on threads (lanes), and the
+//! write quota's buckets. PostgreSQL only: the fleet's one place of truth,
+//! and its clock (every time here is the database's, so that replicas whose
+//! clocks differ still agree).
+//!
+//! - The queue: each event is admitted once, with a sequence number, under
+//!   its lane. A lane's events are handled one at a time, lowest sequence
+//!   first, by the replica that holds the lane's claim, whichever replica
+//!   pulled them. Once handled, the row keeps the outcome for the replicas
+//!   that hold deliveries of the event, which settle them by it.
+//! - Claims: a lane's claim expires unless its holder renews it; a holder
+//!   that died leaves nothing stuck for longer than the claim's time.
+//! - Buckets: one GCRA row per quota (a space's, the project's); a write
+//!   reserves its slot in one statement and waits until the slot's time.
+
+use super::backend::StoreError;
+use super::postgres::Postgres;
+use futures::future::BoxFuture;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// The database's clock, in milliseconds since the epoch (SQL).
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// An event waiting in the queue, as the lane's holder reads it.
+#[derive(Clone, Debug)]
+pub(crate) struct Queued {
+    pub identity: String,
+    /// The Pub/Sub payload.
+    pub event: Vec<u8>,
+    /// When Pub/Sub received it, in milliseconds since the epoch.
+    pub published_at: Option<i64>,
+    /// Times its handling failed for now.
+    pub attempts: i32,
+    /// How long until it may be tried again (zero: now).
+    pub wait: Duration,
+}
+
+/// A handled event's outcome, as recorded for the replicas that settle it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Handled {
+    pub identity: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// One quota bucket to take a slot from.
+#[derive(Clone, Debug)]
+pub(crate) struct Bucket {
+    pub name: String,
+    /// One slot every `period`.
+    pub period: Duration,
+    /// Slots that may go at once.
+    pub burst: u32,
+}
+
+/// What the fleet shares.
+pub(crate) trait Fleet: Send + Sync + 'static {
+    /// Admits an event to its lane's queue; a copy already admitted stays
+    /// as it is.
+    fn enqueue<'a>(
+        &'a self,
+        identity: &'a str,
+        lane: &'a str,
+        event: &'a [u8],
+        published_at: Option<i64>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Takes `lane` for `holder` for `ttl`, unless another holder's claim is
+    /// alive. Whether `holder` holds it now.
+    fn claim<'a>(
+        &'a self,
+        lane: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Extends every claim of `holder` by `ttl` from now.
+    fn renew<'a>(
+        &'a self,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Gives `lane` up, if `holder` holds it.
+    fn release<'a>(
+        &'a self,
+        lane: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The lane's first event not yet handled.
+    fn head<'a>(&'a self, lane: &'a str) -> BoxFuture<'a, Result<Option<Queued>, StoreError>>;
+    /// Records the event's outcome.
+    fn handled<'a>(
+        &'a self,
+        identity: &'a str,
+        outcome: &'a str,
+        detail: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Counts a failed attempt: the event is tried again after `wait`.
+    fn retry_after<'a>(
+        &'a self,
+        identity: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The outcomes of those of `identities` that were handled.
+    fn outcomes<'a>(
+        &'a self,
+        identities: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Handled>, StoreError>>;
+    /// Lanes with events waiting and no live claim (their holder died, or
+    /// let them go as an event arrived), at most `limit`.
+    fn unclaimed(&self, limit: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// Reserves a slot in every bucket; how long to wait for the latest.
+    fn reserve<'a>(&'a self, buckets: &'a [Bucket]) -> BoxFuture<'a, Result<Duration, StoreError>>;
+    /// Removes handled events older than `age`.
+    fn forget(&self, age: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// What the fleet looks like now, for `chatworker check`.
+    fn census(&self) -> BoxFuture<'_, Result<Census, StoreError>>;
+}
+
+/// The fleet at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Replicas holding a live claim.
+    pub replicas: i64,
+    /// Threads claimed.
+    pub lanes: i64,
+    /// Events admitted and not yet handled.
+    pub waiting: i64,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Fleet for Postgres {
+    fn enqueue<'a>(
+        &'a self,
+        identity: &'a str,
+        lane: &'a str,
+        event: &'a [u8],
+        published_at: Option<i64>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                &format!(
+                    "INSERT INTO chatworker_queue (identity, lane, event, published_at, arrived_at)
+                     VALUES ($1, $2, $3, $4, {NOW_MS}) ON CONFLICT DO NOTHING"
+                ),
+                &[&identity, &lane, &event, &published_at],
+            )
+            .await
+            .map(drop)
+        }))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        lane: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            let row = c
+                .query_opt(
+                    &format!(
+                        "INSERT INTO chatworker_claims AS c (lane, holder, expires_at)
+                         VALUES ($1, $2, {NOW_MS} + $3)
+                         ON CONFLICT (lane) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                         WHERE c.holder = EXCLUDED.holder OR c.expires_at < {NOW_MS}
+                         RETURNING holder"
+                    ),
+                    &[&lane, &holder, &ms(ttl)],
+                )
+                .await?;
+            Ok(row.is_some())
+        }))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                &format!(
+                    "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $2 WHERE holder = $1"
+                ),
+                &[&holder, &ms(ttl)],
+            )
+            .await
+        }))
+    }
+
+    fn release<'a>(
+        &'a self,
+        lane: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                "DELETE FROM chatworker_claims WHERE lane = $1 AND holder = $2",
+                &[&lane, &holder],
+            )
+            .await
+            .map(drop)
+        }))
+    }
+
+    fn head<'a>(&'a self, lane: &'a str) -> BoxFuture<'a, Result<Option<Queued>, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            let row = c
+                .query_opt(
+                    &format!(
+                        "SELECT identity, event, published_at, attempts, GREATEST(not_before - {NOW_MS}, 0)
+                         FROM chatworker_queue WHERE lane = $1 AND outcome IS NULL
+                         ORDER BY seq LIMIT 1"
+                    ),
+                    &[&lane],
+                )
+                .await?;
+            Ok(row.map(|r| Queued {
+                identity: r.get(0),
+                event: r.get(1),
+                published_at: r.get(2),
+                attempts: r.get(3),
+                wait: Duration::from_millis(r.get::<_, i64>(4).max(0) as u64),
+            }))
+        }))
+    }
+
+    fn handled<'a>(
+        &'a self,
+        identity: &'a str,
+        outcome: &'a str,
+        detail: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                &format!(
+                    "UPDATE chatworker_queue SET outcome = $2, detail = $3, handled_at = {NOW_MS}
+                     WHERE identity = $1"
+                ),
+                &[&identity, &outcome, &detail],
+            )
+            .await
+            .map(drop)
+        }))
+    }
+
+    fn retry_after<'a>(
+        &'a self,
+        identity: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                &format!(
+                    "UPDATE chatworker_queue SET attempts = attempts + 1, not_before = {NOW_MS} + $2
+                     WHERE identity = $1"
+                ),
+                &[&identity, &ms(wait)],
+            )
+            .await
+            .map(drop)
+        }))
+    }
+
+    fn outcomes<'a>(
+        &'a self,
+        identities: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Handled>, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            let rows = c
+                .query(
+                    "SELECT identity, outcome, detail FROM chatworker_queue
+                     WHERE identity = ANY($1) AND outcome IS NOT NULL",
+                    &[&identities],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Handled {
+                    identity: r.get(0),
+                    outcome: r.get(1),
+                    detail: r.get(2),
+                })
+                .collect())
+        }))
+    }
+
+    fn unclaimed(&self, limit: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT DISTINCT q.lane FROM chatworker_queue q
+                         WHERE q.outcome IS NULL AND NOT EXISTS (
+                            SELECT 1 FROM chatworker_claims c
+                            WHERE c.lane = q.lane AND c.expires_at >= {NOW_MS}
+                         ) LIMIT $1"
+                    ),
+                    &[&limit],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        }))
+    }
+
+    fn reserve<'a>(&'a self, buckets: &'a [Bucket]) -> BoxFuture<'a, Result<Duration, StoreError>> {
+        let names: Vec<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
+        // Microseconds: a project's slot is 20 ms apart.
+        let periods: Vec<i64> = buckets
+            .iter()
+            .map(|b| i64::try_from(b.period.as_micros()).unwrap_or(i64::MAX))
+            .collect();
+        let tolerances: Vec<i64> = buckets
+            .iter()
+            .zip(&periods)
+            .map(|(b, p)| p.saturating_mul(i64::from(b.burst.max(1) - 1)))
+            .collect();
+        Box::pin(self.with(async move |c: &mut Client| {
+            // GCRA: a bucket's theoretical arrival time (tat) moves one
+            // period per slot; a slot may go `tolerance` before it. The
+            // reservation is made now; the writer waits for its time.
+            let row = c
+                .query_one(
+                    "WITH now AS (
+                        SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint AS us
+                     ), asked AS (
+                        SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS a(bucket, period, tolerance)
+                     ), taken AS (
+                        INSERT INTO chatworker_buckets AS b (bucket, tat)
+                        SELECT asked.bucket, now.us + asked.period FROM asked, now
+                        ON CONFLICT (bucket) DO UPDATE
+                        SET tat = GREATEST(b.tat, (SELECT us FROM now)) + (EXCLUDED.tat - (SELECT us FROM now))
+                        RETURNING b.bucket, b.tat
+                     )
+                     SELECT COALESCE(MAX(taken.tat - asked.period - asked.tolerance - now.us), 0)
+                     FROM taken JOIN asked USING (bucket), now",
+                    &[&names, &periods, &tolerances],
+                )
+                .await?;
+            let wait_us: i64 = row.get(0);
+            Ok(Duration::from_micros(wait_us.max(0) as u64))
+        }))
+    }
+
+    fn census(&self) -> BoxFuture<'_, Result<Census, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            let row = c
+                .query_one(
+                    &format!(
+                        "SELECT
+                            (SELECT count(DISTINCT holder) FROM chatworker_claims WHERE expires_at >= {NOW_MS}),
+                            (SELECT count(*) FROM chatworker_claims WHERE expires_at >= {NOW_MS}),
+                            (SELECT count(*) FROM chatworker_queue WHERE outcome IS NULL)"
+                    ),
+                    &[],
+                )
+                .await?;
+            Ok(Census {
+                replicas: row.get(0),
+                lanes: row.get(1),
+                waiting: row.get(2),
+            })
+        }))
+    }
+
+    fn forget(&self, age: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                &format!(
+                    "DELETE FROM chatworker_queue WHERE outcome IS NOT NULL AND handled_at < {NOW_MS} - $1"
+                ),
+                &[&ms(age)],
+            )
+            .await
+        }))
+    }
+}
