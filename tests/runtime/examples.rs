@@ -280,3 +280,27 @@ async fn notes_are_kept_per_person_until_their_time_to_live() {
     let (status, _) = bot.terminate(DEADLINE).await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_work_is_done_off_the_runtime_and_answered() {
+    let topic = Topic::fresh("example-heavy").await;
+    let sim = Sim::with_playground(&topic.topic, &[]).await;
+    let env = [("HEAVY_WORK_MS", "50")];
+    let mut bot = Worker::start_example("heavy", &sim, &topic.subscription, &env).await;
+    let space = "spaces/HEAVY";
+    for text in ["one", "two", "three"] {
+        sim.act(space, json!({"kind": "message", "text": text}))
+            .await;
+    }
+    let records = await_answers_of(&sim, &bot, 3, DEADLINE).await;
+    let mut said: Vec<String> = records.iter().map(shown).collect();
+    said.sort();
+    for (answer, text) in said.iter().zip(["one", "three", "two"]) {
+        assert!(
+            answer.contains(&format!("Worked 50 ms on \"{text}\"")),
+            "{answer}"
+        );
+    }
+    let (status, _) = bot.terminate(DEADLINE).await;
+    assert!(status.success(), "{status:?}");
+}

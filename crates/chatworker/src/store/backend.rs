@@ -74,13 +74,44 @@ pub(crate) struct Write {
     pub expires_at: Option<i64>,
 }
 
+/// An outbox entry as committed: its JSON, made when a backend needs it.
+/// SQLite and PostgreSQL store it at once; the memory backend keeps the
+/// entry as it is and makes its JSON only if a delivery reads it back.
+#[derive(Clone)]
+pub(crate) struct OutboxEntry(std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl OutboxEntry {
+    /// An entry whose JSON `encode` makes.
+    pub(crate) fn new(encode: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(encode))
+    }
+
+    /// An entry that is its JSON already.
+    #[cfg(test)]
+    pub(crate) fn json_text(json: &str) -> Self {
+        let json = json.to_owned();
+        Self::new(move || json.clone())
+    }
+
+    /// Its JSON.
+    pub(crate) fn json(&self) -> String {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxEntry")
+    }
+}
+
 /// What an event's transaction commits.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Commit {
     pub identity: String,
     pub writes: Vec<Write>,
     /// The outbox entries, in order.
-    pub outbox: Vec<String>,
+    pub outbox: Vec<OutboxEntry>,
 }
 
 /// What came of a commit.

@@ -37,6 +37,17 @@ pub(crate) struct Queued {
     pub wait: Duration,
 }
 
+/// What a lane's holder does next.
+#[derive(Clone, Debug)]
+pub(crate) enum Next {
+    /// Handle this event.
+    Event(Queued),
+    /// Nothing waits in the lane.
+    Idle,
+    /// The claim is another replica's now.
+    Lost,
+}
+
 /// A handled event's outcome, as recorded for the replicas that settle it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Handled {
@@ -58,7 +69,9 @@ pub(crate) struct Bucket {
 /// What the fleet shares.
 pub(crate) trait Fleet: Send + Sync + 'static {
     /// Admits an event to its lane's queue; a copy already admitted stays
-    /// as it is.
+    /// as it is, unless its handling failed in a way a redelivery retries
+    /// (its attempts here ran out, or its handler panicked): then it waits
+    /// again at its place.
     fn enqueue<'a>(
         &'a self,
         identity: &'a str,
@@ -74,27 +87,32 @@ pub(crate) trait Fleet: Send + Sync + 'static {
         holder: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Extends every claim of `holder` by `ttl` from now.
+    /// Extends `holder`'s claims on `lanes` by `ttl` from now (only the
+    /// lanes it drives: a claim it lost track of expires).
     fn renew<'a>(
         &'a self,
         holder: &'a str,
+        lanes: &'a [String],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
-    /// Gives `lane` up, if `holder` holds it.
-    fn release<'a>(
+    /// Gives every claim of `holder` up (a replica stopping).
+    fn release_all<'a>(&'a self, holder: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// One round trip per event for the lane's holder: records `done`
+    /// (the event just handled), renews the claim, and reads the lane's
+    /// next event.
+    fn next<'a>(
         &'a self,
         lane: &'a str,
         holder: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// The lane's first event not yet handled.
-    fn head<'a>(&'a self, lane: &'a str) -> BoxFuture<'a, Result<Option<Queued>, StoreError>>;
-    /// Records the event's outcome.
-    fn handled<'a>(
+        ttl: Duration,
+        done: Option<&'a Handled>,
+    ) -> BoxFuture<'a, Result<Next, StoreError>>;
+    /// Gives `lane` up if nothing waits in it; whether it was given up.
+    fn release_if_idle<'a>(
         &'a self,
-        identity: &'a str,
-        outcome: &'a str,
-        detail: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+        lane: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Counts a failed attempt: the event is tried again after `wait`.
     fn retry_after<'a>(
         &'a self,
@@ -143,8 +161,11 @@ impl Fleet for Postgres {
         Box::pin(self.with(async move |c: &mut Client| {
             c.execute(
                 &format!(
-                    "INSERT INTO chatworker_queue (identity, lane, event, published_at, arrived_at)
-                     VALUES ($1, $2, $3, $4, {NOW_MS}) ON CONFLICT DO NOTHING"
+                    "INSERT INTO chatworker_queue AS q (identity, lane, event, published_at, arrived_at)
+                     VALUES ($1, $2, $3, $4, {NOW_MS})
+                     ON CONFLICT (identity) DO UPDATE
+                     SET outcome = NULL, detail = '', attempts = 0, not_before = 0, handled_at = NULL
+                     WHERE q.outcome IN ('transient', 'panicked')"
                 ),
                 &[&identity, &lane, &event, &published_at],
             )
@@ -179,72 +200,99 @@ impl Fleet for Postgres {
     fn renew<'a>(
         &'a self,
         holder: &'a str,
+        lanes: &'a [String],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(self.with(async move |c: &mut Client| {
             c.execute(
                 &format!(
-                    "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $2 WHERE holder = $1"
+                    "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
+                     WHERE holder = $1 AND lane = ANY($2)"
                 ),
-                &[&holder, &ms(ttl)],
+                &[&holder, &lanes, &ms(ttl)],
             )
             .await
         }))
     }
 
-    fn release<'a>(
+    fn release_all<'a>(&'a self, holder: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                "DELETE FROM chatworker_claims WHERE holder = $1",
+                &[&holder],
+            )
+            .await
+        }))
+    }
+
+    fn next<'a>(
         &'a self,
         lane: &'a str,
         holder: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ttl: Duration,
+        done: Option<&'a Handled>,
+    ) -> BoxFuture<'a, Result<Next, StoreError>> {
+        let identity = done.map(|d| d.identity.as_str());
+        let outcome = done.map(|d| d.outcome.as_str());
+        let detail = done.map_or("", |d| d.detail.as_str());
         Box::pin(self.with(async move |c: &mut Client| {
-            c.execute(
-                "DELETE FROM chatworker_claims WHERE lane = $1 AND holder = $2",
-                &[&lane, &holder],
-            )
-            .await
-            .map(drop)
-        }))
-    }
-
-    fn head<'a>(&'a self, lane: &'a str) -> BoxFuture<'a, Result<Option<Queued>, StoreError>> {
-        Box::pin(self.with(async move |c: &mut Client| {
+            // The sub-statements see one snapshot: the event just recorded
+            // is left out of the next by its identity.
             let row = c
-                .query_opt(
+                .query_one(
                     &format!(
-                        "SELECT identity, event, published_at, attempts, GREATEST(not_before - {NOW_MS}, 0)
-                         FROM chatworker_queue WHERE lane = $1 AND outcome IS NULL
-                         ORDER BY seq LIMIT 1"
+                        "WITH claim AS (
+                            UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
+                            WHERE lane = $1 AND holder = $2 RETURNING lane
+                         ), done AS (
+                            UPDATE chatworker_queue SET outcome = $5, detail = $6, handled_at = {NOW_MS}
+                            WHERE identity = $4 AND outcome IS NULL RETURNING identity
+                         )
+                         SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM done),
+                                q.identity, q.event, q.published_at, q.attempts,
+                                GREATEST(q.not_before - {NOW_MS}, 0)
+                         FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+                            SELECT identity, event, published_at, attempts, not_before
+                            FROM chatworker_queue
+                            WHERE lane = $1 AND outcome IS NULL AND identity IS DISTINCT FROM $4
+                            ORDER BY seq LIMIT 1
+                         ) q ON TRUE"
                     ),
-                    &[&lane],
+                    &[&lane, &holder, &ms(ttl), &identity, &outcome, &detail],
                 )
                 .await?;
-            Ok(row.map(|r| Queued {
-                identity: r.get(0),
-                event: r.get(1),
-                published_at: r.get(2),
-                attempts: r.get(3),
-                wait: Duration::from_millis(r.get::<_, i64>(4).max(0) as u64),
-            }))
+            if row.get::<_, i64>(0) == 0 {
+                return Ok(Next::Lost);
+            }
+            Ok(match row.get::<_, Option<String>>(2) {
+                None => Next::Idle,
+                Some(identity) => Next::Event(Queued {
+                    identity,
+                    event: row.get(3),
+                    published_at: row.get(4),
+                    attempts: row.get(5),
+                    wait: Duration::from_millis(row.get::<_, i64>(6).max(0) as u64),
+                }),
+            })
         }))
     }
 
-    fn handled<'a>(
+    fn release_if_idle<'a>(
         &'a self,
-        identity: &'a str,
-        outcome: &'a str,
-        detail: &'a str,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        lane: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.with(async move |c: &mut Client| {
-            c.execute(
-                &format!(
-                    "UPDATE chatworker_queue SET outcome = $2, detail = $3, handled_at = {NOW_MS}
-                     WHERE identity = $1"
-                ),
-                &[&identity, &outcome, &detail],
-            )
-            .await
-            .map(drop)
+            let released = c
+                .execute(
+                    "DELETE FROM chatworker_claims WHERE lane = $1 AND holder = $2
+                     AND NOT EXISTS (
+                        SELECT 1 FROM chatworker_queue WHERE lane = $1 AND outcome IS NULL
+                     )",
+                    &[&lane, &holder],
+                )
+                .await?;
+            Ok(released > 0)
         }))
     }
 

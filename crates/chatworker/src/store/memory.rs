@@ -5,7 +5,8 @@
 //! handler again (its replies still meet their deterministic IDs).
 
 use super::backend::{
-    Admission, Backend, Commit, Committed, Entry, Key, StateRow, StoreError, Swept, Versioned,
+    Admission, Backend, Commit, Committed, Entry, Key, OutboxEntry, StateRow, StoreError, Swept,
+    Versioned,
 };
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -38,7 +39,7 @@ struct Value {
 struct Inbox {
     committed_at: i64,
     finished: bool,
-    outbox: Vec<(String, bool)>,
+    outbox: Vec<(OutboxEntry, bool)>,
 }
 
 #[derive(Debug, Default)]
@@ -66,9 +67,9 @@ impl Backend for Memory {
                     .iter()
                     .enumerate()
                     .filter(|(_, (_, sent))| !sent)
-                    .map(|(seq, (json, _))| Entry {
+                    .map(|(seq, (entry, _))| Entry {
                         seq: seq as i64,
-                        json: json.clone(),
+                        json: entry.json(),
                     })
                     .collect(),
             ),

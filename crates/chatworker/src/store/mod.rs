@@ -33,11 +33,11 @@ mod suite;
 #[cfg(test)]
 pub(crate) use backend::Write;
 pub(crate) use backend::{
-    Admission, Backend, Commit, Committed, Entry, Key, Swept, Versioned, now_ms,
+    Admission, Backend, Commit, Committed, Entry, Key, OutboxEntry, Swept, Versioned, now_ms,
 };
 pub use backend::{StateRow, StoreError};
 pub use fleet::Census;
-pub(crate) use fleet::{Bucket, Fleet, Handled, Queued};
+pub(crate) use fleet::{Bucket, Fleet, Handled, Next, Queued};
 pub use txn::{BadState, Scope, StateError, Stored};
 pub(crate) use txn::{Txn, TxnOptions};
 

@@ -222,6 +222,7 @@ impl Backend for Postgres {
                 self.with(async move |c: &mut Client| {
                     // No state: the inbox row and the outbox in one statement.
                     let seqs: Vec<i64> = (0..commit.outbox.len() as i64).collect();
+                    let entries: Vec<String> = commit.outbox.iter().map(|e| e.json()).collect();
                     let row = c
                         .query_one(
                             "WITH inbox AS (
@@ -239,7 +240,7 @@ impl Backend for Postgres {
                                 &now,
                                 &commit.outbox.is_empty(),
                                 &seqs,
-                                &commit.outbox,
+                                &entries,
                             ],
                         )
                         .await?;
@@ -310,7 +311,7 @@ impl Backend for Postgres {
                 for (seq, entry) in commit.outbox.iter().enumerate() {
                     tx.execute(
                         "INSERT INTO chatworker_outbox (identity, seq, entry) VALUES ($1, $2, $3)",
-                        &[&commit.identity, &(seq as i64), entry],
+                        &[&commit.identity, &(seq as i64), &entry.json()],
                     )
                     .await?;
                 }

@@ -226,7 +226,7 @@ impl Backend for Sqlite {
                     "INSERT INTO chatworker_outbox (identity, seq, entry) VALUES (?1, ?2, ?3)",
                 )?;
                 for (seq, entry) in commit.outbox.iter().enumerate() {
-                    insert.execute(params![commit.identity, seq as i64, entry])?;
+                    insert.execute(params![commit.identity, seq as i64, entry.json()])?;
                 }
             }
             tx.commit()?;

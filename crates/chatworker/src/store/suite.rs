@@ -27,7 +27,7 @@ fn commit(identity: &str, writes: Vec<Write>, outbox: &[&str]) -> Commit {
     Commit {
         identity: identity.into(),
         writes,
-        outbox: outbox.iter().map(|e| (*e).to_owned()).collect(),
+        outbox: outbox.iter().map(|e| OutboxEntry::json_text(e)).collect(),
     }
 }
 
@@ -432,4 +432,116 @@ async fn the_memory_inbox_keeps_the_newest_ten_thousand() {
     }
     assert_eq!(store.admit("e0").await.unwrap(), Admission::New);
     assert_eq!(store.admit("e1").await.unwrap(), Admission::Finished);
+}
+
+/// What a fleet shares, on a real PostgreSQL: admission once per identity,
+/// one holder per lane, a lane's events in arrival order, outcomes for the
+/// replicas that wait, a transient outcome admitted again at its place, and
+/// the quota's buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
+    let (store, _dir) = fresh("postgres").await;
+    let fleet = store.fleet().expect("PostgreSQL is a fleet store").clone();
+    let ttl = Duration::from_secs(5);
+    let next = |holder: &'static str, done: Option<Handled>| {
+        let fleet = fleet.clone();
+        async move {
+            match fleet
+                .next("lane", holder, ttl, done.as_ref())
+                .await
+                .unwrap()
+            {
+                Next::Event(queued) => Some(queued),
+                Next::Idle => None,
+                Next::Lost => panic!("{holder} lost the lane"),
+            }
+        }
+    };
+    let handled = |identity: &str, outcome: &str| Handled {
+        identity: identity.into(),
+        outcome: outcome.into(),
+        detail: String::new(),
+    };
+    fleet.enqueue("e1", "lane", b"one", Some(1)).await.unwrap();
+    fleet.enqueue("e2", "lane", b"two", None).await.unwrap();
+    // A copy of e1 (another replica's delivery): still one row, first.
+    fleet.enqueue("e1", "lane", b"one", Some(1)).await.unwrap();
+    assert!(fleet.claim("lane", "a", ttl).await.unwrap());
+    assert!(!fleet.claim("lane", "b", ttl).await.unwrap(), "a holds it");
+    assert!(fleet.claim("lane", "a", ttl).await.unwrap(), "renewed");
+    assert!(matches!(
+        fleet.next("lane", "b", ttl, None).await.unwrap(),
+        Next::Lost
+    ));
+    assert_eq!(fleet.unclaimed(10).await.unwrap(), Vec::<String>::new());
+    let head = next("a", None).await.expect("e1 waits");
+    assert_eq!(
+        (head.identity.as_str(), head.event.as_slice()),
+        ("e1", &b"one"[..])
+    );
+    // Recorded and the next read in one round trip.
+    let second = next("a", Some(handled("e1", "delivered"))).await.unwrap();
+    assert_eq!(second.identity, "e2");
+    // Failed for now, e2 waits its turn.
+    fleet
+        .retry_after("e2", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let retried = next("a", None).await.unwrap();
+    assert_eq!(retried.attempts, 1);
+    assert!(retried.wait > Duration::from_secs(50), "{:?}", retried.wait);
+    assert!(
+        !fleet.release_if_idle("lane", "a").await.unwrap(),
+        "e2 waits"
+    );
+    assert!(next("a", Some(handled("e2", "transient"))).await.is_none());
+    let outcomes = fleet
+        .outcomes(&["e1".into(), "e2".into(), "e3".into()])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    // Its redelivery admits it again, at its place, attempts reset.
+    fleet.enqueue("e2", "lane", b"two", None).await.unwrap();
+    let again = next("a", None).await.expect("e2 waits again");
+    assert_eq!((again.identity.as_str(), again.attempts), ("e2", 0));
+    // Given up, the lane is anyone's; one with events waiting is found.
+    assert_eq!(fleet.release_all("a").await.unwrap(), 1);
+    assert_eq!(fleet.unclaimed(10).await.unwrap(), ["lane"]);
+    assert!(fleet.claim("lane", "b", ttl).await.unwrap());
+    let census = store.census().await.unwrap().unwrap();
+    assert_eq!((census.replicas, census.lanes, census.waiting), (1, 1, 1));
+    // Renewed only for the lanes named.
+    assert_eq!(fleet.renew("b", &["lane".into()], ttl).await.unwrap(), 1);
+    assert_eq!(fleet.renew("b", &["else".into()], ttl).await.unwrap(), 0);
+    // Handled, the lane is idle and let go.
+    assert!(next("b", Some(handled("e2", "delivered"))).await.is_none());
+    assert!(fleet.release_if_idle("lane", "b").await.unwrap());
+    // An expired claim is anyone's too.
+    assert!(fleet.claim("other", "a", Duration::ZERO).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(fleet.claim("other", "b", ttl).await.unwrap());
+    // The quota: 60 a minute, a burst of one: the first write goes at
+    // once, the next waits about a second, the one after two.
+    let space = [Bucket {
+        name: "space/spaces/AAA".into(),
+        period: Duration::from_secs(1),
+        burst: 1,
+    }];
+    let mut waits: Vec<Duration> = futures::future::join_all((0..3).map(|_| fleet.reserve(&space)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    waits.sort();
+    assert!(waits[0] < Duration::from_millis(100), "{waits:?}");
+    assert!(
+        waits[1] > Duration::from_millis(800) && waits[1] < Duration::from_millis(1100),
+        "{waits:?}"
+    );
+    assert!(waits[2] > Duration::from_millis(1800), "{waits:?}");
+    assert_eq!(
+        fleet.forget(Duration::ZERO).await.unwrap(),
+        2,
+        "both outcomes"
+    );
 }

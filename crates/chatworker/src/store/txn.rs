@@ -3,7 +3,7 @@
 //! worker commits them together. Typed access for handlers is [`Stored`].
 
 use super::Store;
-use super::backend::{Commit, Key, StoreError, Write, now_ms};
+use super::backend::{Commit, Key, OutboxEntry, StoreError, Write, now_ms};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -106,7 +106,7 @@ struct Slot {
 #[derive(Debug, Default)]
 struct Inner {
     values: BTreeMap<Key, Slot>,
-    outbox: Vec<String>,
+    outbox: Vec<OutboxEntry>,
 }
 
 /// One event's transaction.
@@ -180,7 +180,7 @@ impl Txn {
     }
 
     /// Adds an outbox entry.
-    pub(crate) fn push(&self, entry: String) {
+    pub(crate) fn push(&self, entry: OutboxEntry) {
         self.inner().outbox.push(entry);
     }
 

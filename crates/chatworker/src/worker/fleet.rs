@@ -28,7 +28,7 @@ use crate::event::{Event, decode};
 use crate::ops::health::Status;
 use crate::ops::metrics::Metrics;
 use crate::pubsub::Delivery;
-use crate::store::{self, Handled, Queued, StoreError};
+use crate::store::{self, Handled, Next, Queued, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -154,9 +154,9 @@ impl Fleet {
         if tokio::time::timeout(rest, self.tasks.wait()).await.is_err() {
             tracing::warn!("fleet: a handler was still running at the end of the grace period");
         }
-        let lanes: Vec<String> = self.driving().drain().collect();
-        for lane in lanes {
-            let _ = self.store.release(&lane, &self.holder).await;
+        self.driving().clear();
+        if let Err(e) = self.store.release_all(&self.holder).await {
+            tracing::warn!(error = %e, "fleet: claims not given up; they expire within 5 s");
         }
     }
 
@@ -202,54 +202,54 @@ impl Fleet {
         });
     }
 
-    /// Handles the lane's events in order while this replica holds it.
+    /// Handles the lane's events in order while this replica holds it: one
+    /// round trip per event records the last outcome, renews the claim and
+    /// reads the next event.
     async fn run_lane<A: Service>(self: &Arc<Self>, shared: &Arc<Shared<A>>, lane: &str) {
         let mut backoff = Backoff::default();
+        // The event handled and not yet recorded.
+        let mut done: Option<Handled> = None;
         loop {
-            if self.stop.is_cancelled() {
+            if self.stop.is_cancelled() && done.is_none() {
                 return;
             }
-            // Still ours? (This renews the claim too.)
-            let claimed = self.store.claim(lane, &self.holder, CLAIM_TTL).await;
-            self.store_answered(&claimed);
-            match claimed {
-                Ok(true) => {}
-                Ok(false) => {
+            let next = self
+                .store
+                .next(lane, &self.holder, CLAIM_TTL, done.as_ref())
+                .await;
+            self.store_answered(&next);
+            let next = match next {
+                Ok(next) => next,
+                // Unrecorded, the event is handled again by whoever holds
+                // the lane next: the inbox keeps that from doing anything
+                // twice.
+                Err(_) if !backoff.pause(&self.stop).await => return,
+                Err(_) => continue,
+            };
+            backoff = Backoff::default();
+            if let Some(handled) = done.take() {
+                self.complete(handled);
+            }
+            let queued = match next {
+                Next::Event(queued) => queued,
+                Next::Lost => {
                     tracing::warn!(
                         lane,
                         "fleet: the lane's claim passed to another replica (this one was too slow to renew it)"
                     );
                     return;
                 }
-                Err(_) => {
-                    backoff.pause(&self.stop).await;
-                    continue;
-                }
-            }
-            let head = self.store.head(lane).await;
-            self.store_answered(&head);
-            let queued = match head {
-                Ok(Some(queued)) => queued,
-                Ok(None) => {
-                    // Let go; an event admitted meanwhile (whose replica
-                    // found the lane held) is looked for once more.
-                    let _ = self.store.release(lane, &self.holder).await;
-                    match self.store.head(lane).await {
-                        Ok(Some(_)) => {
-                            match self.store.claim(lane, &self.holder, CLAIM_TTL).await {
-                                Ok(true) => continue,
-                                _ => return,
-                            }
-                        }
-                        _ => return,
-                    }
-                }
-                Err(_) => {
-                    backoff.pause(&self.stop).await;
-                    continue;
-                }
+                // Given up unless an event came meanwhile.
+                Next::Idle => match self.store.release_if_idle(lane, &self.holder).await {
+                    Ok(true) => return,
+                    Ok(false) => continue,
+                    Err(_) if !backoff.pause(&self.stop).await => return,
+                    Err(_) => continue,
+                },
             };
-            backoff = Backoff::default();
+            if self.stop.is_cancelled() {
+                return;
+            }
             if !queued.wait.is_zero() {
                 tokio::select! {
                     () = self.stop.cancelled() => return,
@@ -257,20 +257,19 @@ impl Fleet {
                 }
                 continue;
             }
-            self.handle(shared, lane, queued).await;
+            done = self.handle(shared, lane, queued).await;
         }
     }
 
-    /// Handles one queued event and records its outcome.
+    /// Handles one queued event: its outcome, to record; `None` when it is
+    /// to be tried again in its turn (marked so already).
     async fn handle<A: Service>(
         self: &Arc<Self>,
         shared: &Arc<Shared<A>>,
         lane: &str,
         queued: Queued,
-    ) {
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
-        };
+    ) -> Option<Handled> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
         let slot = Slot::holding(self.permits.clone(), permit);
         let span = tracing::error_span!("event", identity = queued.identity.as_str(), lane);
         let identity = queued.identity.clone();
@@ -291,31 +290,18 @@ impl Fleet {
                 while let Err(e) = self.store.retry_after(&identity, wait).await {
                     self.status.store(Some(e.to_string()));
                     if !backoff.pause(&self.stop).await {
-                        return;
+                        break;
                     }
                 }
-                return;
+                return None;
             }
             outcome => recorded(outcome),
         };
-        let mut backoff = Backoff::default();
-        loop {
-            let result = self.store.handled(&identity, &record, &detail).await;
-            self.store_answered(&result);
-            match result {
-                Ok(()) => break,
-                // Unrecorded, the event is handled again by whoever holds
-                // the lane next: the inbox keeps that from doing anything
-                // twice.
-                Err(_) if !backoff.pause(&self.stop).await => return,
-                Err(_) => {}
-            }
-        }
-        self.complete(Handled {
+        Some(Handled {
             identity,
             outcome: record,
             detail,
-        });
+        })
     }
 
     /// The keeper: claims renewed, outcomes fetched, orphaned lanes taken.
@@ -331,7 +317,16 @@ impl Fleet {
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 _ = poll.tick() => {
-                    let identities: Vec<String> = self.waiting().keys().cloned().collect();
+                    let identities: Vec<String> = {
+                        let mut waiting = self.waiting();
+                        // Deliveries that gave up waiting (settled by
+                        // their drop) are no longer asked about.
+                        waiting.retain(|_, waiters| {
+                            waiters.retain(|w| !w.is_closed());
+                            !waiters.is_empty()
+                        });
+                        waiting.keys().cloned().collect()
+                    };
                     if identities.is_empty() {
                         continue;
                     }
@@ -349,9 +344,13 @@ impl Fleet {
                     }
                 }
                 _ = renew.tick() => {
-                    let renewed = self.store.renew(&self.holder, CLAIM_TTL).await;
+                    let lanes: Vec<String> = self.driving().iter().cloned().collect();
+                    self.metrics.fleet_lanes_held(lanes.len());
+                    if lanes.is_empty() {
+                        continue;
+                    }
+                    let renewed = self.store.renew(&self.holder, &lanes, CLAIM_TTL).await;
                     self.store_answered(&renewed);
-                    self.metrics.fleet_lanes_held(self.driving().len());
                 }
                 _ = forget.tick() => {
                     if let Err(e) = self.store.forget(KEEP_OUTCOMES).await {

@@ -6,7 +6,7 @@ use crate::app::{Outlet, OutletFuture};
 use crate::names::MessageName;
 use crate::reply::SendError;
 use crate::reply::compose::{Content, Created, NewMessage};
-use crate::store::Txn;
+use crate::store::{OutboxEntry, Txn};
 use std::sync::{Arc, Mutex};
 
 /// One entry, as stored (JSON).
@@ -27,9 +27,20 @@ pub(super) enum Op {
 }
 
 impl Op {
-    pub(super) fn to_json(&self) -> Result<String, SendError> {
+    /// Its JSON. One that cannot be encoded (nothing here can fail to,
+    /// but a failure must not lose the entry silently) is stored as a value
+    /// no version reads back: met on a redelivery, it is logged and skipped
+    /// as a refusal.
+    pub(super) fn to_json(&self) -> String {
         serde_json::to_string(self)
-            .map_err(|e| SendError::permanent(format!("an outbox entry cannot be encoded: {e}")))
+            .unwrap_or_else(|e| serde_json::json!({ "Unencodable": e.to_string() }).to_string())
+    }
+
+    /// The entry the transaction commits: the op itself, its JSON made when
+    /// the store needs it.
+    pub(super) fn entry(self: &Arc<Self>) -> OutboxEntry {
+        let op = self.clone();
+        OutboxEntry::new(move || op.to_json())
     }
 
     pub(super) fn from_json(json: &str) -> Result<Self, SendError> {
@@ -59,7 +70,7 @@ impl Op {
 /// back.
 pub(super) struct OutboxOutlet {
     txn: Arc<Txn>,
-    ops: Mutex<Vec<Op>>,
+    ops: Mutex<Vec<Arc<Op>>>,
 }
 
 impl OutboxOutlet {
@@ -71,15 +82,15 @@ impl OutboxOutlet {
     }
 
     /// The entries, in order.
-    pub(super) fn take(&self) -> Vec<Op> {
+    pub(super) fn take(&self) -> Vec<Arc<Op>> {
         std::mem::take(&mut *self.ops.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn push(&self, op: Op) -> Result<(), SendError> {
-        let json = op.to_json()?;
+        let op = Arc::new(op);
         // One lock for both lists, so that concurrent sends keep one order.
         let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        self.txn.push(json);
+        self.txn.push(op.entry());
         ops.push(op);
         Ok(())
     }

@@ -600,14 +600,11 @@ async fn commit_outbox_only<A: Service>(
         Outcome::Permanent(reason) => reason,
         _ => "handler_permanent",
     };
-    let failed = Op::Failed {
+    let failed = Arc::new(Op::Failed {
         reason: (*reason).to_owned(),
         detail: done.1.clone(),
-    };
-    match failed.to_json() {
-        Ok(json) => txn.push(json),
-        Err(_) => return done,
-    }
+    });
+    txn.push(failed.entry());
     match shared.store.commit(txn.commit()).await {
         Err(e) => unavailable(e),
         Ok(_) => match shared.store.admit(identity).await {
@@ -621,10 +618,10 @@ async fn commit_outbox_only<A: Service>(
 }
 
 /// Stored outbox entries, read back.
-fn read_back(entries: Vec<Entry>) -> Vec<(i64, Result<Op, SendError>)> {
+fn read_back(entries: Vec<Entry>) -> Vec<(i64, Result<Arc<Op>, SendError>)> {
     entries
         .into_iter()
-        .map(|entry| (entry.seq, Op::from_json(&entry.json)))
+        .map(|entry| (entry.seq, Op::from_json(&entry.json).map(Arc::new)))
         .collect()
 }
 
@@ -726,7 +723,7 @@ async fn deliver<A: Service>(
     outlet: &Arc<EventOutlet>,
     event: &Arc<Event>,
     identity: &str,
-    entries: Vec<(i64, Result<Op, SendError>)>,
+    entries: Vec<(i64, Result<Arc<Op>, SendError>)>,
 ) -> (Outcome, String) {
     let mut refused = None;
     for (seq, op) in entries {
@@ -738,7 +735,7 @@ async fn deliver<A: Service>(
                 continue;
             }
         };
-        let sent = match &op {
+        let sent = match &*op {
             // What comes before was sent: the event's outcome is the
             // failure; it is finished once settled as one.
             Op::Failed { reason, detail } => {
