@@ -56,13 +56,14 @@ impl WriteQuota {
 
     /// The buckets a write into `space` takes a slot from.
     fn buckets(&self, space: &SpaceName) -> Vec<Bucket> {
-        // 1% under the quota: the replicas' clocks and calls jitter by
-        // milliseconds, and 60 slots one period apart must never fit in a
-        // server's sliding minute.
+        // 1% under the quota, without a burst: the replicas' clocks and
+        // calls jitter by milliseconds, and no server's sliding minute may
+        // see more than the quota (a burst of a second's share on top of a
+        // minute's steady rate would be that much over).
         let bucket = |name: String, per_minute: u32| Bucket {
             name,
             period: Duration::from_secs(60).mul_f64(1.01) / per_minute,
-            burst: (per_minute / 60).max(1),
+            burst: 1,
         };
         let mut buckets = Vec::with_capacity(2);
         if self.per_space > 0 {
@@ -87,7 +88,21 @@ impl WriteQuota {
             return Some(Duration::ZERO);
         }
         let started = Instant::now();
-        match fleet.reserve(&buckets).await {
+        // The store failing for a moment must not make every replica pace
+        // itself at the whole quota: tried again until the write's own
+        // deadline.
+        let mut pause = Duration::from_millis(100);
+        let reserved = loop {
+            match fleet.reserve(&buckets).await {
+                Ok(wait) => break Ok(wait),
+                Err(e) if Instant::now() + pause >= turn.retry_deadline() => break Err(e),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        match reserved {
             Ok(wait) => {
                 self.fleet_failed.store(false, Relaxed);
                 if !wait.is_zero() {

@@ -44,6 +44,9 @@ pub(crate) enum Next {
     Event(Queued),
     /// Nothing waits in the lane.
     Idle,
+    /// The lane's first event failed and waits for Pub/Sub to hand it out
+    /// again: the lane's later events wait behind it.
+    Held,
     /// The claim is another replica's now.
     Lost,
 }
@@ -100,13 +103,20 @@ pub(crate) trait Fleet: Send + Sync + 'static {
     /// One round trip per event for the lane's holder: records `done`
     /// (the event just handled), renews the claim, and reads the lane's
     /// next event.
+    /// An event recorded as failed (transient, panicked) within `hold`
+    /// keeps its place: the lane is held behind it until its redelivery
+    /// admits it again, or [`Fleet::let_go`].
     fn next<'a>(
         &'a self,
         lane: &'a str,
         holder: &'a str,
         ttl: Duration,
         done: Option<&'a Handled>,
+        hold: Duration,
     ) -> BoxFuture<'a, Result<Next, StoreError>>;
+    /// The event will not come back (its last delivery attempt was
+    /// nacked: Pub/Sub dead-letters it): its lane goes on without it.
+    fn let_go<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Gives `lane` up if nothing waits in it; whether it was given up.
     fn release_if_idle<'a>(
         &'a self,
@@ -129,7 +139,8 @@ pub(crate) trait Fleet: Send + Sync + 'static {
     fn unclaimed(&self, limit: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
     /// Reserves a slot in every bucket; how long to wait for the latest.
     fn reserve<'a>(&'a self, buckets: &'a [Bucket]) -> BoxFuture<'a, Result<Duration, StoreError>>;
-    /// Removes handled events older than `age`.
+    /// Removes handled events older than `age`, claims expired that long
+    /// ago (a dead replica's on idle lanes), and buckets idle that long.
     fn forget(&self, age: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// What the fleet looks like now, for `chatworker check`.
     fn census(&self) -> BoxFuture<'_, Result<Census, StoreError>>;
@@ -203,7 +214,9 @@ impl Fleet for Postgres {
         lanes: &'a [String],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.with(async move |c: &mut Client| {
+        // Quick or not at all: a renewal that waits longer than a claim
+        // lives is worth nothing.
+        Box::pin(self.within(ttl / 4, async move |c: &mut Client| {
             c.execute(
                 &format!(
                     "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
@@ -216,13 +229,15 @@ impl Fleet for Postgres {
     }
 
     fn release_all<'a>(&'a self, holder: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(self.with(async move |c: &mut Client| {
-            c.execute(
-                "DELETE FROM chatworker_claims WHERE holder = $1",
-                &[&holder],
-            )
-            .await
-        }))
+        Box::pin(
+            self.within(Duration::from_secs(1), async move |c: &mut Client| {
+                c.execute(
+                    "DELETE FROM chatworker_claims WHERE holder = $1",
+                    &[&holder],
+                )
+                .await
+            }),
+        )
     }
 
     fn next<'a>(
@@ -231,6 +246,7 @@ impl Fleet for Postgres {
         holder: &'a str,
         ttl: Duration,
         done: Option<&'a Handled>,
+        hold: Duration,
     ) -> BoxFuture<'a, Result<Next, StoreError>> {
         let identity = done.map(|d| d.identity.as_str());
         let outcome = done.map(|d| d.outcome.as_str());
@@ -250,19 +266,29 @@ impl Fleet for Postgres {
                          )
                          SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM done),
                                 q.identity, q.event, q.published_at, q.attempts,
-                                GREATEST(q.not_before - {NOW_MS}, 0)
+                                GREATEST(q.not_before - {NOW_MS}, 0), q.outcome
                          FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-                            SELECT identity, event, published_at, attempts, not_before
+                            SELECT identity, event, published_at, attempts, not_before, outcome
                             FROM chatworker_queue
-                            WHERE lane = $1 AND outcome IS NULL AND identity IS DISTINCT FROM $4
+                            WHERE lane = $1 AND identity IS DISTINCT FROM $4
+                              AND (outcome IS NULL
+                                   OR (outcome IN ('transient', 'panicked') AND handled_at > {NOW_MS} - $7))
                             ORDER BY seq LIMIT 1
                          ) q ON TRUE"
                     ),
-                    &[&lane, &holder, &ms(ttl), &identity, &outcome, &detail],
+                    &[&lane, &holder, &ms(ttl), &identity, &outcome, &detail, &ms(hold)],
                 )
                 .await?;
             if row.get::<_, i64>(0) == 0 {
                 return Ok(Next::Lost);
+            }
+            // The event just recorded as failed is the lane's first (the
+            // snapshot does not show its new outcome): it holds the lane.
+            if matches!(outcome, Some("transient" | "panicked")) {
+                return Ok(Next::Held);
+            }
+            if row.get::<_, Option<String>>(7).is_some() {
+                return Ok(Next::Held);
             }
             Ok(match row.get::<_, Option<String>>(2) {
                 None => Next::Idle,
@@ -274,6 +300,18 @@ impl Fleet for Postgres {
                     wait: Duration::from_millis(row.get::<_, i64>(6).max(0) as u64),
                 }),
             })
+        }))
+    }
+
+    fn let_go<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.with(async move |c: &mut Client| {
+            c.execute(
+                "UPDATE chatworker_queue SET outcome = 'given_up'
+                 WHERE identity = $1 AND outcome IN ('transient', 'panicked')",
+                &[&identity],
+            )
+            .await
+            .map(drop)
         }))
     }
 
@@ -419,7 +457,12 @@ impl Fleet for Postgres {
         Box::pin(self.with(async move |c: &mut Client| {
             c.execute(
                 &format!(
-                    "DELETE FROM chatworker_queue WHERE outcome IS NOT NULL AND handled_at < {NOW_MS} - $1"
+                    "WITH claims AS (
+                        DELETE FROM chatworker_claims WHERE expires_at < {NOW_MS} - $1
+                     ), buckets AS (
+                        DELETE FROM chatworker_buckets WHERE tat < ({NOW_MS} - $1) * 1000
+                     )
+                     DELETE FROM chatworker_queue WHERE outcome IS NOT NULL AND handled_at < {NOW_MS} - $1"
                 ),
                 &[&ms(age)],
             )

@@ -98,13 +98,20 @@ impl Postgres {
 
     /// [`Postgres::with`], allowed `limit`: a server that stopped answering
     /// (a network gone quiet, a lock held) is unavailable, not a hang.
-    async fn within<T>(
+    pub(super) async fn within<T>(
         &self,
         limit: Duration,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
-        let i = self.next.fetch_add(1, Relaxed) % self.connections.len();
-        let mut slot = self.connections[i].lock().await;
+        // A free connection if there is one (a long call, housekeeping's,
+        // must not hold up a short one), else the next in turn.
+        let start = self.next.fetch_add(1, Relaxed);
+        let n = self.connections.len();
+        let free = (0..n).find_map(|k| self.connections[(start + k) % n].try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => self.connections[start % n].lock().await,
+        };
         if slot.as_ref().is_none_or(Client::is_closed) {
             *slot = Some(self.connect().await?);
         }

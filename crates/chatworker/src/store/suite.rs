@@ -443,18 +443,21 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
     let (store, _dir) = fresh("postgres").await;
     let fleet = store.fleet().expect("PostgreSQL is a fleet store").clone();
     let ttl = Duration::from_secs(5);
-    let next = |holder: &'static str, done: Option<Handled>| {
+    let hold = Duration::from_secs(60);
+    let step = |holder: &'static str, done: Option<Handled>| {
         let fleet = fleet.clone();
         async move {
-            match fleet
-                .next("lane", holder, ttl, done.as_ref())
+            fleet
+                .next("lane", holder, ttl, done.as_ref(), hold)
                 .await
                 .unwrap()
-            {
-                Next::Event(queued) => Some(queued),
-                Next::Idle => None,
-                Next::Lost => panic!("{holder} lost the lane"),
-            }
+        }
+    };
+    let next = |holder: &'static str, done: Option<Handled>| async move {
+        match step(holder, done).await {
+            Next::Event(queued) => Some(queued),
+            Next::Idle => None,
+            other => panic!("{holder}: {other:?}"),
         }
     };
     let handled = |identity: &str, outcome: &str| Handled {
@@ -470,7 +473,7 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
     assert!(!fleet.claim("lane", "b", ttl).await.unwrap(), "a holds it");
     assert!(fleet.claim("lane", "a", ttl).await.unwrap(), "renewed");
     assert!(matches!(
-        fleet.next("lane", "b", ttl, None).await.unwrap(),
+        fleet.next("lane", "b", ttl, None, hold).await.unwrap(),
         Next::Lost
     ));
     assert_eq!(fleet.unclaimed(10).await.unwrap(), Vec::<String>::new());
@@ -494,7 +497,11 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
         !fleet.release_if_idle("lane", "a").await.unwrap(),
         "e2 waits"
     );
-    assert!(next("a", Some(handled("e2", "transient"))).await.is_none());
+    // Failed for good here, e2 holds the lane until its redelivery comes.
+    assert!(matches!(
+        step("a", Some(handled("e2", "transient"))).await,
+        Next::Held
+    ));
     let outcomes = fleet
         .outcomes(&["e1".into(), "e2".into(), "e3".into()])
         .await
@@ -513,8 +520,13 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
     // Renewed only for the lanes named.
     assert_eq!(fleet.renew("b", &["lane".into()], ttl).await.unwrap(), 1);
     assert_eq!(fleet.renew("b", &["else".into()], ttl).await.unwrap(), 0);
-    // Handled, the lane is idle and let go.
-    assert!(next("b", Some(handled("e2", "delivered"))).await.is_none());
+    // Failed again and let go (its last attempt): the lane goes on.
+    assert!(matches!(
+        step("b", Some(handled("e2", "panicked"))).await,
+        Next::Held
+    ));
+    fleet.let_go("e2").await.unwrap();
+    assert!(next("b", None).await.is_none());
     assert!(fleet.release_if_idle("lane", "b").await.unwrap());
     // An expired claim is anyone's too.
     assert!(fleet.claim("other", "a", Duration::ZERO).await.unwrap());

@@ -73,6 +73,12 @@ pub(super) struct Fleet {
     /// The longest a delivery waits for its outcome (`pubsub.max_lease`:
     /// past it Pub/Sub hands the event out again anyway).
     max_wait: Duration,
+    /// How long a lane waits behind an event that failed and was nacked,
+    /// for its redelivery (as one process's `Order` holds its threads).
+    hold: Duration,
+    /// Cancelled when the worker starts shutting down: no lane is taken
+    /// over, and an event the store cannot admit is given back.
+    draining: CancellationToken,
 }
 
 impl Fleet {
@@ -82,6 +88,7 @@ impl Fleet {
         metrics: Arc<Metrics>,
         status: Arc<Status>,
         max_wait: Duration,
+        hold: Duration,
     ) -> Arc<Self> {
         let holder = format!(
             "{}/{}/{:08x}",
@@ -104,6 +111,8 @@ impl Fleet {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             max_wait,
+            hold,
+            draining: CancellationToken::new(),
         })
     }
 
@@ -123,10 +132,38 @@ impl Fleet {
         }
     }
 
-    /// Starts the keeper. It runs until [`Fleet::stop`].
+    /// Starts the keeper, and the renewal of this replica's claims (a task
+    /// of its own, so that nothing else it does can make a claim lapse).
+    /// Both run until [`Fleet::stop`].
     pub(super) fn start<A: Service>(self: &Arc<Self>, shared: Arc<Shared<A>>) {
         let fleet = self.clone();
         tokio::spawn(async move { fleet.keep(shared).await });
+        let fleet = self.clone();
+        tokio::spawn(async move { fleet.renew().await });
+    }
+
+    /// The worker is shutting down: no lane is taken over any more.
+    pub(super) fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Renews the claims on the lanes driven here, every second.
+    async fn renew(self: Arc<Self>) {
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = renew.tick() => {}
+            }
+            let lanes: Vec<String> = self.driving().iter().cloned().collect();
+            self.metrics.fleet_lanes_held(lanes.len());
+            if lanes.is_empty() {
+                continue;
+            }
+            let renewed = self.store.renew(&self.holder, &lanes, CLAIM_TTL).await;
+            self.store_answered(&renewed);
+        }
     }
 
     /// Stops taking lanes and events, waits for the drivers' events in
@@ -152,9 +189,13 @@ impl Fleet {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
         if tokio::time::timeout(rest, self.tasks.wait()).await.is_err() {
-            tracing::warn!("fleet: a handler was still running at the end of the grace period");
+            // Its claim is kept (it expires): given up, another replica
+            // would run the event beside the handler still running here.
+            tracing::warn!(
+                "fleet: a handler was still running at the end of the grace period; its lane's claim expires within 5 s"
+            );
+            return;
         }
-        self.driving().clear();
         if let Err(e) = self.store.release_all(&self.holder).await {
             tracing::warn!(error = %e, "fleet: claims not given up; they expire within 5 s");
         }
@@ -215,7 +256,7 @@ impl Fleet {
             }
             let next = self
                 .store
-                .next(lane, &self.holder, CLAIM_TTL, done.as_ref())
+                .next(lane, &self.holder, CLAIM_TTL, done.as_ref(), self.hold)
                 .await;
             self.store_answered(&next);
             let next = match next {
@@ -238,6 +279,14 @@ impl Fleet {
                         "fleet: the lane's claim passed to another replica (this one was too slow to renew it)"
                     );
                     return;
+                }
+                // Behind a failed event waiting for its redelivery.
+                Next::Held => {
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
                 }
                 // Given up unless an event came meanwhile.
                 Next::Idle => match self.store.release_if_idle(lane, &self.holder).await {
@@ -308,9 +357,8 @@ impl Fleet {
     async fn keep<A: Service>(self: Arc<Self>, shared: Arc<Shared<A>>) {
         let mut poll = tokio::time::interval(POLL_EVERY);
         let mut adopt = tokio::time::interval(ADOPT_EVERY);
-        let mut renew = tokio::time::interval(RENEW_EVERY);
         let mut forget = tokio::time::interval(KEEP_OUTCOMES / 10);
-        for interval in [&mut poll, &mut adopt, &mut renew, &mut forget] {
+        for interval in [&mut poll, &mut adopt, &mut forget] {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -337,20 +385,14 @@ impl Fleet {
                     }
                 }
                 _ = adopt.tick() => {
+                    if self.draining.is_cancelled() {
+                        continue;
+                    }
                     let lanes = self.store.unclaimed(ADOPT_AT_ONCE).await;
                     self.store_answered(&lanes);
                     for lane in lanes.into_iter().flatten() {
                         self.drive(&shared, &lane);
                     }
-                }
-                _ = renew.tick() => {
-                    let lanes: Vec<String> = self.driving().iter().cloned().collect();
-                    self.metrics.fleet_lanes_held(lanes.len());
-                    if lanes.is_empty() {
-                        continue;
-                    }
-                    let renewed = self.store.renew(&self.holder, &lanes, CLAIM_TTL).await;
-                    self.store_answered(&renewed);
                 }
                 _ = forget.tick() => {
                     if let Err(e) = self.store.forget(KEEP_OUTCOMES).await {
@@ -392,7 +434,7 @@ pub(super) async fn arrive<A: Service>(
             Err(e) => {
                 tracing::warn!(error = %e, "fleet: the store is unavailable; the event waits (its lease kept)");
                 slot.release();
-                if !backoff.pause(&fleet.stop).await {
+                if !backoff.pause(&fleet.draining).await {
                     // Dropped unsettled: nacked.
                     return;
                 }
@@ -422,6 +464,18 @@ pub(super) async fn arrive<A: Service>(
             };
             waiting.metrics.fleet_waited(started.elapsed());
             let outcome = outcome_of(&handled, &delivery);
+            // Nacked on its last attempt, the event goes to the dead-letter
+            // topic and never comes back: its lane goes on without it.
+            let retried = matches!(
+                outcome,
+                Outcome::Transient | Outcome::Panicked { bounded: true }
+            );
+            if retried
+                && shared.is_last_attempt(&delivery)
+                && let Err(e) = waiting.store.let_go(&identity).await
+            {
+                tracing::warn!(error = %e, "fleet: the lane stays held behind this event until its hold expires");
+            }
             process::settle_delivery(
                 &shared,
                 delivery,

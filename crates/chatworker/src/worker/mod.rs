@@ -199,6 +199,7 @@ pub async fn run_with_store<A: Service>(
             shared.metrics.clone(),
             status.clone(),
             settings.pubsub.max_lease,
+            settings.pubsub.max_retry_delay * 2 + ORDER_HOLD_MARGIN,
         );
         fleet.start(shared.clone());
         fleet
@@ -360,6 +361,9 @@ pub async fn run_with_store<A: Service>(
         );
     }
     status.stopping();
+    if let Some(fleet) = &fleet {
+        fleet.drain();
+    }
     tracing::info!(
         in_flight = dispatcher.pending(),
         "shutting down: no longer pulling"
