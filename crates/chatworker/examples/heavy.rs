@@ -25,19 +25,40 @@ fn work() -> Duration {
     Duration::from_millis(ms)
 }
 
-/// Burns `cpu` of CPU time: a hash chain, so that the optimizer cannot skip
-/// it. Returns the chain's end.
-fn burn(cpu: Duration) -> u64 {
-    let started = Instant::now();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while started.elapsed() < cpu {
-        for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+/// Rounds of the hash chain per millisecond of CPU, measured once at start
+/// (alone on its thread), so that each message costs the same work however
+/// many run at once.
+fn rounds_per_ms() -> u64 {
+    static ROUNDS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ROUNDS.get_or_init(|| {
+        let started = Instant::now();
+        let mut rounds = 0_u64;
+        let mut x = SEED;
+        while started.elapsed() < Duration::from_millis(100) {
+            x = chain(x, 1_000);
+            rounds += 1_000;
         }
+        std::hint::black_box(x);
+        (rounds / 100).max(1)
+    })
+}
+
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// `rounds` steps of a xorshift chain: work the optimizer cannot skip.
+fn chain(mut x: u64, rounds: u64) -> u64 {
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
     }
     x
+}
+
+/// About `cpu` of CPU time's work. Returns the chain's end.
+fn burn(cpu: Duration) -> u64 {
+    let ms = u64::try_from(cpu.as_millis()).unwrap_or(u64::MAX);
+    chain(SEED, rounds_per_ms().saturating_mul(ms))
 }
 
 async fn heavy(_ctx: Context, message: Message) -> Result<Reply, HandlerError> {
@@ -55,5 +76,9 @@ async fn heavy(_ctx: Context, message: Message) -> Result<Reply, HandlerError> {
 
 #[tokio::main]
 async fn main() -> Result<(), chatworker::RunError> {
+    // Measured before any event arrives.
+    tokio::task::spawn_blocking(rounds_per_ms)
+        .await
+        .expect("calibrated");
     chatworker::run(App::new().message(heavy)).await
 }

@@ -512,15 +512,17 @@ async fn check_credentials(
 /// The lane an event runs in: its Pub/Sub ordering key when the publisher
 /// set one, else its thread (or its space, for an event outside threads).
 fn lane_key(decoded: &Result<Event, DecodeError>, delivery: &Delivery) -> String {
-    if !delivery.ordering_key.is_empty() && decoded.is_ok() {
-        return format!("key/{}", delivery.ordering_key);
-    }
+    lane_of(decoded, &delivery.ordering_key, &delivery.message_id)
+}
+
+fn lane_of(decoded: &Result<Event, DecodeError>, ordering_key: &str, message_id: &str) -> String {
     match decoded {
+        Ok(_) if !ordering_key.is_empty() => format!("key/{ordering_key}"),
         Ok(event) => match &event.thread {
             Some(thread) => thread.to_string(),
             None => event.space.name.to_string(),
         },
-        Err(_) => format!("pubsub/{}", delivery.message_id),
+        Err(_) => format!("pubsub/{message_id}"),
     }
 }
 
@@ -528,5 +530,28 @@ fn event_type(decoded: &Result<Event, DecodeError>) -> &'static str {
     match decoded {
         Ok(event) => event.kind.label(),
         Err(_) => crate::ops::metrics::UNDECODABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_is_the_ordering_key_else_the_thread_else_the_space() {
+        let fixture = |name: &str| {
+            let path = format!(
+                "{}/../../tests/fixtures/events/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            decode(&std::fs::read(path).expect("fixture"))
+        };
+        let message = fixture("classic/message.json");
+        let thread = message.as_ref().expect("decodes").thread.clone();
+        let thread = thread.expect("a thread").to_string();
+        assert_eq!(lane_of(&message, "", "1"), thread);
+        assert_eq!(lane_of(&message, "orders-42", "1"), "key/orders-42");
+        let undecodable = decode(b"not json");
+        assert_eq!(lane_of(&undecodable, "orders-42", "7"), "pubsub/7");
     }
 }
