@@ -20,6 +20,13 @@ use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio_postgres::Client;
 
+/// How long after its publication an event waits before its lane's holder
+/// takes it: two events of one thread published this close together may
+/// reach two replicas and the store in either order; within the window
+/// they are taken in the order Pub/Sub received them. An event pulled
+/// later than that (a backlog) does not wait.
+const REORDER_WINDOW: Duration = Duration::from_millis(250);
+
 /// The database's clock, in milliseconds since the epoch (SQL).
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -266,17 +273,27 @@ impl Fleet for Postgres {
                          )
                          SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM done),
                                 q.identity, q.event, q.published_at, q.attempts,
-                                GREATEST(q.not_before - {NOW_MS}, 0), q.outcome
+                                GREATEST(q.not_before - {NOW_MS}, q.published_at + $8 - {NOW_MS}, 0),
+                                q.outcome
                          FROM (SELECT 1) AS one LEFT JOIN LATERAL (
                             SELECT identity, event, published_at, attempts, not_before, outcome
                             FROM chatworker_queue
                             WHERE lane = $1 AND identity IS DISTINCT FROM $4
                               AND (outcome IS NULL
                                    OR (outcome IN ('transient', 'panicked') AND handled_at > {NOW_MS} - $7))
-                            ORDER BY seq LIMIT 1
+                            ORDER BY COALESCE(published_at, arrived_at), seq LIMIT 1
                          ) q ON TRUE"
                     ),
-                    &[&lane, &holder, &ms(ttl), &identity, &outcome, &detail, &ms(hold)],
+                    &[
+                        &lane,
+                        &holder,
+                        &ms(ttl),
+                        &identity,
+                        &outcome,
+                        &detail,
+                        &ms(hold),
+                        &ms(REORDER_WINDOW),
+                    ],
                 )
                 .await?;
             if row.get::<_, i64>(0) == 0 {

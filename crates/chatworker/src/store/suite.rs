@@ -528,6 +528,35 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
     fleet.let_go("e2").await.unwrap();
     assert!(next("b", None).await.is_none());
     assert!(fleet.release_if_idle("lane", "b").await.unwrap());
+    // Published in the other order than admitted: taken as published; one
+    // published just now waits a moment for a sibling that may be late.
+    let now = now_ms();
+    fleet
+        .enqueue("late", "pub", b"x", Some(now - 5_000))
+        .await
+        .unwrap();
+    fleet
+        .enqueue("early", "pub", b"x", Some(now - 10_000))
+        .await
+        .unwrap();
+    fleet
+        .enqueue("fresh", "fresh", b"x", Some(now))
+        .await
+        .unwrap();
+    for lane in ["pub", "fresh"] {
+        assert!(fleet.claim(lane, "c", ttl).await.unwrap());
+    }
+    let Next::Event(first) = fleet.next("pub", "c", ttl, None, hold).await.unwrap() else {
+        panic!("an event waits");
+    };
+    assert_eq!(
+        (first.identity.as_str(), first.wait),
+        ("early", Duration::ZERO)
+    );
+    let Next::Event(fresh) = fleet.next("fresh", "c", ttl, None, hold).await.unwrap() else {
+        panic!("an event waits");
+    };
+    assert!(fresh.wait > Duration::from_millis(100), "{:?}", fresh.wait);
     // An expired claim is anyone's too.
     assert!(fleet.claim("other", "a", Duration::ZERO).await.unwrap());
     tokio::time::sleep(Duration::from_millis(20)).await;
