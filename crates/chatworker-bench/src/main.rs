@@ -334,6 +334,32 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// The replies' latencies from each event's publication (`sent`), the
+    /// throughput from `started_at` to the last reply (a backlog was there
+    /// before the workers started), and Chat's answers.
+    async fn replies_since(
+        &mut self,
+        sim: &Sim,
+        sent: &HashMap<String, SystemTime>,
+        started_at: SystemTime,
+        answered: u64,
+    ) -> Result<()> {
+        let replies = replies(sim).await?;
+        self.latency_ms = quantiles(latencies_ms(&replies, sent));
+        let last = replies
+            .iter()
+            .filter_map(|(_, _, created)| created.duration_since(started_at).ok())
+            .max();
+        if let Some(last) = last {
+            self.seconds = last.as_secs_f64();
+            self.events_per_second = answered as f64 / self.seconds;
+        }
+        self.statuses = statuses(sim).await?;
+        Ok(())
+    }
+}
+
 /// Milliseconds from each event's publication to its reply's creation.
 fn latencies_ms(
     replies: &[(String, String, SystemTime)],
@@ -635,19 +661,9 @@ impl Bench {
         let usage = worker.finish(before).await?;
         let mut outcome = self.outcome(name, n, k);
         outcome.measured(answered, seconds, &usage);
-        let replies = replies(&sim).await?;
-        outcome.latency_ms = quantiles(latencies_ms(&replies, &sent));
-        // Throughput from the worker's start to its last reply: the backlog
-        // was there before it started.
-        let last = replies
-            .iter()
-            .filter_map(|(_, _, created)| created.duration_since(started_at).ok())
-            .max();
-        if let Some(last) = last {
-            outcome.seconds = last.as_secs_f64();
-            outcome.events_per_second = answered as f64 / outcome.seconds;
-        }
-        outcome.statuses = statuses(&sim).await?;
+        outcome
+            .replies_since(&sim, &sent, started_at, answered)
+            .await?;
         topic.remove().await;
         Ok(outcome)
     }
@@ -730,17 +746,9 @@ impl Bench {
             self.args.fleet_work_ms
         );
         outcome.measured(answered, seconds, &usage);
-        let replies = replies(&sim).await?;
-        outcome.latency_ms = quantiles(latencies_ms(&replies, &sent));
-        let last = replies
-            .iter()
-            .filter_map(|(_, _, created)| created.duration_since(started_at).ok())
-            .max();
-        if let Some(last) = last {
-            outcome.seconds = last.as_secs_f64();
-            outcome.events_per_second = answered as f64 / outcome.seconds;
-        }
-        outcome.statuses = statuses(&sim).await?;
+        outcome
+            .replies_since(&sim, &sent, started_at, answered)
+            .await?;
         topic.remove().await;
         Ok(outcome)
     }

@@ -852,6 +852,15 @@ async fn trickle(topic: &Topic, events: &[Value], every: Duration) {
     }
 }
 
+/// Publishes `events` five at a time, 50 ms apart: batches small and far
+/// enough apart that the emulator hands them to every replica.
+async fn in_fives(topic: &Topic, events: &[Value]) {
+    for chunk in events.chunks(5) {
+        topic.publish_many(chunk).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The events each replica acked, for the notes.
 fn shares(workers: &[Worker], counter: &str) -> String {
     workers
@@ -1062,10 +1071,7 @@ async fn fleet_kill() -> Report {
     )
     .await;
     let started = Instant::now();
-    for chunk in events.events.chunks(5) {
-        topic.publish_many(chunk).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    in_fives(&topic, &events.events).await;
     events.until_answered(&sim, 60).await;
     let mut victim = workers.remove(0);
     victim.kill().await;
@@ -1106,10 +1112,7 @@ async fn fleet_store_restart() -> Report {
     )
     .await;
     let started = Instant::now();
-    for chunk in events.events.chunks(5) {
-        topic.publish_many(chunk).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    in_fives(&topic, &events.events).await;
     events.until_answered(&sim, 50).await;
     postgres.stop();
     let stopped_at = events.answered(&sim).await;

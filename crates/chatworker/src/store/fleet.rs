@@ -110,6 +110,7 @@ pub(crate) trait Fleet: Send + Sync + 'static {
     /// One round trip per event for the lane's holder: records `done`
     /// (the event just handled), renews the claim, and reads the lane's
     /// next event.
+    ///
     /// An event recorded as failed (transient, panicked) within `hold`
     /// keeps its place: the lane is held behind it until its redelivery
     /// admits it again, or [`Fleet::let_go`].

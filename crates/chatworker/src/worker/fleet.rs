@@ -344,7 +344,7 @@ impl Fleet {
                 }
                 return None;
             }
-            outcome => recorded(outcome),
+            outcome => outcome.record(),
         };
         Some(Handled {
             identity,
@@ -463,7 +463,8 @@ pub(super) async fn arrive<A: Service>(
                 return;
             };
             waiting.metrics.fleet_waited(started.elapsed());
-            let outcome = outcome_of(&handled, &delivery);
+            let outcome =
+                Outcome::from_record(&handled.outcome, delivery.delivery_attempt().is_some());
             // Nacked on its last attempt, the event goes to the dead-letter
             // topic and never comes back: its lane goes on without it.
             let retried = matches!(
@@ -517,54 +518,6 @@ async fn run_queued<A: Service>(
     .await
 }
 
-/// An outcome as recorded in the queue.
-fn recorded(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Delivered => "delivered".into(),
-        Outcome::Skipped(reason) => format!("skipped:{reason}"),
-        Outcome::Permanent(reason) => format!("permanent:{reason}"),
-        Outcome::Undecodable(reason) => format!("undecodable:{reason}"),
-        Outcome::Panicked { .. } => "panicked".into(),
-        Outcome::Transient | Outcome::Deferred => "transient".into(),
-    }
-}
-
-/// A recorded outcome, for settling `delivery`.
-fn outcome_of(handled: &Handled, delivery: &Delivery) -> Outcome {
-    let (kind, reason) = handled
-        .outcome
-        .split_once(':')
-        .unwrap_or((handled.outcome.as_str(), ""));
-    match kind {
-        "delivered" => Outcome::Delivered,
-        "skipped" => Outcome::Skipped(label(reason)),
-        "permanent" => Outcome::Permanent(label(reason)),
-        "undecodable" => Outcome::Undecodable(label(reason)),
-        "panicked" => Outcome::Panicked {
-            bounded: delivery.delivery_attempt().is_some(),
-        },
-        // Unknown (a newer replica's) or transient: nacked, so nothing is
-        // lost.
-        _ => Outcome::Transient,
-    }
-}
-
-/// A reason as the metrics name it: the same `&'static str` for the same
-/// text (reasons are the app's and the worker's constants: few).
-fn label(reason: &str) -> &'static str {
-    static LABELS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(label) = labels.iter().find(|l| **l == reason) {
-        return label;
-    }
-    if labels.len() >= 256 {
-        return "other";
-    }
-    let label: &'static str = Box::leak(reason.to_owned().into_boxed_str());
-    labels.push(label);
-    label
-}
-
 /// How long a failed event waits before its next try in its lane.
 fn retry_wait(attempts: i32) -> Duration {
     let exponent = u32::try_from(attempts.clamp(1, 6) - 1).unwrap_or(0);
@@ -593,29 +546,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outcomes_read_back_as_recorded() {
-        for outcome in [
-            Outcome::Delivered,
-            Outcome::Skipped("no_reply"),
-            Outcome::Permanent("handler_permanent"),
-            Outcome::Undecodable("not_json"),
-        ] {
-            let handled = Handled {
-                identity: "e".into(),
-                outcome: recorded(&outcome),
-                detail: String::new(),
-            };
-            let text = format!("{outcome:?}");
-            let read = match (handled.outcome.split_once(':'), &outcome) {
-                (_, Outcome::Delivered) => Outcome::Delivered,
-                (Some((_, reason)), Outcome::Skipped(_)) => Outcome::Skipped(label(reason)),
-                (Some((_, reason)), Outcome::Permanent(_)) => Outcome::Permanent(label(reason)),
-                (Some((_, reason)), _) => Outcome::Undecodable(label(reason)),
-                (None, _) => Outcome::Transient,
-            };
-            assert_eq!(format!("{read:?}"), text);
-        }
-        assert_eq!(label("custom"), label("custom"));
+    fn a_failed_event_waits_longer_each_time_up_to_half_a_minute() {
         assert_eq!(retry_wait(1), Duration::from_secs(1));
         assert_eq!(retry_wait(3), Duration::from_secs(4));
         assert_eq!(retry_wait(100), Duration::from_secs(32));

@@ -333,12 +333,10 @@ pub async fn run_with_store<A: Service>(
         let lane = key.clone();
         // In a fleet, an event with an identity goes into the shared queue;
         // this replica's lane only keeps the order it arrived in.
-        let identity = decoded.as_ref().ok().map(|event| {
-            event
-                .identity()
-                .unwrap_or_else(|| format!("pubsub/{}", delivery.message_id))
-        });
-        if let (Some(fleet), Some(identity)) = (&fleet, identity) {
+        let in_fleet = fleet
+            .as_ref()
+            .and_then(|fleet| Some((fleet, process::identity_of(&decoded, &delivery)?)));
+        if let Some((fleet, identity)) = in_fleet {
             let fleet = fleet.clone();
             drop(decoded);
             dispatcher.submit(

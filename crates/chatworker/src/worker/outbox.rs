@@ -54,14 +54,6 @@ impl Op {
     pub(super) fn marked_when_sent(&self) -> bool {
         !matches!(self, Self::Create(_))
     }
-
-    /// A failure's reason as the metrics name it.
-    pub(super) fn reason(reason: &str) -> &'static str {
-        match reason {
-            "chat_permanent" => "chat_permanent",
-            _ => "handler_permanent",
-        }
-    }
 }
 
 /// The handler's outlet while its event is in a transaction: each call

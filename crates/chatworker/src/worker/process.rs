@@ -200,11 +200,7 @@ pub(super) async fn process<A: Service>(
     lane: String,
     slot: Slot,
 ) {
-    let identity = decoded.as_ref().ok().map(|event| {
-        event
-            .identity()
-            .unwrap_or_else(|| format!("pubsub/{}", delivery.message_id))
-    });
+    let identity = identity_of(&decoded, &delivery);
     let held_back = identity
         .as_ref()
         .is_some_and(|i| shared.order.must_wait(&lane, i));
@@ -250,6 +246,19 @@ pub(super) async fn process<A: Service>(
         &shared, delivery, identity, &lane, outcome, detail, in_flight, true,
     )
     .await;
+}
+
+/// The event's identity for the inbox (and a fleet's queue): its own, else
+/// the Pub/Sub message's; none for an undecodable payload.
+pub(super) fn identity_of(
+    decoded: &Result<Event, DecodeError>,
+    delivery: &Delivery,
+) -> Option<String> {
+    decoded.as_ref().ok().map(|event| {
+        event
+            .identity()
+            .unwrap_or_else(|| format!("pubsub/{}", delivery.message_id))
+    })
 }
 
 /// Runs the app on `event` as [`handle`] does, a panic anywhere in the
@@ -739,7 +748,10 @@ async fn deliver<A: Service>(
             // What comes before was sent: the event's outcome is the
             // failure; it is finished once settled as one.
             Op::Failed { reason, detail } => {
-                return (Outcome::Permanent(Op::reason(reason)), detail.clone());
+                return (
+                    Outcome::Permanent(super::settle::label(reason)),
+                    detail.clone(),
+                );
             }
             Op::Create(message) => outlet.create(message).await.map(drop),
             Op::Update(name, content) => outlet.update(name, content).await,

@@ -1,5 +1,7 @@
 //! The ack decision: a pure function of what happened to an event.
 
+use std::sync::Mutex;
+
 /// What became of one delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -41,6 +43,51 @@ impl Outcome {
             | Self::Panicked { bounded: true } => None,
         }
     }
+
+    /// The outcome as a fleet's queue records it for the replicas that
+    /// settle the event's deliveries.
+    pub(crate) fn record(&self) -> String {
+        match self {
+            Self::Delivered => "delivered".into(),
+            Self::Skipped(reason) => format!("skipped:{reason}"),
+            Self::Permanent(reason) => format!("permanent:{reason}"),
+            Self::Undecodable(reason) => format!("undecodable:{reason}"),
+            Self::Panicked { .. } => "panicked".into(),
+            Self::Transient | Self::Deferred => "transient".into(),
+        }
+    }
+
+    /// A recorded outcome, read back by a replica whose delivery is
+    /// `bounded` (the subscription counts its attempts). What it does not
+    /// know (a newer replica's) is transient: nacked, so nothing is lost.
+    pub(crate) fn from_record(record: &str, bounded: bool) -> Self {
+        let (kind, reason) = record.split_once(':').unwrap_or((record, ""));
+        match kind {
+            "delivered" => Self::Delivered,
+            "skipped" => Self::Skipped(label(reason)),
+            "permanent" => Self::Permanent(label(reason)),
+            "undecodable" => Self::Undecodable(label(reason)),
+            "panicked" => Self::Panicked { bounded },
+            _ => Self::Transient,
+        }
+    }
+}
+
+/// A reason read back from storage, as the metrics name it: the same
+/// `&'static str` for the same text (reasons are the app's and the
+/// worker's constants: few; past 256 distinct ones, "other").
+pub(crate) fn label(reason: &str) -> &'static str {
+    static LABELS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(label) = labels.iter().find(|l| **l == reason) {
+        return label;
+    }
+    if labels.len() >= 256 {
+        return "other";
+    }
+    let label: &'static str = Box::leak(reason.to_owned().into_boxed_str());
+    labels.push(label);
+    label
 }
 
 /// What to do with the Pub/Sub message.
@@ -81,6 +128,30 @@ pub(crate) fn settle(outcome: &Outcome, dead_letter_configured: bool) -> Settlem
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_read_back_as_recorded() {
+        for outcome in [
+            Outcome::Delivered,
+            Outcome::Skipped("no_reply"),
+            Outcome::Permanent("handler_permanent"),
+            Outcome::Undecodable("not_json"),
+            Outcome::Panicked { bounded: true },
+            Outcome::Transient,
+        ] {
+            assert_eq!(Outcome::from_record(&outcome.record(), true), outcome);
+        }
+        assert_eq!(
+            Outcome::from_record("panicked", false),
+            Outcome::Panicked { bounded: false },
+            "bounded as the reading delivery is"
+        );
+        assert_eq!(
+            Outcome::from_record("newer:thing", true),
+            Outcome::Transient
+        );
+        assert!(std::ptr::eq(label("custom"), label("custom")));
+    }
 
     #[test]
     fn decisions() {
