@@ -456,3 +456,91 @@ async fn a_committed_failure_is_dead_lettered_on_its_redelivery() {
     assert_eq!(sim.app_messages().await.len(), 1, "its message went once");
     assert_eq!(snapshot.events_dead_lettered, 1);
 }
+
+/// In a fleet (a PostgreSQL store), a panic that no subscription policy
+/// bounds is set aside as in one process: its thread goes on at once, not
+/// after the hold kept for a redelivery that will never come, and a copy
+/// of the event (published again) is set aside by the recorded outcome,
+/// the handler not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_a_panic_is_set_aside_once_and_its_thread_goes_on() {
+    let sim = Sim::start().await;
+    let topic = Topic::fresh("fleet-panic").await;
+    let postgres = chatworker_testkit::postgres::Postgres::start();
+    let url = postgres.url();
+    let worker = InProcess::start(
+        &sim,
+        &topic,
+        fragile(),
+        &[("CHATWORKER_STORE__URL", url.as_str())],
+    );
+    let boom = sim.seed("spaces/FLEETPANIC", "boom", None).await;
+    let thread = boom["thread"]["name"]
+        .as_str()
+        .expect("a thread")
+        .to_owned();
+    let after = sim.seed("spaces/FLEETPANIC", "after", Some(&thread)).await;
+    topic.publish_json(&message_event(&boom)).await;
+    topic.publish_json(&message_event(&after)).await;
+    let replies = await_app_messages(&sim, 1, DEADLINE).await;
+    assert_eq!(replies[0]["message"]["text"], "ok: after");
+    // The copy: pulled at once, and settled before the worker stops.
+    topic.publish_json(&message_event(&boom)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let snapshot = worker.stop().await;
+    assert_eq!(
+        snapshot.handler_panics, 1,
+        "the copy did not run the handler"
+    );
+    assert_eq!(
+        snapshot.events_dropped.get("handler_panic"),
+        Some(&2),
+        "both deliveries set aside: {snapshot:?}"
+    );
+    assert_eq!(snapshot.events_acked, 3);
+    assert_eq!(snapshot.events_nacked, 0);
+}
+
+/// In a fleet, an event that fails for good is dead-lettered once, with
+/// its reason, and its thread goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_a_failure_is_dead_lettered_and_its_thread_goes_on() {
+    let sim = Sim::start().await;
+    let dead = Topic::fresh("fleet-failed-dead").await;
+    let topic = Topic::fresh("fleet-failed").await;
+    let postgres = chatworker_testkit::postgres::Postgres::start();
+    let url = postgres.url();
+    let app = App::new().message(|_ctx: Context, m: Message| async move {
+        match m.argument() {
+            "bad" => Err(HandlerError::permanent("the lookup refused")),
+            other => Ok(Reply::text(format!("ok: {other}"))),
+        }
+    });
+    let env = [
+        ("CHATWORKER_PUBSUB__DEAD_LETTER_TOPIC", dead.topic.as_str()),
+        ("CHATWORKER_STORE__URL", url.as_str()),
+    ];
+    let worker = InProcess::start(&sim, &topic, app, &env);
+    let bad = sim.seed("spaces/FLEETFAILED", "bad", None).await;
+    let thread = bad["thread"]["name"].as_str().expect("a thread").to_owned();
+    let after = sim.seed("spaces/FLEETFAILED", "after", Some(&thread)).await;
+    topic.publish_json(&message_event(&bad)).await;
+    topic.publish_json(&message_event(&after)).await;
+    let replies = await_app_messages(&sim, 1, DEADLINE).await;
+    assert_eq!(replies[0]["message"]["text"], "ok: after");
+    let letters = eventually(DEADLINE, || async {
+        let letters = pull_and_ack(&dead.subscription, 10).await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await
+    .expect("the failure is dead-lettered");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0]["message"]["attributes"]["chatworker_reason"],
+        "handler_permanent"
+    );
+    let snapshot = worker.stop().await;
+    assert_eq!(snapshot.events_dead_lettered, 1);
+    assert_eq!(snapshot.events_acked, 2);
+    assert_eq!(snapshot.fleet_waits, 2, "settled by the fleet's outcomes");
+}

@@ -832,15 +832,29 @@ async fn stateful_tickets(backend: &'static str, replicas: usize) -> Report {
 // ------------------------------------------------------------------- fleet
 
 /// Three replicas of `chatworker run` on one subscription and one
-/// PostgreSQL store (`env` added).
+/// PostgreSQL store (`env` added). The third pulls over REST, as a replica
+/// behind a proxy that refuses HTTP/2 would: a fleet may mix transports.
 async fn fleet(sim: &Sim, topic: &Topic, url: &str, env: &[(&str, &str)]) -> Vec<Worker> {
     let mut all = vec![("CHATWORKER_STORE__URL", url)];
     all.extend_from_slice(env);
     let mut workers = Vec::new();
-    for _ in 0..3 {
-        workers.push(Worker::start(chatworker(), sim, &topic.subscription, &all).await);
+    for replica in 0..3 {
+        let mut env = all.clone();
+        if replica == REST_REPLICA {
+            env.push(("CHATWORKER_PUBSUB__TRANSPORT", "rest"));
+        }
+        workers.push(Worker::start(chatworker(), sim, &topic.subscription, &env).await);
     }
     workers
+}
+
+/// The replica of [`fleet`] that pulls over REST.
+const REST_REPLICA: usize = 2;
+
+/// Checks that the fleet's REST replica (stopped) took part.
+fn rest_replica_worked(report: &mut Report, rest: &Worker) {
+    let acked = rest.counter("events_acked");
+    report.check(acked > 0, "the replica pulling over REST acked no event");
 }
 
 /// Publishes `events` one at a time, `every` apart: the emulator hands a
@@ -965,8 +979,9 @@ async fn fleet_order() -> Report {
         pulled.iter().filter(|&&n| n > 0).count() >= 2,
         format!("the events did not spread over the replicas: {pulled:?}"),
     );
+    rest_replica_worked(&mut report, &workers[REST_REPLICA]);
     report.note(format!(
-        "acked per replica: {}; threads claimed per replica: {}; {} threads in order",
+        "acked per replica (the third over REST): {}; threads claimed per replica: {}; {} threads in order",
         shares(&workers, "events_acked"),
         shares(&workers, "fleet_claims"),
         THREADS - out_of_order
@@ -1043,18 +1058,27 @@ async fn fleet_quota() -> Report {
         format!("the events did not spread over the replicas: {pulled:?}"),
     );
     report.note(format!(
-        "{rate:.1} writes/min ({:.0}%), peak {peak} in 60 s, 0 answers 429; acked per replica {}; shared-quota waits {}",
+        "{rate:.1} writes/min ({:.0}%), peak {peak} in 60 s, 0 answers 429; acked per replica {}; shared-quota waits {}, late {}",
         share * 100.0,
         shares(&workers, "events_acked"),
         shares(&workers, "shared_quota_waits"),
+        shares(&workers, "shared_quota_late"),
     ));
     report
 }
 
 /// 15. Three replicas; one is SIGKILLed mid-run. Its threads go on on the
 ///     others within seconds: nothing lost, nothing doubled.
-async fn fleet_kill() -> Report {
-    let mut report = Report::new("fleet: 3 replicas, one SIGKILLed mid-run");
+///
+/// 19. (`graceful`) The same with SIGTERM, as Kubernetes stops a pod: the
+///     replica finishes or hands back what it holds, exits 0 within its
+///     grace period, and gives its claims up, so that the others go on at
+///     once rather than when the claims would have expired.
+async fn fleet_kill(graceful: bool) -> Report {
+    let mut report = Report::new(match graceful {
+        false => "fleet: 3 replicas, one SIGKILLed mid-run",
+        true => "fleet: 3 replicas, one stopped (SIGTERM) mid-run",
+    });
     let sim = Sim::start().await;
     sim.set_latency(300).await;
     let topic = Topic::fresh("faults-fleet-kill").await;
@@ -1074,21 +1098,39 @@ async fn fleet_kill() -> Report {
     in_fives(&topic, &events.events).await;
     events.until_answered(&sim, 60).await;
     let mut victim = workers.remove(0);
-    victim.kill().await;
     let killed_at = events.answered(&sim).await;
-    let kill_time = Instant::now();
+    let stop_time = Instant::now();
+    let mut stopped_in = None;
+    match graceful {
+        false => victim.kill().await,
+        true => {
+            report.stop(&mut victim).await;
+            stopped_in = Some(stop_time.elapsed());
+            let logs = victim.logs();
+            report.check(
+                !logs.contains("claims not given up") && !logs.contains("expires within 5 s"),
+                format!("the stopped replica kept claims:\n{}", tail(&logs)),
+            );
+        }
+    }
     report.check(
         killed_at < events.len(),
-        "every event was answered before the kill",
+        "every event was answered before the replica was stopped",
     );
     events.settle(&sim, &mut report).await;
     report.took = started.elapsed();
     for worker in &mut workers {
         report.stop(worker).await;
     }
+    // The first replica went: the REST one is one place earlier.
+    rest_replica_worked(&mut report, &workers[REST_REPLICA - 1]);
+    let how = match stopped_in {
+        None => "killed".to_owned(),
+        Some(took) => format!("stopped (exit 0 in {:.1} s)", took.as_secs_f64()),
+    };
     report.note(format!(
-        "killed with {killed_at} answered; the rest {:.1} s after; survivors claimed {} threads",
-        kill_time.elapsed().saturating_sub(SETTLE).as_secs_f64(),
+        "{how} with {killed_at} answered; the rest {:.1} s after; survivors claimed {} threads",
+        stop_time.elapsed().saturating_sub(SETTLE).as_secs_f64(),
         shares(&workers, "fleet_claims"),
     ));
     report
@@ -1134,6 +1176,139 @@ async fn fleet_store_restart() -> Report {
     report
 }
 
+/// 18. A replica stalls (SIGSTOP) while it sends an event's replies; its
+///     claim runs out and another replica finishes the event and handles
+///     the thread's next one. Woken up (SIGCONT), the stalled replica
+///     writes nothing more to the thread: every write for the first event
+///     came before the second event's first.
+async fn fleet_stall() -> Report {
+    let mut report = Report::new("fleet: a replica stalled past its claim mid-reply");
+    let sim = Sim::start().await;
+    // Six writes an event (a placeholder, three progress edits, the
+    // result, "Done."): about five seconds each.
+    sim.set_latency(800).await;
+    let topic = Topic::fresh("faults-fleet-stall").await;
+    let postgres = chatworker_testkit::postgres::Postgres::start();
+    let url = postgres.url();
+    let env = [
+        ("CHATWORKER_STORE__URL", url.as_str()),
+        ("JOB_STEP_MS", "0"),
+    ];
+    let space = "spaces/FLEETSTALL";
+    let first = sim.seed(space, "stall-1", None).await;
+    let thread = first["thread"]["name"].as_str().expect("thread").to_owned();
+    let second = sim.seed(space, "stall-2", Some(&thread)).await;
+    // Both events reach the first replica: it is the only one running.
+    let mut stalled = Worker::start_example("long_job", &sim, &topic.subscription, &env).await;
+    let started = Instant::now();
+    topic
+        .publish_many(&[message_event(&first), message_event(&second)])
+        .await;
+    // The placeholder's ID (the worker's, which its calls name), and
+    // whether a call writes it.
+    let placeholder = |tag: &'static str| {
+        let sim = &sim;
+        async move {
+            sim.app_messages().await.into_iter().find_map(|m| {
+                let text = m["body"]["text"].as_str()?;
+                text.contains(&format!("the {tag} report"))
+                    .then(|| {
+                        m["message"]["clientAssignedMessageId"]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .flatten()
+            })
+        }
+    };
+    let writes_to = |calls: &[Value], id: &str| -> Vec<f64> {
+        calls
+            .iter()
+            .filter(|c| {
+                c["path"].as_str().is_some_and(|p| p.ends_with(id))
+                    || c["query"]
+                        .as_str()
+                        .is_some_and(|q| q.contains(&format!("messageId={id}")))
+            })
+            .map(|c| c["startedMs"].as_f64().expect("start"))
+            .collect()
+    };
+    let one = eventually(DEADLINE, || placeholder("stall-1")).await;
+    let Some(one) = one else {
+        report.fail("the first event's placeholder never came");
+        return report;
+    };
+    // Stopped once its first edit is out: committed, sending the rest.
+    let edited = eventually(DEADLINE, || async {
+        let calls = sim.calls().await;
+        (writes_to(&calls, &one).len() >= 2).then_some(())
+    })
+    .await;
+    report.check(edited.is_some(), "the first event was never edited");
+    stalled.signal("STOP");
+    let mut other = Worker::start_example("long_job", &sim, &topic.subscription, &env).await;
+    // The other replica takes the lane over and answers both events.
+    let ready = |id: String| {
+        let sim = &sim;
+        async move {
+            sim.app_messages().await.into_iter().any(|m| {
+                m["message"]["clientAssignedMessageId"] == id.as_str()
+                    && m["message"]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("is ready"))
+            })
+        }
+    };
+    let two = eventually(DEADLINE, || async {
+        let two = placeholder("stall-2").await?;
+        ready(two.clone()).await.then_some(two)
+    })
+    .await;
+    let Some(two) = two else {
+        stalled.signal("CONT");
+        report.fail("the thread's second event was never answered while the first replica stalled");
+        return report;
+    };
+    stalled.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    report.took = started.elapsed();
+    report.stop(&mut stalled).await;
+    report.stop(&mut other).await;
+    let calls = sim.calls().await;
+    let last_of_one = writes_to(&calls, &one).into_iter().fold(0.0, f64::max);
+    let first_of_two = writes_to(&calls, &two)
+        .into_iter()
+        .fold(f64::INFINITY, f64::min);
+    report.check(
+        last_of_one < first_of_two,
+        format!(
+            "a write for the first event started {:.0} ms after the second event's first write",
+            last_of_one - first_of_two
+        ),
+    );
+    report.check(
+        ready(one.clone()).await,
+        "the first event's placeholder does not show its result",
+    );
+    let messages = sim.app_messages().await;
+    report.events = 2;
+    report.answered = [&one, &two].len();
+    report.duplicates = messages.len().saturating_sub(4);
+    report.check(
+        messages.len() == 4,
+        format!(
+            "{} messages, not 2 placeholders and 2 notes",
+            messages.len()
+        ),
+    );
+    let lost = stalled.counter("fleet_claims_lost");
+    report.check(lost >= 1, "the stalled replica never found its claim lost");
+    report.note(format!(
+        "stalled replica: {lost} claim(s) found lost, stopped writing; the other took the thread over"
+    ));
+    report
+}
+
 // ------------------------------------------------------------------- driver
 
 type Scenario = fn() -> futures::future::BoxFuture<'static, Report>;
@@ -1147,6 +1322,8 @@ const WAITING: &[&str] = &[
     "tickets-postgres",
     "fleet-kill",
     "fleet-tickets",
+    "fleet-stall",
+    "fleet-sigterm",
 ];
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
@@ -1170,8 +1347,10 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         }),
         ("fleet-order", || Box::pin(fleet_order())),
         ("fleet-quota", || Box::pin(fleet_quota())),
-        ("fleet-kill", || Box::pin(fleet_kill())),
+        ("fleet-kill", || Box::pin(fleet_kill(false))),
         ("fleet-store", || Box::pin(fleet_store_restart())),
+        ("fleet-stall", || Box::pin(fleet_stall())),
+        ("fleet-sigterm", || Box::pin(fleet_kill(true))),
     ]
 }
 

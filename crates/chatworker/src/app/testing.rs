@@ -133,6 +133,8 @@ impl TestContext {
         commit.outbox.clear();
         match self.store.commit(commit).await {
             Ok(Committed::Done | Committed::Duplicate) => Ok(()),
+            // A test's commit names no claim.
+            Ok(Committed::Lost) => Err(HandlerError::transient("the lane's claim was lost")),
             Ok(Committed::Conflict(key)) => Err(HandlerError::transient(format!(
                 "state {key} changed since it was read"
             ))),

@@ -301,7 +301,7 @@ mod tests {
             .commit(Commit {
                 identity: "e".into(),
                 writes: vec![write],
-                outbox: Vec::new(),
+                ..Commit::default()
             })
             .await
             .expect("commit");

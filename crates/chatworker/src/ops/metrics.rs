@@ -69,10 +69,12 @@ pub struct Metrics {
     stream_reconnects: Counter,
     fleet_claims: Counter,
     fleet_held_elsewhere: Counter,
+    fleet_claims_lost: Counter,
     fleet_lanes: Gauge,
     fleet_waits: Counter,
     fleet_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     shared_quota_waits: Counter,
+    shared_quota_late: Counter,
     shared_quota_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// The drop label sets used so far (the registry cannot be read back),
     /// for the snapshot to sum.
@@ -132,10 +134,18 @@ pub struct Snapshot {
     /// Fleet: events whose thread another replica held when they arrived
     /// (they waited for its outcome).
     pub fleet_held_elsewhere: u64,
+    /// Fleet: claims this replica found lost while it still worked on the
+    /// lane (it stalled past the claim's time): it stopped writing, and
+    /// the lane's new holder went on.
+    pub fleet_claims_lost: u64,
     /// Fleet: deliveries settled by an outcome recorded in the store.
     pub fleet_waits: u64,
     /// Fleet: writes that waited for a slot of the fleet's shared quota.
     pub shared_quota_waits: u64,
+    /// Fleet: writes that came later than 400 ms after their slot of the
+    /// shared quota and took a new one (so that late writes never bunch up
+    /// with the ones on time).
+    pub shared_quota_late: u64,
     /// Fleet: total time writes waited for the shared quota, in seconds.
     pub shared_quota_wait_seconds: f64,
     /// Events acked without a reply, by reason.
@@ -177,10 +187,12 @@ impl Default for Metrics {
         let in_flight = Gauge::default();
         let fleet_claims = Counter::default();
         let fleet_held_elsewhere = Counter::default();
+        let fleet_claims_lost = Counter::default();
         let fleet_lanes = Gauge::default();
         let fleet_waits = Counter::default();
         let fleet_wait_seconds = Counter::default();
         let shared_quota_waits = Counter::default();
+        let shared_quota_late = Counter::default();
         let shared_quota_wait_seconds = Counter::default();
         let stream_reconnects = Counter::default();
         let r = &mut registry;
@@ -251,6 +263,11 @@ impl Default for Metrics {
             fleet_held_elsewhere.clone(),
         );
         r.register(
+            "fleet_claims_lost",
+            "Fleet: claims found lost mid-work (the replica stalled past them and stopped writing)",
+            fleet_claims_lost.clone(),
+        );
+        r.register(
             "fleet_lanes",
             "Fleet: threads this replica holds now",
             fleet_lanes.clone(),
@@ -270,6 +287,11 @@ impl Default for Metrics {
             "shared_quota_waits",
             "Fleet: writes that waited for a slot of the shared write quota",
             shared_quota_waits.clone(),
+        );
+        r.register(
+            "shared_quota_late",
+            "Fleet: writes that started too long after their shared-quota slot and took a new one",
+            shared_quota_late.clone(),
         );
         r.register_with_unit(
             "shared_quota_wait",
@@ -366,10 +388,12 @@ impl Default for Metrics {
             stream_reconnects,
             fleet_claims,
             fleet_held_elsewhere,
+            fleet_claims_lost,
             fleet_lanes,
             fleet_waits,
             fleet_wait_seconds,
             shared_quota_waits,
+            shared_quota_late,
             shared_quota_wait_seconds,
             drops_seen: Mutex::default(),
         }
@@ -433,6 +457,9 @@ impl Metrics {
     pub(crate) fn fleet_held_elsewhere(&self) {
         self.fleet_held_elsewhere.inc();
     }
+    pub(crate) fn fleet_claim_lost(&self) {
+        self.fleet_claims_lost.inc();
+    }
     pub(crate) fn fleet_lanes_held(&self, lanes: usize) {
         self.fleet_lanes
             .set(i64::try_from(lanes).unwrap_or(i64::MAX));
@@ -440,6 +467,9 @@ impl Metrics {
     pub(crate) fn fleet_waited(&self, waited: Duration) {
         self.fleet_waits.inc();
         self.fleet_wait_seconds.inc_by(waited.as_secs_f64());
+    }
+    pub(crate) fn shared_quota_late(&self) {
+        self.shared_quota_late.inc();
     }
     pub(crate) fn shared_quota_waited(&self, waited: Duration) {
         self.shared_quota_waits.inc();
@@ -524,8 +554,10 @@ impl Metrics {
             stream_reconnects: self.stream_reconnects.get(),
             fleet_claims: self.fleet_claims.get(),
             fleet_held_elsewhere: self.fleet_held_elsewhere.get(),
+            fleet_claims_lost: self.fleet_claims_lost.get(),
             fleet_waits: self.fleet_waits.get(),
             shared_quota_waits: self.shared_quota_waits.get(),
+            shared_quota_late: self.shared_quota_late.get(),
             shared_quota_wait_seconds: self.shared_quota_wait_seconds.get(),
             events_dropped,
         }

@@ -100,6 +100,7 @@ impl Sender {
         let mut attempt = 1;
         loop {
             self.quota.acquire(space, turn).await;
+            turn.may_write()?;
             let (error, retry_after) = match call().await {
                 Err(e @ SendError::Transient { retry_after, .. }) => (e, retry_after),
                 done => return done,

@@ -17,4 +17,10 @@ pub(crate) trait Turn: Send + Sync {
     /// When the delivery's retries must stop: past it, a transient failure
     /// nacks the event instead of waiting to retry.
     fn retry_deadline(&self) -> Instant;
+    /// Whether a write may start now. `Err` ends the delivery's writes at
+    /// once, unretried: a fleet's replica whose claim on the lane ran out
+    /// writes nothing more for it.
+    fn may_write(&self) -> Result<(), crate::reply::SendError> {
+        Ok(())
+    }
 }

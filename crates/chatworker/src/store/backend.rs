@@ -112,6 +112,18 @@ pub(crate) struct Commit {
     pub writes: Vec<Write>,
     /// The outbox entries, in order.
     pub outbox: Vec<OutboxEntry>,
+    /// In a fleet: the lane's claim the commit is made under. Nothing is
+    /// stored unless its holder still holds it, and the commit renews it.
+    pub claim: Option<Claim>,
+}
+
+/// A lane's claim, as a commit made under it names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub lane: String,
+    pub holder: String,
+    /// How long the claim lives from the commit on.
+    pub ttl: std::time::Duration,
 }
 
 /// What came of a commit.
@@ -123,6 +135,9 @@ pub(crate) enum Committed {
     Conflict(Key),
     /// Another delivery of the event committed first: nothing was stored.
     Duplicate,
+    /// The commit's claim is another replica's now (this one stalled past
+    /// it): nothing was stored, and the lane's new holder handles the event.
+    Lost,
 }
 
 /// An outbox entry still to send.

@@ -15,7 +15,7 @@
 //!   reserves its slot in one statement and waits until the slot's time.
 
 use super::backend::StoreError;
-use super::postgres::Postgres;
+use super::postgres::{NOW_MS, Postgres, ms};
 use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -27,8 +27,6 @@ use tokio_postgres::Client;
 /// later than that (a backlog) does not wait.
 const REORDER_WINDOW: Duration = Duration::from_millis(250);
 
-/// The database's clock, in milliseconds since the epoch (SQL).
-const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// An event waiting in the queue, as the lane's holder reads it.
 #[derive(Clone, Debug)]
@@ -98,13 +96,14 @@ pub(crate) trait Fleet: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Extends `holder`'s claims on `lanes` by `ttl` from now (only the
-    /// lanes it drives: a claim it lost track of expires).
+    /// lanes it drives: a claim it lost track of expires). The lanes whose
+    /// claims are still `holder`'s.
     fn renew<'a>(
         &'a self,
         holder: &'a str,
         lanes: &'a [String],
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
     /// Gives every claim of `holder` up (a replica stopping).
     fn release_all<'a>(&'a self, holder: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
     /// One round trip per event for the lane's holder: records `done`
@@ -122,9 +121,14 @@ pub(crate) trait Fleet: Send + Sync + 'static {
         done: Option<&'a Handled>,
         hold: Duration,
     ) -> BoxFuture<'a, Result<Next, StoreError>>;
-    /// The event will not come back (its last delivery attempt was
-    /// nacked: Pub/Sub dead-letters it): its lane goes on without it.
-    fn let_go<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The event failed and will not come back (its last delivery attempt
+    /// was nacked and Pub/Sub dead-letters it, or it was set aside): its
+    /// lane goes on without it, and `outcome` is what its copies meet.
+    fn let_go<'a>(
+        &'a self,
+        identity: &'a str,
+        outcome: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Gives `lane` up if nothing waits in it; whether it was given up.
     fn release_if_idle<'a>(
         &'a self,
@@ -132,11 +136,14 @@ pub(crate) trait Fleet: Send + Sync + 'static {
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Counts a failed attempt: the event is tried again after `wait`.
+    /// Only while `holder` holds the event's lane; whether it did.
     fn retry_after<'a>(
         &'a self,
         identity: &'a str,
+        lane: &'a str,
+        holder: &'a str,
         wait: Duration,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// The outcomes of those of `identities` that were handled.
     fn outcomes<'a>(
         &'a self,
@@ -165,9 +172,6 @@ pub struct Census {
     pub waiting: i64,
 }
 
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 impl Fleet for Postgres {
     fn enqueue<'a>(
@@ -221,18 +225,20 @@ impl Fleet for Postgres {
         holder: &'a str,
         lanes: &'a [String],
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         // Quick or not at all: a renewal that waits longer than a claim
         // lives is worth nothing.
         Box::pin(self.within(ttl / 4, async move |c: &mut Client| {
-            c.execute(
-                &format!(
-                    "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
-                     WHERE holder = $1 AND lane = ANY($2)"
-                ),
-                &[&holder, &lanes, &ms(ttl)],
-            )
-            .await
+            let rows = c
+                .query(
+                    &format!(
+                        "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
+                         WHERE holder = $1 AND lane = ANY($2) RETURNING lane"
+                    ),
+                    &[&holder, &lanes, &ms(ttl)],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         }))
     }
 
@@ -270,7 +276,8 @@ impl Fleet for Postgres {
                             WHERE lane = $1 AND holder = $2 RETURNING lane
                          ), done AS (
                             UPDATE chatworker_queue SET outcome = $5, detail = $6, handled_at = {NOW_MS}
-                            WHERE identity = $4 AND outcome IS NULL RETURNING identity
+                            WHERE identity = $4 AND outcome IS NULL AND EXISTS (SELECT 1 FROM claim)
+                            RETURNING identity
                          )
                          SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM done),
                                 q.identity, q.event, q.published_at, q.attempts,
@@ -321,12 +328,16 @@ impl Fleet for Postgres {
         }))
     }
 
-    fn let_go<'a>(&'a self, identity: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn let_go<'a>(
+        &'a self,
+        identity: &'a str,
+        outcome: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.with(async move |c: &mut Client| {
             c.execute(
-                "UPDATE chatworker_queue SET outcome = 'given_up'
+                "UPDATE chatworker_queue SET outcome = $2
                  WHERE identity = $1 AND outcome IN ('transient', 'panicked')",
-                &[&identity],
+                &[&identity, &outcome],
             )
             .await
             .map(drop)
@@ -355,18 +366,23 @@ impl Fleet for Postgres {
     fn retry_after<'a>(
         &'a self,
         identity: &'a str,
+        lane: &'a str,
+        holder: &'a str,
         wait: Duration,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.with(async move |c: &mut Client| {
-            c.execute(
-                &format!(
-                    "UPDATE chatworker_queue SET attempts = attempts + 1, not_before = {NOW_MS} + $2
-                     WHERE identity = $1"
-                ),
-                &[&identity, &ms(wait)],
-            )
-            .await
-            .map(drop)
+            let counted = c
+                .execute(
+                    &format!(
+                        "UPDATE chatworker_queue SET attempts = attempts + 1, not_before = {NOW_MS} + $2
+                         WHERE identity = $1 AND EXISTS (
+                            SELECT 1 FROM chatworker_claims WHERE lane = $3 AND holder = $4
+                         )"
+                    ),
+                    &[&identity, &ms(wait), &lane, &holder],
+                )
+                .await?;
+            Ok(counted > 0)
         }))
     }
 

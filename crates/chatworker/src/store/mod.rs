@@ -28,12 +28,12 @@ mod sqlite;
 mod txn;
 
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 #[cfg(test)]
 pub(crate) use backend::Write;
 pub(crate) use backend::{
-    Admission, Backend, Commit, Committed, Entry, Key, OutboxEntry, Swept, Versioned, now_ms,
+    Admission, Backend, Claim, Commit, Committed, Entry, Key, OutboxEntry, Swept, Versioned, now_ms,
 };
 pub use backend::{StateRow, StoreError};
 pub use fleet::Census;

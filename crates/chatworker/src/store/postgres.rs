@@ -25,6 +25,14 @@ const SWEEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The advisory lock that keeps two pods from migrating at once.
 const MIGRATION_LOCK: i64 = 0x6368_6174_776b;
 
+/// The database's clock, in milliseconds since the epoch (SQL).
+pub(super) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// `d` in whole milliseconds, as SQL takes it.
+pub(super) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 pub(super) struct Postgres {
     config: tokio_postgres::Config,
     url: String,
@@ -230,27 +238,45 @@ impl Backend for Postgres {
                     // No state: the inbox row and the outbox in one statement.
                     let seqs: Vec<i64> = (0..commit.outbox.len() as i64).collect();
                     let entries: Vec<String> = commit.outbox.iter().map(|e| e.json()).collect();
+                    let lane = commit.claim.as_ref().map(|c| c.lane.as_str());
+                    let holder = commit.claim.as_ref().map(|c| c.holder.as_str());
+                    let ttl = commit.claim.as_ref().map(|c| ms(c.ttl));
+                    // Under a claim, nothing is stored unless it is still
+                    // this holder's (the row stays locked to the end).
                     let row = c
                         .query_one(
-                            "WITH inbox AS (
+                            &format!(
+                                "WITH claim AS (
+                            UPDATE chatworker_claims SET expires_at = {NOW_MS} + $8
+                            WHERE lane = $6 AND holder = $7 RETURNING 1
+                         ), inbox AS (
                             INSERT INTO chatworker_inbox (identity, committed_at, finished)
-                            VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING identity
+                            SELECT $1, $2, $3
+                            WHERE $6::text IS NULL OR EXISTS (SELECT 1 FROM claim)
+                            ON CONFLICT DO NOTHING RETURNING identity
                          ), outbox AS (
                             INSERT INTO chatworker_outbox (identity, seq, entry)
                             SELECT inbox.identity, s.seq, s.entry
                             FROM inbox, unnest($4::bigint[], $5::text[]) AS s(seq, entry)
                             RETURNING 1
                          )
-                         SELECT (SELECT count(*) FROM inbox), (SELECT count(*) FROM outbox)",
+                         SELECT (SELECT count(*) FROM inbox), (SELECT count(*) FROM claim)"
+                            ),
                             &[
                                 &commit.identity,
                                 &now,
                                 &commit.outbox.is_empty(),
                                 &seqs,
                                 &entries,
+                                &lane,
+                                &holder,
+                                &ttl,
                             ],
                         )
                         .await?;
+                    if lane.is_some() && row.get::<_, i64>(1) == 0 {
+                        return Ok(Committed::Lost);
+                    }
                     Ok(match row.get::<_, i64>(0) {
                         0 => Committed::Duplicate,
                         _ => Committed::Done,
@@ -263,6 +289,22 @@ impl Backend for Postgres {
             let commit = &commit;
             self.with(async move |c: &mut Client| {
                 let tx = c.transaction().await?;
+                if let Some(claim) = &commit.claim {
+                    // The claim's row stays locked to the commit: no other
+                    // replica takes the lane meanwhile.
+                    let held = tx
+                        .execute(
+                            &format!(
+                                "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
+                                 WHERE lane = $1 AND holder = $2"
+                            ),
+                            &[&claim.lane, &claim.holder, &ms(claim.ttl)],
+                        )
+                        .await?;
+                    if held == 0 {
+                        return Ok(Committed::Lost);
+                    }
+                }
                 let inserted = tx
                     .execute(
                         "INSERT INTO chatworker_inbox (identity, committed_at, finished) VALUES ($1, $2, $3)

@@ -28,6 +28,7 @@ fn commit(identity: &str, writes: Vec<Write>, outbox: &[&str]) -> Commit {
         identity: identity.into(),
         writes,
         outbox: outbox.iter().map(|e| OutboxEntry::json_text(e)).collect(),
+        claim: None,
     }
 }
 
@@ -210,7 +211,9 @@ async fn concurrent_increments_are_all_kept(store: Store) {
                     {
                         Committed::Done => return tries,
                         Committed::Conflict(_) => continue,
-                        Committed::Duplicate => panic!("each increment is its own event"),
+                        other => {
+                            panic!("each increment is its own event, under no claim: {other:?}")
+                        }
                     }
                 }
             })
@@ -486,10 +489,19 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
     let second = next("a", Some(handled("e1", "delivered"))).await.unwrap();
     assert_eq!(second.identity, "e2");
     // Failed for now, e2 waits its turn.
-    fleet
-        .retry_after("e2", Duration::from_secs(60))
-        .await
-        .unwrap();
+    assert!(
+        !fleet
+            .retry_after("e2", "lane", "b", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "only the lane's holder counts a failed attempt"
+    );
+    assert!(
+        fleet
+            .retry_after("e2", "lane", "a", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
     let retried = next("a", None).await.unwrap();
     assert_eq!(retried.attempts, 1);
     assert!(retried.wait > Duration::from_secs(50), "{:?}", retried.wait);
@@ -518,14 +530,19 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
     let census = store.census().await.unwrap().unwrap();
     assert_eq!((census.replicas, census.lanes, census.waiting), (1, 1, 1));
     // Renewed only for the lanes named.
-    assert_eq!(fleet.renew("b", &["lane".into()], ttl).await.unwrap(), 1);
-    assert_eq!(fleet.renew("b", &["else".into()], ttl).await.unwrap(), 0);
+    assert_eq!(
+        fleet
+            .renew("b", &["lane".into(), "else".into()], ttl)
+            .await
+            .unwrap(),
+        ["lane"]
+    );
     // Failed again and let go (its last attempt): the lane goes on.
     assert!(matches!(
         step("b", Some(handled("e2", "panicked"))).await,
         Next::Held
     ));
-    fleet.let_go("e2").await.unwrap();
+    fleet.let_go("e2", "given_up").await.unwrap();
     assert!(next("b", None).await.is_none());
     assert!(fleet.release_if_idle("lane", "b").await.unwrap());
     // Published in the other order than admitted: taken as published; one
@@ -585,4 +602,79 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
         2,
         "both outcomes"
     );
+}
+
+/// A replica that stalled past its claim (another took the lane since)
+/// stores nothing: not its event's commit, with or without state, and not
+/// the outcome it would record. The lane's new holder's do go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_under_a_lost_claim_stores_nothing() {
+    let (store, _dir) = fresh("postgres").await;
+    let fleet = store.fleet().expect("PostgreSQL is a fleet store").clone();
+    let ttl = Duration::from_secs(5);
+    let under = |holder: &str| Claim {
+        lane: "lane".into(),
+        holder: holder.into(),
+        ttl,
+    };
+    fleet.enqueue("e1", "lane", b"one", None).await.unwrap();
+    assert!(
+        fleet
+            .claim("lane", "a", Duration::from_millis(50))
+            .await
+            .unwrap()
+    );
+    // Held, a's commit goes through and renews the claim.
+    let mut held = commit("e0", vec![], &["{}"]);
+    held.claim = Some(under("a"));
+    assert_eq!(store.commit(held).await.unwrap(), Committed::Done);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !fleet.claim("lane", "b", ttl).await.unwrap(),
+        "the commit renewed a's claim"
+    );
+    // a stalls: its claim runs out and b takes the lane.
+    fleet.release_all("a").await.unwrap();
+    assert!(
+        fleet
+            .claim("lane", "a", Duration::from_millis(50))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(fleet.claim("lane", "b", ttl).await.unwrap());
+    let mut stateless = commit("e1", vec![], &["{\"create\":1}"]);
+    stateless.claim = Some(under("a"));
+    assert_eq!(store.commit(stateless).await.unwrap(), Committed::Lost);
+    let mut stateful = commit("e1", vec![write("n", None, Some("1"))], &[]);
+    stateful.claim = Some(under("a"));
+    assert_eq!(store.commit(stateful).await.unwrap(), Committed::Lost);
+    assert_eq!(store.admit("e1").await.unwrap(), Admission::New);
+    assert_eq!(store.read(&key("n")).await.unwrap(), None);
+    // Nor is its outcome recorded.
+    let done = Handled {
+        identity: "e1".into(),
+        outcome: "delivered".into(),
+        detail: String::new(),
+    };
+    assert!(matches!(
+        fleet
+            .next("lane", "a", ttl, Some(&done), Duration::ZERO)
+            .await
+            .unwrap(),
+        Next::Lost
+    ));
+    assert!(fleet.outcomes(&["e1".into()]).await.unwrap().is_empty());
+    // The new holder's commit and outcome go through.
+    let mut theirs = commit("e1", vec![write("n", None, Some("1"))], &[]);
+    theirs.claim = Some(under("b"));
+    assert_eq!(store.commit(theirs).await.unwrap(), Committed::Done);
+    assert!(matches!(
+        fleet
+            .next("lane", "b", ttl, Some(&done), Duration::ZERO)
+            .await
+            .unwrap(),
+        Next::Idle
+    ));
+    assert_eq!(fleet.outcomes(&["e1".into()]).await.unwrap(), [done]);
 }

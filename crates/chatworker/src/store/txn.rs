@@ -221,6 +221,7 @@ impl Txn {
             identity: self.identity.clone(),
             writes,
             outbox: std::mem::take(&mut inner.outbox),
+            claim: None,
         }
     }
 

@@ -12,7 +12,9 @@
 //!   the outcome.
 //! - a driver per lane claimed here: the lane's first unhandled event, its
 //!   handler run as in one process (inbox, transaction, outbox), its outcome
-//!   recorded; the claim is checked before each event.
+//!   recorded; the claim is checked before each event, by the event's
+//!   commit, and before each write (see `lease`: a replica that stalled
+//!   past its claim stores and sends nothing more for the lane).
 //! - the keeper: renews this replica's claims, fetches the outcomes of
 //!   events handled elsewhere, takes lanes whose holder died (or that were
 //!   let go as an event arrived), and forgets old outcomes.
@@ -21,6 +23,7 @@
 //! settled; deliveries wait (their leases kept) and /readyz says why.
 
 use super::dispatch::Slot;
+use super::lease::Lease;
 use super::process::{self, InFlight, Shared};
 use super::settle::Outcome;
 use crate::app::Service;
@@ -29,7 +32,7 @@ use crate::ops::health::Status;
 use crate::ops::metrics::Metrics;
 use crate::pubsub::Delivery;
 use crate::store::{self, Handled, Next, Queued, StoreError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::sync::{Semaphore, oneshot};
@@ -59,8 +62,8 @@ pub(super) struct Fleet {
     store: Arc<dyn store::Fleet>,
     /// This replica, as its claims name it.
     holder: String,
-    /// Lanes driven here now.
-    driving: Mutex<HashSet<String>>,
+    /// Lanes driven here now, and their claims.
+    driving: Mutex<HashMap<String, Arc<Lease>>>,
     /// Deliveries waiting for their event's outcome, by identity.
     waiting: Mutex<HashMap<String, Vec<oneshot::Sender<Handled>>>>,
     /// Handlers running at once here (`worker.concurrency`).
@@ -69,6 +72,9 @@ pub(super) struct Fleet {
     status: Arc<Status>,
     /// Drivers stop after their event, and no lane is taken.
     stop: CancellationToken,
+    /// Claims stop being renewed: once the drivers stopped, or were given
+    /// up on at the end of the grace period.
+    renewing: CancellationToken,
     tasks: TaskTracker,
     /// The longest a delivery waits for its outcome (`pubsub.max_lease`:
     /// past it Pub/Sub hands the event out again anyway).
@@ -109,6 +115,7 @@ impl Fleet {
             metrics,
             status,
             stop: CancellationToken::new(),
+            renewing: CancellationToken::new(),
             tasks: TaskTracker::new(),
             max_wait,
             hold,
@@ -116,7 +123,7 @@ impl Fleet {
         })
     }
 
-    fn driving(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn driving(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Lease>>> {
         self.driving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -153,16 +160,23 @@ impl Fleet {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.renewing.cancelled() => return,
                 _ = renew.tick() => {}
             }
-            let lanes: Vec<String> = self.driving().iter().cloned().collect();
+            let lanes: Vec<String> = self.driving().keys().cloned().collect();
             self.metrics.fleet_lanes_held(lanes.len());
             if lanes.is_empty() {
                 continue;
             }
+            let asked = Instant::now();
             let renewed = self.store.renew(&self.holder, &lanes, CLAIM_TTL).await;
             self.store_answered(&renewed);
+            let driving = self.driving();
+            for lane in renewed.into_iter().flatten() {
+                if let Some(lease) = driving.get(&lane) {
+                    lease.renewed(asked);
+                }
+            }
         }
     }
 
@@ -188,7 +202,9 @@ impl Fleet {
         let rest = until
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        if tokio::time::timeout(rest, self.tasks.wait()).await.is_err() {
+        let finished = tokio::time::timeout(rest, self.tasks.wait()).await;
+        self.renewing.cancel();
+        if finished.is_err() {
             // Its claim is kept (it expires): given up, another replica
             // would run the event beside the handler still running here.
             tracing::warn!(
@@ -222,19 +238,33 @@ impl Fleet {
     /// Drives `lane` here, unless it is driven here already or another
     /// replica holds it.
     fn drive<A: Service>(self: &Arc<Self>, shared: &Arc<Shared<A>>, lane: &str) {
-        if self.stop.is_cancelled() || !self.driving().insert(lane.to_owned()) {
+        if self.stop.is_cancelled() {
             return;
         }
+        let lease = {
+            let mut driving = self.driving();
+            if driving.contains_key(lane) {
+                return;
+            }
+            let lease = Arc::new(Lease::new(lane, &self.holder, CLAIM_TTL));
+            driving.insert(lane.to_owned(), lease.clone());
+            lease
+        };
         let fleet = self.clone();
         let shared = shared.clone();
         let lane = lane.to_owned();
         self.tasks.spawn(async move {
+            let asked = Instant::now();
             let claimed = fleet.store.claim(&lane, &fleet.holder, CLAIM_TTL).await;
             fleet.store_answered(&claimed);
             match claimed {
                 Ok(true) => {
+                    lease.renewed(asked);
                     fleet.metrics.fleet_claimed();
-                    fleet.run_lane(&shared, &lane).await;
+                    fleet.run_lane(&shared, &lease).await;
+                    if lease.is_lost() {
+                        fleet.metrics.fleet_claim_lost();
+                    }
                 }
                 Ok(false) => fleet.metrics.fleet_held_elsewhere(),
                 Err(e) => tracing::debug!(error = %e, lane, "fleet: lane not claimed"),
@@ -246,7 +276,9 @@ impl Fleet {
     /// Handles the lane's events in order while this replica holds it: one
     /// round trip per event records the last outcome, renews the claim and
     /// reads the next event.
-    async fn run_lane<A: Service>(self: &Arc<Self>, shared: &Arc<Shared<A>>, lane: &str) {
+    async fn run_lane<A: Service>(self: &Arc<Self>, shared: &Arc<Shared<A>>, lease: &Arc<Lease>) {
+        let lane = lease.claim().lane;
+        let lane = lane.as_str();
         let mut backoff = Backoff::default();
         // The event handled and not yet recorded.
         let mut done: Option<Handled> = None;
@@ -254,6 +286,7 @@ impl Fleet {
             if self.stop.is_cancelled() && done.is_none() {
                 return;
             }
+            let asked = Instant::now();
             let next = self
                 .store
                 .next(lane, &self.holder, CLAIM_TTL, done.as_ref(), self.hold)
@@ -268,18 +301,22 @@ impl Fleet {
                 Err(_) => continue,
             };
             backoff = Backoff::default();
+            if matches!(next, Next::Lost) {
+                // Nothing was recorded: the lane's holder records its own.
+                lease.lose();
+                tracing::warn!(
+                    lane,
+                    "fleet: the lane's claim passed to another replica (this one was too slow to renew it)"
+                );
+                return;
+            }
+            lease.renewed(asked);
             if let Some(handled) = done.take() {
                 self.complete(handled);
             }
             let queued = match next {
                 Next::Event(queued) => queued,
-                Next::Lost => {
-                    tracing::warn!(
-                        lane,
-                        "fleet: the lane's claim passed to another replica (this one was too slow to renew it)"
-                    );
-                    return;
-                }
+                Next::Lost => return,
                 // Behind a failed event waiting for its redelivery.
                 Next::Held => {
                     tokio::select! {
@@ -306,23 +343,49 @@ impl Fleet {
                 }
                 continue;
             }
-            done = self.handle(shared, lane, queued).await;
+            done = match self.handle(shared, lease, queued).await {
+                Step::Record(handled) => Some(handled),
+                Step::Again => None,
+                Step::Lost => {
+                    tracing::warn!(
+                        lane,
+                        "fleet: this replica stalled past its claim on the lane; it stopped, and the lane's next holder goes on"
+                    );
+                    return;
+                }
+            };
         }
     }
 
-    /// Handles one queued event: its outcome, to record; `None` when it is
-    /// to be tried again in its turn (marked so already).
+    /// Handles one queued event: its outcome, to record; or to be tried
+    /// again in its turn (marked so already); or nothing, the claim being
+    /// lost meanwhile.
     async fn handle<A: Service>(
         self: &Arc<Self>,
         shared: &Arc<Shared<A>>,
-        lane: &str,
+        lease: &Arc<Lease>,
         queued: Queued,
-    ) -> Option<Handled> {
-        let permit = self.permits.clone().acquire_owned().await.ok()?;
+    ) -> Step {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return Step::Again;
+        };
         let slot = Slot::holding(self.permits.clone(), permit);
-        let span = tracing::error_span!("event", identity = queued.identity.as_str(), lane);
+        let lane = lease.claim().lane;
+        let span = tracing::error_span!(
+            "event",
+            identity = queued.identity.as_str(),
+            lane = lane.as_str()
+        );
         let identity = queued.identity.clone();
-        let (outcome, detail) = run_queued(shared, &queued, slot).instrument(span).await;
+        let (outcome, detail) = run_queued(shared, &queued, slot, lease.clone())
+            .instrument(span)
+            .await;
+        // Whatever the handler made of it, a replica that lost the lane
+        // records nothing: the new holder handles the event (its commit,
+        // if this one's went through, is found in the inbox).
+        if lease.is_lost() {
+            return Step::Lost;
+        }
         let attempts = queued.attempts + 1;
         let record = match &outcome {
             // Tried again here, in the lane's order, until the attempts
@@ -336,17 +399,29 @@ impl Fleet {
                     "fleet: failed for now; tried again in its turn"
                 );
                 let mut backoff = Backoff::default();
-                while let Err(e) = self.store.retry_after(&identity, wait).await {
-                    self.status.store(Some(e.to_string()));
-                    if !backoff.pause(&self.stop).await {
-                        break;
+                loop {
+                    match self
+                        .store
+                        .retry_after(&identity, &lane, &self.holder, wait)
+                        .await
+                    {
+                        Ok(true) => return Step::Again,
+                        Ok(false) => {
+                            lease.lose();
+                            return Step::Lost;
+                        }
+                        Err(e) => {
+                            self.status.store(Some(e.to_string()));
+                            if !backoff.pause(&self.stop).await {
+                                return Step::Again;
+                            }
+                        }
                     }
                 }
-                return None;
             }
             outcome => outcome.record(),
         };
-        Some(Handled {
+        Step::Record(Handled {
             identity,
             outcome: record,
             detail,
@@ -466,14 +541,20 @@ pub(super) async fn arrive<A: Service>(
             let outcome =
                 Outcome::from_record(&handled.outcome, delivery.delivery_attempt().is_some());
             // Nacked on its last attempt, the event goes to the dead-letter
-            // topic and never comes back: its lane goes on without it.
-            let retried = matches!(
-                outcome,
+            // topic and never comes back; set aside (a panic nothing
+            // bounds), it never comes back either, and its copies are set
+            // aside too, unhandled. Either way its lane goes on without it.
+            let gone = match outcome {
+                Outcome::Panicked { bounded: false } => Some(Outcome::SET_ASIDE),
                 Outcome::Transient | Outcome::Panicked { bounded: true }
-            );
-            if retried
-                && shared.is_last_attempt(&delivery)
-                && let Err(e) = waiting.store.let_go(&identity).await
+                    if shared.is_last_attempt(&delivery) =>
+                {
+                    Some(Outcome::GIVEN_UP)
+                }
+                _ => None,
+            };
+            if let Some(gone) = gone
+                && let Err(e) = waiting.store.let_go(&identity, gone).await
             {
                 tracing::warn!(error = %e, "fleet: the lane stays held behind this event until its hold expires");
             }
@@ -493,11 +574,22 @@ pub(super) async fn arrive<A: Service>(
     );
 }
 
-/// Runs a queued event's handler as one process would.
+/// What a lane's driver does after an event.
+enum Step {
+    /// Records the event's outcome.
+    Record(Handled),
+    /// Takes the lane's next event (the failed one again, in its time).
+    Again,
+    /// Stops: the claim is lost.
+    Lost,
+}
+
+/// Runs a queued event's handler as one process would, under `lease`.
 async fn run_queued<A: Service>(
     shared: &Arc<Shared<A>>,
     queued: &Queued,
     slot: Slot,
+    lease: Arc<Lease>,
 ) -> (Outcome, String) {
     let event: Event = match decode(&queued.event) {
         Ok(event) => event,
@@ -514,6 +606,7 @@ async fn run_queued<A: Service>(
         queued.identity.clone(),
         slot,
         queued.attempts > 0,
+        Some(lease),
     )
     .await
 }

@@ -11,6 +11,7 @@
 mod admit;
 mod dispatch;
 mod fleet;
+mod lease;
 mod order;
 mod outbox;
 mod process;
@@ -413,8 +414,10 @@ pub async fn run_with_store<A: Service>(
         stream_reconnects = snapshot.stream_reconnects,
         fleet_claims = snapshot.fleet_claims,
         fleet_held_elsewhere = snapshot.fleet_held_elsewhere,
+        fleet_claims_lost = snapshot.fleet_claims_lost,
         fleet_waits = snapshot.fleet_waits,
         shared_quota_waits = snapshot.shared_quota_waits,
+        shared_quota_late = snapshot.shared_quota_late,
         shared_quota_wait_seconds = snapshot.shared_quota_wait_seconds,
         events_dropped = ?snapshot.events_dropped,
         "worker stopped"

@@ -5,6 +5,7 @@
 //! latency metrics.
 
 use super::dispatch::Slot;
+use super::lease::Lease;
 use super::order::Order;
 use super::outbox::{Op, OutboxOutlet};
 use super::settle::{Outcome, Settlement, settle};
@@ -232,6 +233,7 @@ pub(super) async fn process<A: Service>(
                 identity.clone().unwrap_or_default(),
                 slot,
                 delivery.delivery_attempt().is_some(),
+                None,
             )
             .await
         }
@@ -264,7 +266,9 @@ pub(super) fn identity_of(
 /// Runs the app on `event` as [`handle`] does, a panic anywhere in the
 /// handler (or in sending its answer) being this event's outcome, not the
 /// end of its lane. `bounded`: whether the subscription bounds the event's
-/// attempts (for the log).
+/// attempts (for the log). `lease`: in a fleet, the claim on the event's
+/// lane, which its commit and every write must still hold.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn handle_caught<A: Service>(
     shared: &Shared<A>,
     published: Option<SystemTime>,
@@ -273,10 +277,13 @@ pub(super) async fn handle_caught<A: Service>(
     identity: String,
     slot: Slot,
     bounded: bool,
+    lease: Option<Arc<Lease>>,
 ) -> (Outcome, String) {
-    match AssertUnwindSafe(handle(shared, published, received, event, identity, slot))
-        .catch_unwind()
-        .await
+    match AssertUnwindSafe(handle(
+        shared, published, received, event, identity, slot, lease,
+    ))
+    .catch_unwind()
+    .await
     {
         Ok(handled) => handled,
         Err(panic) => {
@@ -461,6 +468,7 @@ async fn handle<A: Service>(
     event: Arc<Event>,
     identity: String,
     slot: Slot,
+    lease: Option<Arc<Lease>>,
 ) -> (Outcome, String) {
     if let EventKind::Unknown { type_name } = &event.kind {
         tracing::warn!(type_name, "event type unknown to this version");
@@ -473,6 +481,7 @@ async fn handle<A: Service>(
         slot,
         retry_deadline: received + shared.retry_budget,
         status: shared.status.clone(),
+        lease,
     });
     let store = &shared.store;
     let unavailable = |e: StoreError| {
@@ -532,8 +541,9 @@ async fn handle<A: Service>(
             }
         }
         if let Some(done) = skipped {
-            match store.commit(txn.commit()).await {
+            match commit(shared, &outlet, &txn).await {
                 Err(e) => return unavailable(e),
+                Ok(Committed::Lost) => return claim_lost(),
                 Ok(Committed::Conflict(key)) if attempt < COMMIT_ATTEMPTS => {
                     tracing::debug!(key = %key, attempt, "a value changed since it was read: the handler runs again");
                     metrics.state_conflicted();
@@ -553,8 +563,9 @@ async fn handle<A: Service>(
             // Nothing to commit: a placeholder at most, sent already.
             return (Outcome::Delivered, String::new());
         }
-        match store.commit(txn.commit()).await {
+        match commit(shared, &outlet, &txn).await {
             Err(e) => return unavailable(e),
+            Ok(Committed::Lost) => return claim_lost(),
             Ok(Committed::Done) => break (outbox.take(), ctx),
             Ok(Committed::Duplicate) => {
                 // Another delivery of this event committed meanwhile.
@@ -614,8 +625,9 @@ async fn commit_outbox_only<A: Service>(
         detail: done.1.clone(),
     });
     txn.push(failed.entry());
-    match shared.store.commit(txn.commit()).await {
+    match commit(shared, outlet, txn).await {
         Err(e) => unavailable(e),
+        Ok(Committed::Lost) => claim_lost(),
         Ok(_) => match shared.store.admit(identity).await {
             Err(e) => unavailable(e),
             Ok(Admission::Committed(entries)) => {
@@ -624,6 +636,34 @@ async fn commit_outbox_only<A: Service>(
             Ok(_) => done,
         },
     }
+}
+
+/// Commits `txn`, under the lane's claim in a fleet: a claim found lost
+/// stores nothing and ends the lease.
+async fn commit<A>(
+    shared: &Shared<A>,
+    outlet: &EventOutlet,
+    txn: &Txn,
+) -> Result<Committed, StoreError> {
+    let mut commit = txn.commit();
+    commit.claim = outlet.lease.as_ref().map(|lease| lease.claim());
+    let committed = shared.store.commit(commit).await;
+    if let (Ok(Committed::Lost), Some(lease)) = (&committed, &outlet.lease) {
+        lease.lose();
+    }
+    committed
+}
+
+/// The outcome of an event whose lane's claim was lost mid-way: unsettled
+/// here, its lane's new holder handles it (the fleet's driver stops).
+fn claim_lost() -> (Outcome, String) {
+    tracing::warn!(
+        "this replica's claim on the event's lane passed to another replica while it worked: nothing committed; the new holder handles the event"
+    );
+    (
+        Outcome::Transient,
+        "the lane's claim passed to another replica".to_owned(),
+    )
 }
 
 /// Stored outbox entries, read back.
@@ -837,6 +877,8 @@ struct EventOutlet {
     /// When the worker received the event, for the handling latency metric;
     /// taken by the first Chat request.
     received: Mutex<Option<Instant>>,
+    /// In a fleet: the claim on the event's lane, which each write checks.
+    lease: Option<Arc<Lease>>,
 }
 
 impl EventOutlet {
@@ -898,6 +940,15 @@ impl Turn for EventOutlet {
 
     fn retry_deadline(&self) -> Instant {
         self.retry_deadline
+    }
+
+    fn may_write(&self) -> Result<(), SendError> {
+        match &self.lease {
+            Some(lease) if !lease.holds() => Err(SendError::transient(
+                "this replica's claim on the lane ran out (it stalled): the lane's next holder sends what is left",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -44,6 +44,12 @@ impl Outcome {
         }
     }
 
+    /// A panic no subscription policy bounds, set aside for good: copies
+    /// of the event meet it and are set aside too, the handler not run.
+    pub(crate) const SET_ASIDE: &'static str = "panicked:set_aside";
+    /// An event whose last attempt was nacked (Pub/Sub dead-letters it).
+    pub(crate) const GIVEN_UP: &'static str = "given_up";
+
     /// The outcome as a fleet's queue records it for the replicas that
     /// settle the event's deliveries.
     pub(crate) fn record(&self) -> String {
@@ -67,6 +73,7 @@ impl Outcome {
             "skipped" => Self::Skipped(label(reason)),
             "permanent" => Self::Permanent(label(reason)),
             "undecodable" => Self::Undecodable(label(reason)),
+            "panicked" if reason == "set_aside" => Self::Panicked { bounded: false },
             "panicked" => Self::Panicked { bounded },
             _ => Self::Transient,
         }
@@ -145,6 +152,15 @@ mod tests {
             Outcome::from_record("panicked", false),
             Outcome::Panicked { bounded: false },
             "bounded as the reading delivery is"
+        );
+        assert_eq!(
+            Outcome::from_record(Outcome::SET_ASIDE, true),
+            Outcome::Panicked { bounded: false },
+            "set aside for good, whoever reads it"
+        );
+        assert_eq!(
+            Outcome::from_record(Outcome::GIVEN_UP, true),
+            Outcome::Transient
         );
         assert_eq!(
             Outcome::from_record("newer:thing", true),
