@@ -200,6 +200,36 @@ async fn statuses(sim: &Sim) -> HashMap<u64, usize> {
     counts
 }
 
+tokio::task_local! {
+    /// In a scenario's fleet variant: the PostgreSQL store its workers
+    /// share, which makes each of them a replica of a fleet.
+    static FLEET_STORE: String;
+}
+
+/// Starts `chatworker run` for a scenario: a replica of a fleet in the
+/// scenario's fleet variant ([`in_fleet`]), else a worker alone.
+async fn start_worker(sim: &Sim, subscription: &str, env: &[(&str, &str)]) -> Worker {
+    let store = FLEET_STORE.try_with(Clone::clone).ok();
+    let mut env = env.to_vec();
+    if let Some(url) = &store {
+        env.push(("CHATWORKER_STORE__URL", url.as_str()));
+    }
+    Worker::start(chatworker(), sim, subscription, &env).await
+}
+
+/// `scenario` again in fleet mode: every worker it starts shares a private
+/// PostgreSQL store (a worker alone is then a fleet of one, and the
+/// scenario's several workers one fleet): the same promises, kept by the
+/// fleet's queue, claims and shared quota.
+fn in_fleet(scenario: Scenario) -> futures::future::BoxFuture<'static, Report> {
+    Box::pin(async move {
+        let postgres = chatworker_testkit::postgres::Postgres::start();
+        let mut report = FLEET_STORE.scope(postgres.url(), scenario()).await;
+        report.scenario = Box::leak(format!("{}, in a fleet", report.scenario).into_boxed_str());
+        report
+    })
+}
+
 // ---------------------------------------------------------------- scenarios
 
 /// 1. A share of Chat API answers are 429, 500, 502, 503 or 504.
@@ -211,7 +241,7 @@ async fn injected_errors() -> Report {
         .await;
     let topic = Topic::fresh("faults-errors").await;
     let events = Events::seed(&sim, "err", n, 50).await;
-    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &[]).await;
+    let mut worker = start_worker(&sim, &topic.subscription, &[]).await;
     let started = Instant::now();
     topic.publish_many(&events.events).await;
     events.settle(&sim, &mut report).await;
@@ -242,7 +272,7 @@ async fn chat_outage() -> Report {
     sim.set_latency(20).await;
     let topic = Topic::fresh("faults-outage").await;
     let events = Events::seed(&sim, "out", 400, 20).await;
-    let mut worker = Worker::start(chatworker(), &sim, &topic.subscription, &[]).await;
+    let mut worker = start_worker(&sim, &topic.subscription, &[]).await;
     let started = Instant::now();
     topic.publish_many(&events.events[..200]).await;
     events.until_answered(&sim, 100).await;
@@ -271,8 +301,7 @@ async fn token_outage() -> Report {
     let events = Events::seed(&sim, "tok", 400, 20).await;
     let home = tempfile::tempdir().expect("home");
     let metadata = sim.url.trim_start_matches("http://").to_owned();
-    let mut worker = Worker::start(
-        chatworker(),
+    let mut worker = start_worker(
         &sim,
         &topic.subscription,
         &[
@@ -318,7 +347,7 @@ async fn sigkill_restart() -> Report {
     let topic = Topic::fresh("faults-kill").await;
     let events = Events::seed(&sim, "kil", 300, 30).await;
     let env = [("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s")];
-    let mut first = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut first = start_worker(&sim, &topic.subscription, &env).await;
     let started = Instant::now();
     topic.publish_many(&events.events).await;
     events.until_answered(&sim, 100).await;
@@ -328,7 +357,7 @@ async fn sigkill_restart() -> Report {
         killed_at < events.len(),
         "every event was answered before the kill",
     );
-    let mut second = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut second = start_worker(&sim, &topic.subscription, &env).await;
     events.settle(&sim, &mut report).await;
     report.took = started.elapsed();
     report.stop(&mut second).await;
@@ -355,8 +384,7 @@ async fn emulator_restart() -> Report {
     let sim = Sim::start().await;
     let topic = Topic::fresh_on(emulator.host(), "faults-emu").await;
     let events = Events::seed(&sim, "emu", 140, 20).await;
-    let mut worker = Worker::start(
-        chatworker(),
+    let mut worker = start_worker(
         &sim,
         &topic.subscription,
         &[
@@ -414,7 +442,7 @@ async fn sigterm_restart() -> Report {
         ("CHATWORKER_WORKER__SHUTDOWN_GRACE", "2s"),
         ("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"),
     ];
-    let mut first = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut first = start_worker(&sim, &topic.subscription, &env).await;
     let started = Instant::now();
     topic.publish_many(&events.events).await;
     events.until_answered(&sim, 100).await;
@@ -430,7 +458,7 @@ async fn sigterm_restart() -> Report {
         format!("only {nacked} events were still in flight"),
     );
     sim.set_latency(20).await;
-    let mut second = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut second = start_worker(&sim, &topic.subscription, &env).await;
     events.settle(&sim, &mut report).await;
     report.took = started.elapsed();
     report.stop(&mut second).await;
@@ -458,7 +486,7 @@ async fn three_workers() -> Report {
     let events = Events::seed(&sim, "thr", 1500, 50).await;
     let mut workers = Vec::new();
     for _ in 0..3 {
-        workers.push(Worker::start(chatworker(), &sim, &topic.subscription, &[]).await);
+        workers.push(start_worker(&sim, &topic.subscription, &[]).await);
     }
     let started = Instant::now();
     topic.publish_many(&events.events).await;
@@ -484,8 +512,7 @@ async fn quota_burst() -> Report {
     let topic = Topic::fresh("faults-quota").await;
     let events = Events::seed(&sim, "quo", 300, 1).await;
     let quota = per_minute.to_string();
-    let mut worker = Worker::start(
-        chatworker(),
+    let mut worker = start_worker(
         &sim,
         &topic.subscription,
         &[
@@ -558,8 +585,7 @@ async fn hot_space() -> Report {
     let hot = Events::seed(&sim, "hot", 120, 1).await;
     let quiet = Events::seed(&sim, "qui", 5, 1).await;
     let quota = per_minute.to_string();
-    let mut worker = Worker::start(
-        chatworker(),
+    let mut worker = start_worker(
         &sim,
         &topic.subscription,
         &[
@@ -623,7 +649,7 @@ async fn rest_through_a_proxy() -> Report {
     env.push(("CHATWORKER_PUBSUB__TRANSPORT", "rest"));
     env.push(("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"));
     env.push(("CHATWORKER_WORKER__SHUTDOWN_GRACE", "1s"));
-    let mut first = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut first = start_worker(&sim, &topic.subscription, &env).await;
     let started = Instant::now();
     topic.publish_many(&events.events).await;
     events.until_answered(&sim, 100).await;
@@ -633,7 +659,7 @@ async fn rest_through_a_proxy() -> Report {
         "the SIGTERM found nothing in flight",
     );
     sim.set_latency(50).await;
-    let mut second = Worker::start(chatworker(), &sim, &topic.subscription, &env).await;
+    let mut second = start_worker(&sim, &topic.subscription, &env).await;
     events.settle(&sim, &mut report).await;
     report.took = started.elapsed();
     report.stop(&mut second).await;
@@ -1324,6 +1350,8 @@ const WAITING: &[&str] = &[
     "fleet-tickets",
     "fleet-stall",
     "fleet-sigterm",
+    "fleet-sigkill",
+    "fleet-restart",
 ];
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
@@ -1351,6 +1379,21 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("fleet-store", || Box::pin(fleet_store_restart())),
         ("fleet-stall", || Box::pin(fleet_stall())),
         ("fleet-sigterm", || Box::pin(fleet_kill(true))),
+        // The single-process scenarios again, their workers in a fleet.
+        ("fleet-errors", || in_fleet(|| Box::pin(injected_errors()))),
+        ("fleet-outage", || in_fleet(|| Box::pin(chat_outage()))),
+        ("fleet-token", || in_fleet(|| Box::pin(token_outage()))),
+        ("fleet-sigkill", || in_fleet(|| Box::pin(sigkill_restart()))),
+        ("fleet-emulator", || {
+            in_fleet(|| Box::pin(emulator_restart()))
+        }),
+        ("fleet-restart", || in_fleet(|| Box::pin(sigterm_restart()))),
+        ("fleet-three", || in_fleet(|| Box::pin(three_workers()))),
+        ("fleet-burst", || in_fleet(|| Box::pin(quota_burst()))),
+        ("fleet-hot", || in_fleet(|| Box::pin(hot_space()))),
+        ("fleet-rest", || {
+            in_fleet(|| Box::pin(rest_through_a_proxy()))
+        }),
     ]
 }
 

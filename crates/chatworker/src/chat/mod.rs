@@ -273,6 +273,13 @@ impl ChatClient {
         }
     }
 
+    /// Makes sure the credentials hold a token, refreshing it now if needed
+    /// (a failure is met again, and reported, by the call itself): so that
+    /// a call checked just before it starts does not then wait for a token.
+    pub(crate) async fn warm_credentials(&self) {
+        let _ = self.credentials.headers(http::Extensions::new()).await;
+    }
+
     /// One authenticated call, with a JSON body if any: Chat's answer, or
     /// why there was none (with its metrics label).
     async fn call(

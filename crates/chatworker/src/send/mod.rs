@@ -100,6 +100,9 @@ impl Sender {
         let mut attempt = 1;
         loop {
             self.quota.acquire(space, turn).await;
+            // The fence is checked last before the call goes out, a token
+            // refresh (the one wait left in it) being done first.
+            self.chat.warm_credentials().await;
             turn.may_write()?;
             let (error, retry_after) = match call().await {
                 Err(e @ SendError::Transient { retry_after, .. }) => (e, retry_after),

@@ -117,7 +117,13 @@ impl WriteQuota {
                 tokio::time::sleep(wait).await;
                 turn.reacquire().await;
             }
-            if Instant::now() <= due + LATE_AT_MOST || late >= LATE_RETRIES {
+            // A write the turn may not make any more (a fleet's claim lost)
+            // or that is out of time takes no new slot: it is refused next.
+            if Instant::now() <= due + LATE_AT_MOST
+                || late >= LATE_RETRIES
+                || turn.may_write().is_err()
+                || Instant::now() >= turn.retry_deadline()
+            {
                 break;
             }
             // Its slot passed unused: the write takes a new one.

@@ -27,7 +27,6 @@ use tokio_postgres::Client;
 /// later than that (a backlog) does not wait.
 const REORDER_WINDOW: Duration = Duration::from_millis(250);
 
-
 /// An event waiting in the queue, as the lane's holder reads it.
 #[derive(Clone, Debug)]
 pub(crate) struct Queued {
@@ -136,12 +135,14 @@ pub(crate) trait Fleet: Send + Sync + 'static {
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Counts a failed attempt: the event is tried again after `wait`.
-    /// Only while `holder` holds the event's lane; whether it did.
+    /// Only while `holder` holds the event's lane (renewed by `ttl`);
+    /// whether it did.
     fn retry_after<'a>(
         &'a self,
         identity: &'a str,
         lane: &'a str,
         holder: &'a str,
+        ttl: Duration,
         wait: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// The outcomes of those of `identities` that were handled.
@@ -171,7 +172,6 @@ pub struct Census {
     /// Events admitted and not yet handled.
     pub waiting: i64,
 }
-
 
 impl Fleet for Postgres {
     fn enqueue<'a>(
@@ -231,9 +231,17 @@ impl Fleet for Postgres {
         Box::pin(self.within(ttl / 4, async move |c: &mut Client| {
             let rows = c
                 .query(
+                    // A claim locked by a commit under way is skipped: the
+                    // commit renews it itself, and waiting for it would hold
+                    // up every other lane's renewal.
                     &format!(
                         "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
-                         WHERE holder = $1 AND lane = ANY($2) RETURNING lane"
+                         WHERE lane IN (
+                            SELECT lane FROM chatworker_claims
+                            WHERE holder = $1 AND lane = ANY($2)
+                            FOR UPDATE SKIP LOCKED
+                         ) AND holder = $1
+                         RETURNING lane"
                     ),
                     &[&holder, &lanes, &ms(ttl)],
                 )
@@ -334,9 +342,12 @@ impl Fleet for Postgres {
         outcome: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.with(async move |c: &mut Client| {
+            // Setting a panic aside leaves alone an outcome recorded
+            // since by a redelivery's handling (a transient failure).
             c.execute(
                 "UPDATE chatworker_queue SET outcome = $2
-                 WHERE identity = $1 AND outcome IN ('transient', 'panicked')",
+                 WHERE identity = $1 AND outcome IN ('transient', 'panicked')
+                   AND NOT ($2 LIKE 'panicked:%' AND outcome = 'transient')",
                 &[&identity, &outcome],
             )
             .await
@@ -368,18 +379,23 @@ impl Fleet for Postgres {
         identity: &'a str,
         lane: &'a str,
         holder: &'a str,
+        ttl: Duration,
         wait: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.with(async move |c: &mut Client| {
             let counted = c
                 .execute(
+                    // The claim renewed (and so locked) in the same
+                    // statement: no takeover slips in between.
                     &format!(
-                        "UPDATE chatworker_queue SET attempts = attempts + 1, not_before = {NOW_MS} + $2
-                         WHERE identity = $1 AND EXISTS (
-                            SELECT 1 FROM chatworker_claims WHERE lane = $3 AND holder = $4
-                         )"
+                        "WITH claim AS (
+                            UPDATE chatworker_claims SET expires_at = {NOW_MS} + $5
+                            WHERE lane = $3 AND holder = $4 RETURNING 1
+                         )
+                         UPDATE chatworker_queue SET attempts = attempts + 1, not_before = {NOW_MS} + $2
+                         WHERE identity = $1 AND EXISTS (SELECT 1 FROM claim)"
                     ),
-                    &[&identity, &ms(wait), &lane, &holder],
+                    &[&identity, &ms(wait), &lane, &holder, &ms(ttl)],
                 )
                 .await?;
             Ok(counted > 0)

@@ -289,22 +289,6 @@ impl Backend for Postgres {
             let commit = &commit;
             self.with(async move |c: &mut Client| {
                 let tx = c.transaction().await?;
-                if let Some(claim) = &commit.claim {
-                    // The claim's row stays locked to the commit: no other
-                    // replica takes the lane meanwhile.
-                    let held = tx
-                        .execute(
-                            &format!(
-                                "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
-                                 WHERE lane = $1 AND holder = $2"
-                            ),
-                            &[&claim.lane, &claim.holder, &ms(claim.ttl)],
-                        )
-                        .await?;
-                    if held == 0 {
-                        return Ok(Committed::Lost);
-                    }
-                }
                 let inserted = tx
                     .execute(
                         "INSERT INTO chatworker_inbox (identity, committed_at, finished) VALUES ($1, $2, $3)
@@ -363,6 +347,23 @@ impl Backend for Postgres {
                         &[&commit.identity, &(seq as i64), &entry.json()],
                     )
                     .await?;
+                }
+                if let Some(claim) = &commit.claim {
+                    // Last, so that the claim's row is locked only from
+                    // here to the commit (its renewals skip it meanwhile):
+                    // no other replica takes the lane in between.
+                    let held = tx
+                        .execute(
+                            &format!(
+                                "UPDATE chatworker_claims SET expires_at = {NOW_MS} + $3
+                                 WHERE lane = $1 AND holder = $2"
+                            ),
+                            &[&claim.lane, &claim.holder, &ms(claim.ttl)],
+                        )
+                        .await?;
+                    if held == 0 {
+                        return Ok(Committed::Lost);
+                    }
                 }
                 tx.commit().await?;
                 Ok(Committed::Done)

@@ -491,14 +491,14 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
     // Failed for now, e2 waits its turn.
     assert!(
         !fleet
-            .retry_after("e2", "lane", "b", Duration::from_secs(60))
+            .retry_after("e2", "lane", "b", ttl, Duration::from_secs(60))
             .await
             .unwrap(),
         "only the lane's holder counts a failed attempt"
     );
     assert!(
         fleet
-            .retry_after("e2", "lane", "a", Duration::from_secs(60))
+            .retry_after("e2", "lane", "a", ttl, Duration::from_secs(60))
             .await
             .unwrap()
     );
@@ -519,6 +519,10 @@ async fn a_fleet_admits_once_claims_lanes_and_shares_the_quota() {
         .await
         .unwrap();
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    // Setting a panic aside leaves a transient failure recorded since alone.
+    fleet.let_go("e2", "panicked:set_aside").await.unwrap();
+    let e2 = fleet.outcomes(&["e2".into()]).await.unwrap();
+    assert_eq!(e2[0].outcome, "transient");
     // Its redelivery admits it again, at its place, attempts reset.
     fleet.enqueue("e2", "lane", b"two", None).await.unwrap();
     let again = next("a", None).await.expect("e2 waits again");

@@ -402,7 +402,7 @@ impl Fleet {
                 loop {
                     match self
                         .store
-                        .retry_after(&identity, &lane, &self.holder, wait)
+                        .retry_after(&identity, &lane, &self.holder, CLAIM_TTL, wait)
                         .await
                     {
                         Ok(true) => return Step::Again,
