@@ -8,7 +8,7 @@
 //! Run: `scripts/test --test faults` (all of them), or with names:
 //! `scripts/test --test faults -- quota sigkill`. `CHATWORKER_SOAK=1` runs
 //! the long versions (10,000 events with faults, Chat's real 60-per-minute
-//! quota). `CHATWORKER_FAULT_JOBS` sets how many scenarios run at once.
+//! quota). `CHATWORKER_FAULT_JOBS` sets how many scenarios run at once (4).
 
 mod common;
 
@@ -564,9 +564,11 @@ async fn quota_burst() -> Report {
         format!("{peak} writes within 60 s, over the {per_minute}/min quota"),
     );
     report.note(format!(
-        "quota {per_minute}/min; steady {rate:.0}/min ({:.0}%), peak {peak} in 60 s, 0 answers 429, {} quota waits",
+        "quota {per_minute}/min; steady {rate:.0}/min ({:.0}%), peak {peak} in 60 s, 0 answers 429, {} quota waits ({} shared, {} late)",
         share * 100.0,
-        worker.counter("quota_waits")
+        worker.counter("quota_waits"),
+        worker.counter("shared_quota_waits"),
+        worker.counter("shared_quota_late"),
     ));
     report
 }
@@ -1434,7 +1436,7 @@ fn main() {
     let jobs = std::env::var("CHATWORKER_FAULT_JOBS")
         .ok()
         .and_then(|j| j.parse().ok())
-        .unwrap_or(3usize)
+        .unwrap_or(4usize)
         .max(1);
     let _ = emulator_host();
     let runtime = tokio::runtime::Builder::new_multi_thread()

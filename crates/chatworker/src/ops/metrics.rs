@@ -142,7 +142,7 @@ pub struct Snapshot {
     pub fleet_waits: u64,
     /// Fleet: writes that waited for a slot of the fleet's shared quota.
     pub shared_quota_waits: u64,
-    /// Fleet: writes that came later than 400 ms after their slot of the
+    /// Fleet: writes that came later than 600 ms after their slot of the
     /// shared quota and took a new one (so that late writes never bunch up
     /// with the ones on time).
     pub shared_quota_late: u64,

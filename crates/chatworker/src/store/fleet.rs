@@ -228,7 +228,7 @@ impl Fleet for Postgres {
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         // Quick or not at all: a renewal that waits longer than a claim
         // lives is worth nothing.
-        Box::pin(self.within(ttl / 4, async move |c: &mut Client| {
+        Box::pin(self.renewing(ttl / 4, async move |c: &mut Client| {
             let rows = c
                 .query(
                     // A claim locked by a commit under way is skipped: the

@@ -38,6 +38,8 @@ pub(super) struct Postgres {
     url: String,
     connections: Vec<Mutex<Option<Client>>>,
     next: AtomicUsize,
+    /// A fleet's claim renewals' own connection: no other call holds them up.
+    renewals: Mutex<Option<Client>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -72,6 +74,7 @@ impl Postgres {
             url: shown,
             connections: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            renewals: Mutex::new(None),
         };
         let mut client = store.connect().await?;
         migrate(&mut client).await?;
@@ -132,6 +135,48 @@ impl Postgres {
                 limit.as_secs(),
                 self.url
             )));
+        };
+        result.map_err(|e| {
+            if e.as_db_error().is_none() {
+                *slot = None;
+            }
+            described(e)
+        })
+    }
+}
+
+impl Postgres {
+    /// Runs `f` on the renewals' own connection, all of it (waiting for the
+    /// connection and connecting included) within `limit`: a renewal later
+    /// than that is worth nothing.
+    pub(super) async fn renewing<T>(
+        &self,
+        limit: Duration,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let late = || {
+            unavailable(format!(
+                "no answer within {}ms from {}",
+                limit.as_millis(),
+                self.url
+            ))
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let Ok(mut slot) = tokio::time::timeout_at(deadline, self.renewals.lock()).await else {
+            return Err(late());
+        };
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            match tokio::time::timeout_at(deadline, self.connect()).await {
+                Ok(client) => *slot = Some(client?),
+                Err(_) => return Err(late()),
+            }
+        }
+        let Ok(result) =
+            tokio::time::timeout_at(deadline, f(slot.as_mut().expect("connected"))).await
+        else {
+            // Its statement may still run: the connection goes with it.
+            *slot = None;
+            return Err(late());
         };
         result.map_err(|e| {
             if e.as_db_error().is_none() {
