@@ -239,6 +239,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: "SELECT 1;",
         postgres: FLEET_TABLES,
     },
+    // 4: a lane's failed events found by the lane: without it, a lane's
+    // holder looking for one that holds the lane scanned every event
+    // handled within the hold (the whole queue, in a drain: 6.5 ms a call
+    // at 20,000 events, against 0.1 ms with it).
+    Migration {
+        sqlite: "SELECT 1;",
+        postgres: "CREATE INDEX chatworker_queue_failed ON chatworker_queue (lane, handled_at)
+            WHERE outcome IN ('transient', 'panicked');",
+    },
 ];
 
 /// The fleet's tables (`store::fleet`).
