@@ -123,60 +123,54 @@ impl Postgres {
             Some(slot) => slot,
             None => self.connections[start % n].lock().await,
         };
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(self.connect().await?);
-        }
-        let Ok(result) = tokio::time::timeout(limit, f(slot.as_mut().expect("connected"))).await
-        else {
-            // Its statement may still run: the connection goes with it.
-            *slot = None;
-            return Err(unavailable(format!(
-                "no answer within {}s from {}",
-                limit.as_secs(),
-                self.url
-            )));
-        };
-        result.map_err(|e| {
-            if e.as_db_error().is_none() {
-                *slot = None;
-            }
-            described(e)
-        })
+        self.run_on(&mut slot, tokio::time::Instant::now() + limit, limit, f)
+            .await
     }
-}
 
-impl Postgres {
     /// Runs `f` on the renewals' own connection, all of it (waiting for the
-    /// connection and connecting included) within `limit`: a renewal later
-    /// than that is worth nothing.
+    /// connection included) within `limit`: a renewal later than that is
+    /// worth nothing.
     pub(super) async fn renewing<T>(
         &self,
         limit: Duration,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
-        let late = || {
-            unavailable(format!(
-                "no answer within {}ms from {}",
-                limit.as_millis(),
-                self.url
-            ))
-        };
         let deadline = tokio::time::Instant::now() + limit;
         let Ok(mut slot) = tokio::time::timeout_at(deadline, self.renewals.lock()).await else {
-            return Err(late());
+            return Err(self.late(limit));
         };
+        self.run_on(&mut slot, deadline, limit, f).await
+    }
+
+    fn late(&self, limit: Duration) -> StoreError {
+        unavailable(format!(
+            "no answer within {}ms from {}",
+            limit.as_millis(),
+            self.url
+        ))
+    }
+
+    /// Runs `f` on the connection in `slot`, (re)connecting it first if
+    /// needed, by `deadline`. A call that failed or ran out of time drops its
+    /// connection (its statement may still run), so the next starts afresh.
+    async fn run_on<T>(
+        &self,
+        slot: &mut Option<Client>,
+        deadline: tokio::time::Instant,
+        limit: Duration,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
         if slot.as_ref().is_none_or(Client::is_closed) {
             match tokio::time::timeout_at(deadline, self.connect()).await {
                 Ok(client) => *slot = Some(client?),
-                Err(_) => return Err(late()),
+                Err(_) => return Err(self.late(limit)),
             }
         }
         let Ok(result) =
             tokio::time::timeout_at(deadline, f(slot.as_mut().expect("connected"))).await
         else {
-            // Its statement may still run: the connection goes with it.
             *slot = None;
-            return Err(late());
+            return Err(self.late(limit));
         };
         result.map_err(|e| {
             if e.as_db_error().is_none() {
