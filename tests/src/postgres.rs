@@ -36,11 +36,13 @@ impl Postgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let as_postgres = is_root();
         if as_postgres {
-            let chown = Command::new("chown")
-                .arg("postgres")
-                .arg(dir.path())
-                .status()
-                .expect("chown");
+            let chown = crate::blocking(|| {
+                Command::new("chown")
+                    .arg("postgres")
+                    .arg(dir.path())
+                    .status()
+            })
+            .expect("chown");
             assert!(chown.success(), "chown postgres {}", dir.path().display());
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -84,7 +86,7 @@ impl Postgres {
             }
             false => Command::new(&program),
         };
-        let output = command.args(args).output().expect(tool);
+        let output = crate::blocking(|| command.args(args).output()).expect(tool);
         assert!(
             output.status.success(),
             "{tool} failed: {}{}",
@@ -132,17 +134,17 @@ impl Drop for Postgres {
             }
             false => Command::new(&program),
         };
-        let _ = command
-            .args(["-D", &data, "-m", "immediate", "stop"])
-            .output();
+        let _ = crate::blocking(|| {
+            command
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output()
+        });
     }
 }
 
 /// Whether this process runs as root (`id -u` is 0).
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
+    crate::blocking(|| Command::new("id").arg("-u").output())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }

@@ -33,10 +33,12 @@ impl Squid {
         // Squid drops to its own user: it must read and write here.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
             .expect("chmod");
-        let hash = std::process::Command::new("openssl")
-            .args(["passwd", "-apr1", password])
-            .output()
-            .expect("openssl passwd");
+        let hash = crate::blocking(|| {
+            std::process::Command::new("openssl")
+                .args(["passwd", "-apr1", password])
+                .output()
+        })
+        .expect("openssl passwd");
         let hash = String::from_utf8(hash.stdout).expect("utf-8");
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, format!("{user}:{}\n", hash.trim())).expect("passwd");
