@@ -423,9 +423,14 @@ async fn a_committed_failure_is_dead_lettered_on_its_redelivery() {
             Err::<(), _>(HandlerError::permanent("the lookup refused"))
         })
     };
+    // Leases extended 10 s at a time (the shortest): a redelivery the
+    // emulator hands to the stopping worker's stream comes back after that
+    // stream's lease, at each try (20 s with the default, and the emulator
+    // sometimes tried that stream again several times over).
     let env = [
         ("CHATWORKER_PUBSUB__DEAD_LETTER_TOPIC", dead.topic.as_str()),
         ("CHATWORKER_STORE__URL", store.as_str()),
+        ("CHATWORKER_PUBSUB__MAX_LEASE_EXTENSION", "10s"),
     ];
     let worker = InProcess::start(&sim, &topic, app(), &env);
     // The dead-letter topic goes away: no letter can be sent.
