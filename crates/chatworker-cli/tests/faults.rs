@@ -518,6 +518,8 @@ async fn quota_burst() -> Report {
         &[
             ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", quota.as_str()),
             ("CHATWORKER_CHAT__PROJECT_WRITES_PER_MINUTE", "3000"),
+            // Says where a late write's time went.
+            ("RUST_LOG", "info,chatworker::send::quota=debug"),
         ],
     )
     .await;
@@ -559,6 +561,25 @@ async fn quota_burst() -> Report {
         share >= 0.95,
         format!("{rate:.0} writes/min is below 95% of the {per_minute}/min quota"),
     );
+    // Where late writes' time went (each took a second slot).
+    let late: Vec<String> = worker
+        .entries("a write came late for its shared-quota slot; it takes a new one")
+        .iter()
+        .take(10)
+        .map(|e| {
+            format!(
+                "late {} ms: answer {} ms, timer {} ms, lane {} ms",
+                e["late_ms"], e["answer_ms"], e["woke_late_ms"], e["lane_ms"]
+            )
+        })
+        .collect();
+    if !late.is_empty() {
+        eprintln!(
+            "{}: late writes (the first ten):\n  {}",
+            report.scenario,
+            late.join("\n  ")
+        );
+    }
     report.check(
         peak <= per_minute as usize,
         format!("{peak} writes within 60 s, over the {per_minute}/min quota"),
@@ -1038,6 +1059,8 @@ async fn fleet_quota() -> Report {
         &[
             ("CHATWORKER_CHAT__SPACE_WRITES_PER_MINUTE", quota.as_str()),
             ("CHATWORKER_CHAT__PROJECT_WRITES_PER_MINUTE", "3000"),
+            // Says where a late write's time went.
+            ("RUST_LOG", "info,chatworker::send::quota=debug"),
         ],
     )
     .await;

@@ -105,7 +105,8 @@ impl WriteQuota {
         let mut waited = false;
         let mut late = 0;
         loop {
-            let (due, wait) = match self.reserve(fleet, &buckets, turn).await {
+            let asked = Instant::now();
+            let due = match self.reserve(fleet, &buckets, turn).await {
                 Ok(reserved) => reserved,
                 Err(e) => {
                     if !self.fleet_failed.swap(true, Relaxed) {
@@ -115,15 +116,20 @@ impl WriteQuota {
                 }
             };
             self.fleet_failed.store(false, Relaxed);
+            let answered = Instant::now();
+            let mut woke = answered;
+            let wait = due.saturating_duration_since(answered);
             if !wait.is_zero() {
                 waited = true;
                 turn.release();
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep_until(due.into()).await;
+                woke = Instant::now();
                 turn.reacquire().await;
             }
+            let resumed = Instant::now();
             // A write the turn may not make any more (a fleet's claim lost)
             // or that is out of time takes no new slot: it is refused next.
-            if Instant::now() <= due + LATE_AT_MOST
+            if resumed <= due + LATE_AT_MOST
                 || late >= LATE_RETRIES
                 || turn.may_write().is_err()
                 || Instant::now() >= turn.retry_deadline()
@@ -133,6 +139,16 @@ impl WriteQuota {
             // Its slot passed unused: the write takes a new one.
             late += 1;
             self.metrics.shared_quota_late();
+            // Where the time went: the store's answer (a connection waited
+            // for included), the timer, the lane.
+            tracing::debug!(
+                space = %space,
+                late_ms = resumed.duration_since(due).as_millis() as u64,
+                answer_ms = answered.duration_since(asked).as_millis() as u64,
+                woke_late_ms = woke.saturating_duration_since(due).as_millis() as u64,
+                lane_ms = resumed.duration_since(woke).as_millis() as u64,
+                "a write came late for its shared-quota slot; it takes a new one"
+            );
         }
         if waited {
             self.metrics.shared_quota_waited(started.elapsed());
@@ -140,8 +156,8 @@ impl WriteQuota {
         Some(started.elapsed())
     }
 
-    /// Reserves a slot in `buckets`: when it is due at the latest, and how
-    /// long to wait for it.
+    /// Reserves a slot in `buckets`: when it is due (at the latest: see
+    /// [`Fleet::reserve`]).
     /// The store failing for a moment must not make every replica pace
     /// itself at the whole quota: tried again until the write's own
     /// deadline.
@@ -150,14 +166,11 @@ impl WriteQuota {
         fleet: &Arc<dyn Fleet>,
         buckets: &[Bucket],
         turn: &dyn Turn,
-    ) -> Result<(Instant, Duration), crate::store::StoreError> {
+    ) -> Result<Instant, crate::store::StoreError> {
         let mut pause = Duration::from_millis(100);
         loop {
-            // Counted from when it was asked for: the slot is no later than
-            // that (a slow answer counts as lateness).
-            let asked = Instant::now();
             match fleet.reserve(buckets).await {
-                Ok(wait) => return Ok((asked + wait, wait)),
+                Ok(due) => return Ok(due),
                 Err(e) if Instant::now() + pause >= turn.retry_deadline() => return Err(e),
                 Err(_) => {
                     tokio::time::sleep(pause).await;
@@ -356,6 +369,64 @@ mod tests {
             waited > Duration::from_millis(800) && waited < Duration::from_millis(1300),
             "{waited:?}"
         );
+    }
+
+    /// In a fleet, the time a reservation waits for one of the store's
+    /// connections is not lateness: the slot is taken only once the
+    /// statement reaches the server. Counted from the ask, a loaded replica
+    /// (its connections busy) judged its writes late, each took a second
+    /// slot, and a burst used 73% of its quota.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reservation_that_waits_for_a_connection_is_not_late() {
+        let url = crate::store::suite::fresh_postgres().await;
+        let store = crate::store::Store::open(&url).await.expect("postgres");
+        let fleet = store.fleet().expect("a fleet store").clone();
+        // Another session locks the buckets for a second; meanwhile eight
+        // reservations, blocked by it, hold every connection of the store.
+        let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("a session of its own");
+        tokio::spawn(connection);
+        locker
+            .batch_execute("BEGIN; LOCK TABLE chatworker_buckets IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("the buckets locked");
+        let blocked: Vec<_> = (0..8)
+            .map(|i| {
+                let fleet = fleet.clone();
+                tokio::spawn(async move {
+                    let bucket = Bucket {
+                        name: format!("space/spaces/BUSY{i}"),
+                        period: Duration::from_secs(1),
+                        burst: 1,
+                    };
+                    fleet.reserve(&[bucket]).await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A write asks for its slot: it waits for a connection.
+        let metrics = Arc::new(Metrics::default());
+        let quota = WriteQuota::new(60, 0, metrics.clone()).shared(fleet.clone());
+        let write = tokio::spawn(async move {
+            let on_time = Slow {
+                slow: Duration::ZERO,
+            };
+            let asked = Instant::now();
+            quota.acquire(&space("spaces/WAITS"), &on_time).await;
+            asked.elapsed()
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        locker.batch_execute("COMMIT").await.expect("unlocked");
+        for reservation in blocked {
+            reservation.await.expect("task").expect("reserved");
+        }
+        let took = write.await.expect("task");
+        assert!(took > Duration::from_millis(900), "it waited: {took:?}");
+        // Its slot, free, was taken when its statement was sent, and it
+        // went at once.
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.shared_quota_late, 0, "{snapshot:?}");
     }
 
     #[test]

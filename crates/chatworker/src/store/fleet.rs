@@ -153,8 +153,15 @@ pub(crate) trait Fleet: Send + Sync + 'static {
     /// Lanes with events waiting and no live claim (their holder died, or
     /// let them go as an event arrived), at most `limit`.
     fn unclaimed(&self, limit: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
-    /// Reserves a slot in every bucket; how long to wait for the latest.
-    fn reserve<'a>(&'a self, buckets: &'a [Bucket]) -> BoxFuture<'a, Result<Duration, StoreError>>;
+    /// Reserves a slot in every bucket; when the latest is due, by this
+    /// process's clock: the server's wait, counted from when the statement
+    /// was sent. A wait for a connection before that is not lateness (the
+    /// slot is not taken yet); the server's answer and what comes after it
+    /// are (it may have taken the slot at any moment in between).
+    fn reserve<'a>(
+        &'a self,
+        buckets: &'a [Bucket],
+    ) -> BoxFuture<'a, Result<std::time::Instant, StoreError>>;
     /// Removes handled events older than `age`, claims expired that long
     /// ago (a dead replica's on idle lanes), and buckets idle that long.
     fn forget(&self, age: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
@@ -443,7 +450,10 @@ impl Fleet for Postgres {
         }))
     }
 
-    fn reserve<'a>(&'a self, buckets: &'a [Bucket]) -> BoxFuture<'a, Result<Duration, StoreError>> {
+    fn reserve<'a>(
+        &'a self,
+        buckets: &'a [Bucket],
+    ) -> BoxFuture<'a, Result<std::time::Instant, StoreError>> {
         let names: Vec<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
         // Microseconds: a project's slot is 20 ms apart.
         let periods: Vec<i64> = buckets
@@ -459,6 +469,7 @@ impl Fleet for Postgres {
             // GCRA: a bucket's theoretical arrival time (tat) moves one
             // period per slot; a slot may go `tolerance` before it. The
             // reservation is made now; the writer waits for its time.
+            let sent = std::time::Instant::now();
             let row = c
                 .query_one(
                     "WITH now AS (
@@ -478,7 +489,7 @@ impl Fleet for Postgres {
                 )
                 .await?;
             let wait_us: i64 = row.get(0);
-            Ok(Duration::from_micros(wait_us.max(0) as u64))
+            Ok(sent + Duration::from_micros(wait_us.max(0) as u64))
         }))
     }
 
