@@ -568,8 +568,13 @@ async fn quota_burst() -> Report {
         .take(10)
         .map(|e| {
             format!(
-                "late {} ms: answer {} ms, timer {} ms, lane {} ms",
-                e["late_ms"], e["answer_ms"], e["woke_late_ms"], e["lane_ms"]
+                "late {} ms: a connection {} ms, the statement {} ms, slept {} (timer {} ms), the lane {} ms",
+                e["late_ms"],
+                e["connection_ms"],
+                e["statement_ms"],
+                e["slept"],
+                e["timer_ms"],
+                e["lane_ms"]
             )
         })
         .collect();

@@ -8,7 +8,7 @@
 use super::turn::Turn;
 use crate::names::SpaceName;
 use crate::ops::metrics::Metrics;
-use crate::store::{Bucket, Fleet};
+use crate::store::{Bucket, Fleet, Reserved};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -106,7 +106,7 @@ impl WriteQuota {
         let mut late = 0;
         loop {
             let asked = Instant::now();
-            let due = match self.reserve(fleet, &buckets, turn).await {
+            let reserved = match self.reserve(fleet, &buckets, turn).await {
                 Ok(reserved) => reserved,
                 Err(e) => {
                     if !self.fleet_failed.swap(true, Relaxed) {
@@ -116,13 +116,16 @@ impl WriteQuota {
                 }
             };
             self.fleet_failed.store(false, Relaxed);
-            let answered = Instant::now();
-            let mut woke = answered;
-            let wait = due.saturating_duration_since(answered);
-            if !wait.is_zero() {
+            // Never before the slot; late, as judged from the earliest it
+            // can be.
+            let due = reserved.earliest();
+            let go = reserved.latest();
+            let slept = go > Instant::now();
+            let mut woke = Instant::now();
+            if slept {
                 waited = true;
                 turn.release();
-                tokio::time::sleep_until(due.into()).await;
+                tokio::time::sleep_until(go.into()).await;
                 woke = Instant::now();
                 turn.reacquire().await;
             }
@@ -139,13 +142,16 @@ impl WriteQuota {
             // Its slot passed unused: the write takes a new one.
             late += 1;
             self.metrics.shared_quota_late();
-            // Where the time went: the store's answer (a connection waited
-            // for included), the timer, the lane.
+            // Where the time went: a connection waited for (no lateness),
+            // the statement's round trip (the slot somewhere in it), the
+            // timer when it slept, the lane.
             tracing::debug!(
                 space = %space,
                 late_ms = resumed.duration_since(due).as_millis() as u64,
-                answer_ms = answered.duration_since(asked).as_millis() as u64,
-                woke_late_ms = woke.saturating_duration_since(due).as_millis() as u64,
+                connection_ms = reserved.sent.saturating_duration_since(asked).as_millis() as u64,
+                statement_ms = reserved.answered.duration_since(reserved.sent).as_millis() as u64,
+                slept,
+                timer_ms = woke.saturating_duration_since(go).as_millis() as u64,
                 lane_ms = resumed.duration_since(woke).as_millis() as u64,
                 "a write came late for its shared-quota slot; it takes a new one"
             );
@@ -156,8 +162,7 @@ impl WriteQuota {
         Some(started.elapsed())
     }
 
-    /// Reserves a slot in `buckets`: when it is due (at the latest: see
-    /// [`Fleet::reserve`]).
+    /// Reserves a slot in `buckets` (see [`Reserved`]).
     /// The store failing for a moment must not make every replica pace
     /// itself at the whole quota: tried again until the write's own
     /// deadline.
@@ -166,11 +171,11 @@ impl WriteQuota {
         fleet: &Arc<dyn Fleet>,
         buckets: &[Bucket],
         turn: &dyn Turn,
-    ) -> Result<Instant, crate::store::StoreError> {
+    ) -> Result<Reserved, crate::store::StoreError> {
         let mut pause = Duration::from_millis(100);
         loop {
             match fleet.reserve(buckets).await {
-                Ok(due) => return Ok(due),
+                Ok(reserved) => return Ok(reserved),
                 Err(e) if Instant::now() + pause >= turn.retry_deadline() => return Err(e),
                 Err(_) => {
                     tokio::time::sleep(pause).await;
@@ -381,8 +386,9 @@ mod tests {
         let url = crate::store::suite::fresh_postgres().await;
         let store = crate::store::Store::open(&url).await.expect("postgres");
         let fleet = store.fleet().expect("a fleet store").clone();
-        // Another session locks the buckets for a second; meanwhile eight
-        // reservations, blocked by it, hold every connection of the store.
+        // Another session locks the buckets for a second; meanwhile as many
+        // reservations as the store has connections, blocked by it, hold
+        // every one of them.
         let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .expect("a session of its own");
@@ -391,7 +397,7 @@ mod tests {
             .batch_execute("BEGIN; LOCK TABLE chatworker_buckets IN ACCESS EXCLUSIVE MODE")
             .await
             .expect("the buckets locked");
-        let blocked: Vec<_> = (0..8)
+        let blocked: Vec<_> = (0..crate::store::CONNECTIONS)
             .map(|i| {
                 let fleet = fleet.clone();
                 tokio::spawn(async move {
@@ -427,6 +433,17 @@ mod tests {
         // went at once.
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.shared_quota_late, 0, "{snapshot:?}");
+        // From the fleet's bucket, not the local limiters: the space's next
+        // slot is about a second away.
+        let next = fleet
+            .reserve(&[Bucket {
+                name: "space/spaces/WAITS".into(),
+                period: Duration::from_secs(60).mul_f64(1.02) / 60,
+                burst: 1,
+            }])
+            .await
+            .expect("reserved");
+        assert!(next.wait > Duration::from_millis(500), "{next:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::postgres::{NOW_MS, Postgres, ms};
 use futures::future::BoxFuture;
 use std::time::Duration;
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 /// How long after its publication an event waits before its lane's holder
 /// takes it: two events of one thread published this close together may
@@ -153,20 +154,38 @@ pub(crate) trait Fleet: Send + Sync + 'static {
     /// Lanes with events waiting and no live claim (their holder died, or
     /// let them go as an event arrived), at most `limit`.
     fn unclaimed(&self, limit: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
-    /// Reserves a slot in every bucket; when the latest is due, by this
-    /// process's clock: the server's wait, counted from when the statement
-    /// was sent. A wait for a connection before that is not lateness (the
-    /// slot is not taken yet); the server's answer and what comes after it
-    /// are (it may have taken the slot at any moment in between).
-    fn reserve<'a>(
-        &'a self,
-        buckets: &'a [Bucket],
-    ) -> BoxFuture<'a, Result<std::time::Instant, StoreError>>;
+    /// Reserves a slot in every bucket (the latest of them counts).
+    fn reserve<'a>(&'a self, buckets: &'a [Bucket]) -> BoxFuture<'a, Result<Reserved, StoreError>>;
     /// Removes handled events older than `age`, claims expired that long
     /// ago (a dead replica's on idle lanes), and buckets idle that long.
     fn forget(&self, age: Duration) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// What the fleet looks like now, for `chatworker check`.
     fn census(&self) -> BoxFuture<'_, Result<Census, StoreError>>;
+}
+
+/// A write slot reserved in the fleet's buckets. The server reads its clock
+/// at some moment between when the statement was sent (its connection
+/// already taken: a wait for one is no lateness, the slot not taken yet) and
+/// when the answer came; the slot is `wait` after that moment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reserved {
+    pub(crate) sent: std::time::Instant,
+    pub(crate) answered: std::time::Instant,
+    pub(crate) wait: Duration,
+}
+
+impl Reserved {
+    /// The earliest the slot can be, by this process's clock: what a write's
+    /// lateness is judged from (so it is never judged on time when late).
+    pub(crate) fn earliest(&self) -> std::time::Instant {
+        self.sent + self.wait
+    }
+
+    /// The latest the slot can be: what a write waits for, so that it never
+    /// goes before its slot.
+    pub(crate) fn latest(&self) -> std::time::Instant {
+        self.answered + self.wait
+    }
 }
 
 /// The fleet at one moment.
@@ -450,10 +469,7 @@ impl Fleet for Postgres {
         }))
     }
 
-    fn reserve<'a>(
-        &'a self,
-        buckets: &'a [Bucket],
-    ) -> BoxFuture<'a, Result<std::time::Instant, StoreError>> {
+    fn reserve<'a>(&'a self, buckets: &'a [Bucket]) -> BoxFuture<'a, Result<Reserved, StoreError>> {
         let names: Vec<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
         // Microseconds: a project's slot is 20 ms apart.
         let periods: Vec<i64> = buckets
@@ -470,8 +486,10 @@ impl Fleet for Postgres {
             // period per slot; a slot may go `tolerance` before it. The
             // reservation is made now; the writer waits for its time.
             let sent = std::time::Instant::now();
+            // Typed: one round trip (no prepare), so that the moment the
+            // server reads its clock is close to `sent`.
             let row = c
-                .query_one(
+                .query_typed_one(
                     "WITH now AS (
                         SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint AS us
                      ), asked AS (
@@ -485,11 +503,19 @@ impl Fleet for Postgres {
                      )
                      SELECT COALESCE(MAX(taken.tat - asked.period - asked.tolerance - now.us), 0)
                      FROM taken JOIN asked USING (bucket), now",
-                    &[&names, &periods, &tolerances],
+                    &[
+                        (&names, Type::TEXT_ARRAY),
+                        (&periods, Type::INT8_ARRAY),
+                        (&tolerances, Type::INT8_ARRAY),
+                    ],
                 )
                 .await?;
             let wait_us: i64 = row.get(0);
-            Ok(sent + Duration::from_micros(wait_us.max(0) as u64))
+            Ok(Reserved {
+                sent,
+                answered: std::time::Instant::now(),
+                wait: Duration::from_micros(wait_us.max(0) as u64),
+            })
         }))
     }
 

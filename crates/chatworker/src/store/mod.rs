@@ -37,7 +37,9 @@ pub(crate) use backend::{
 };
 pub use backend::{StateRow, StoreError};
 pub use fleet::Census;
-pub(crate) use fleet::{Bucket, Fleet, Handled, Next, Queued};
+pub(crate) use fleet::{Bucket, Fleet, Handled, Next, Queued, Reserved};
+#[cfg(test)]
+pub(crate) use postgres::CONNECTIONS;
 pub use txn::{BadState, Scope, StateError, Stored};
 pub(crate) use txn::{Txn, TxnOptions};
 

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 /// Connections kept.
-const CONNECTIONS: usize = 8;
+pub(crate) const CONNECTIONS: usize = 8;
 /// How long connecting may take, unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call (a statement, a transaction) may take: past it the
