@@ -163,6 +163,20 @@ pub(crate) trait Fleet: Send + Sync + 'static {
     fn census(&self) -> BoxFuture<'_, Result<Census, StoreError>>;
 }
 
+/// A lane's next event, or one that failed within the hold and so still
+/// holds the lane: `$1` the lane, `$4` the event just recorded (left out),
+/// `$7` the hold. `store::suite` checks that it is planned on indexes.
+pub(super) fn next_in_lane() -> String {
+    format!(
+        "SELECT identity, event, published_at, attempts, not_before, outcome
+         FROM chatworker_queue
+         WHERE lane = $1 AND identity IS DISTINCT FROM $4
+           AND (outcome IS NULL
+                OR (outcome IN ('transient', 'panicked') AND handled_at > {NOW_MS} - $7))
+         ORDER BY COALESCE(published_at, arrived_at), seq LIMIT 1"
+    )
+}
+
 /// A write slot reserved in the fleet's buckets. The server reads its clock
 /// at some moment between when the statement was sent (its connection
 /// already taken: a wait for one is no lateness, the slot not taken yet) and
@@ -317,14 +331,8 @@ impl Fleet for Postgres {
                                 q.identity, q.event, q.published_at, q.attempts,
                                 GREATEST(q.not_before - {NOW_MS}, q.published_at + $8 - {NOW_MS}, 0),
                                 q.outcome
-                         FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-                            SELECT identity, event, published_at, attempts, not_before, outcome
-                            FROM chatworker_queue
-                            WHERE lane = $1 AND identity IS DISTINCT FROM $4
-                              AND (outcome IS NULL
-                                   OR (outcome IN ('transient', 'panicked') AND handled_at > {NOW_MS} - $7))
-                            ORDER BY COALESCE(published_at, arrived_at), seq LIMIT 1
-                         ) q ON TRUE"
+                         FROM (SELECT 1) AS one LEFT JOIN LATERAL ({next}) q ON TRUE",
+                        next = next_in_lane(),
                     ),
                     &[
                         &lane,

@@ -685,9 +685,9 @@ async fn a_commit_under_a_lost_claim_stores_nothing() {
 
 /// A lane's holder finds the lane's next event, or a failed one that holds
 /// it, by the lane: not by scanning every event handled within the hold.
-/// With 5,000 events handled (a drain) the lookup `Fleet::next` makes, its
-/// conditions as there, is planned on indexes only; without migration 4 it
-/// was a scan of the whole queue (6.5 ms a call at 20,000 events).
+/// With 5,000 events handled (a drain) the lookup `Fleet::next` makes
+/// (`fleet::next_in_lane`) is planned on indexes only; without migration 4
+/// it was a scan of the whole queue (6.5 ms a call at 20,000 events).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lanes_next_event_is_found_by_the_lane() {
     let url = fresh_postgres().await;
@@ -708,16 +708,12 @@ async fn a_lanes_next_event_is_found_by_the_lane() {
         )
         .await
         .expect("a drained queue");
+    let lookup = super::fleet::next_in_lane()
+        .replace("$1", "'lane7'")
+        .replace("$4", "'e7'")
+        .replace("$7", "120000");
     let plan: Vec<String> = client
-        .query(
-            "EXPLAIN SELECT identity FROM chatworker_queue
-             WHERE lane = 'lane7' AND identity IS DISTINCT FROM 'e7'
-               AND (outcome IS NULL
-                    OR (outcome IN ('transient', 'panicked')
-                        AND handled_at > (extract(epoch from clock_timestamp()) * 1000)::bigint - 120000))
-             ORDER BY COALESCE(published_at, arrived_at), seq LIMIT 1",
-            &[],
-        )
+        .query(&format!("EXPLAIN {lookup}"), &[])
         .await
         .expect("a plan")
         .iter()
